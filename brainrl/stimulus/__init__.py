@@ -1,0 +1,31 @@
+"""Speech synthesis and word timings: text -> Stimulus. Knows nothing about brains."""
+
+from brainrl.stimulus.base import (
+    MAX_WORDS,
+    SPEECH_ENGINES,
+    EmptyTextError,
+    SpeechEngine,
+    Stimulus,
+    Word,
+    clean_text,
+)
+
+SPEECH_ENGINES.register("espeak", "brainrl.stimulus.espeak:EspeakEngine")
+SPEECH_ENGINES.register("gtts-whisperx", "brainrl.stimulus.online:GTTSWhisperXEngine")
+
+
+def get_speech_engine(name: str = "espeak", **kwargs) -> SpeechEngine:
+    """Build a registered speech engine by name (``brainrl.stimulus.SPEECH_ENGINES.names()``)."""
+    return SPEECH_ENGINES.create(name, **kwargs)
+
+
+__all__ = [
+    "MAX_WORDS",
+    "SPEECH_ENGINES",
+    "EmptyTextError",
+    "SpeechEngine",
+    "Stimulus",
+    "Word",
+    "clean_text",
+    "get_speech_engine",
+]
