@@ -125,6 +125,21 @@ class SpeechEngine(abc.ABC):
         """Texts -> stimuli, in order. Raises ``EmptyTextError`` for a text with nothing to speak."""
         return [self.synthesize_one(t) for t in texts]
 
+    def synthesize_safe(self, texts: Sequence[str]) -> list[Stimulus | Exception]:
+        """Like ``synthesize`` but an item that fails comes back as its exception, so one bad text
+        loses only itself. Tries the batch path first and falls back to one text at a time."""
+        try:
+            return list(self.synthesize(texts))
+        except Exception:
+            pass
+        out: list[Stimulus | Exception] = []
+        for text in texts:
+            try:
+                out.append(self.synthesize_one(text))
+            except Exception as err:
+                out.append(err)
+        return out
+
     def synthesize_one(self, text: str) -> Stimulus:
         clean, truncated = clean_text(text, self.max_words)
         if not clean.strip():

@@ -1,0 +1,5 @@
+import sys
+
+from brainrl.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,189 @@
+"""Text -> predicted brain maps, in batches, through speech, a brain model and the caches."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from brainrl.brain.base import BRAIN_MODELS, BrainMap, BrainModel, Failed, Prediction
+from brainrl.provenance import content_hash, versions
+from brainrl.registry import unknown_name_error
+from brainrl.stimulus import MAX_WORDS, SPEECH_ENGINES, EmptyTextError, SpeechEngine, Stimulus
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("BRAINRL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "brainrl"
+    )
+    return Path(root)
+
+
+@dataclass
+class PipelineConfig:
+    """Which speech engine and brain model turn texts into maps, and how results are cached.
+
+    Switching the offline defaults to the real backends is a change here (``model: tribe``), not of code.
+    """
+
+    speech: str = "espeak"
+    speech_kwargs: dict[str, Any] = field(default_factory=dict)
+    model: str = "synthetic"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: disk cache folder; "" disables the disk cache, None means ``$BRAINRL_CACHE/maps``
+    cache_dir: str | None = None
+    cache_max_gb: float = 2.0
+    memory_items: int = 1024
+    max_words: int = MAX_WORDS
+
+    def __post_init__(self) -> None:
+        for registry, name in ((SPEECH_ENGINES, self.speech), (BRAIN_MODELS, self.model)):
+            if name not in registry:
+                raise unknown_name_error(registry.kind, name, registry.names())
+
+    def key(self) -> str:
+        return content_hash(asdict(self))
+
+
+class BrainPipeline:
+    """Turns a batch of texts into ``BrainMap``s (or ``Failed`` items) in one pass per stage."""
+
+    _shared: dict[str, "BrainPipeline"] = {}
+    _shared_lock = threading.Lock()
+
+    def __init__(self, config: PipelineConfig | None = None, *, speech: SpeechEngine | None = None,
+                 model: BrainModel | None = None):
+        self.config = config or PipelineConfig()
+        cfg = self.config
+        self.speech = speech or SPEECH_ENGINES.create(cfg.speech, max_words=cfg.max_words, **cfg.speech_kwargs)
+        self.model = model or BRAIN_MODELS.create(cfg.model, **cfg.model_kwargs)
+        self._memory: OrderedDict[str, BrainMap] = OrderedDict()
+        self._lock = threading.Lock()
+        self.disk = None
+        if cfg.cache_dir != "":
+            from brainrl.brain.cache import MapCache
+
+            folder = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir() / "maps"
+            self.disk = MapCache(folder, max_bytes=int(cfg.cache_max_gb * 2**30))
+        self.counters = {"requested": 0, "memory_hits": 0, "disk_hits": 0, "predicted": 0, "failed": 0}
+
+    @classmethod
+    def shared(cls, config: PipelineConfig | None = None) -> "BrainPipeline":
+        """One pipeline per process per config, so several rewards share models and cached maps."""
+        config = config or PipelineConfig()
+        key = config.key()
+        with cls._shared_lock:
+            if key not in cls._shared:
+                cls._shared[key] = cls(config)
+            return cls._shared[key]
+
+    # -- the batch path -------------------------------------------------------------------------
+    def __call__(self, texts: Sequence[str]) -> list[Prediction]:
+        return self.predict_texts(texts)
+
+    def predict_texts(self, texts: Sequence[str]) -> list[Prediction]:
+        """One prediction per text, in order. Empty or unspeakable texts come back as ``Failed``."""
+        results: list[Prediction | None] = [None] * len(texts)
+        self.counters["requested"] += len(texts)
+        stimuli: dict[int, Stimulus] = {}
+        for i, outcome in enumerate(self.speech.synthesize_safe(texts)):
+            if isinstance(outcome, Stimulus):
+                stimuli[i] = outcome
+            elif isinstance(outcome, EmptyTextError):
+                results[i] = Failed(f"empty completion: {outcome}")
+            else:  # a speech failure loses only this item
+                log.warning("speech synthesis failed for item %d: %s", i, outcome)
+                results[i] = Failed(f"speech synthesis failed: {type(outcome).__name__}: {outcome}")
+        results = self._predict_stimuli(stimuli, results)
+        self.counters["failed"] += sum(isinstance(r, Failed) for r in results)
+        return results  # type: ignore[return-value]
+
+    def predict_stimuli(self, stimuli: Sequence[Stimulus]) -> list[Prediction]:
+        """Like ``predict_texts`` for stimuli that were already synthesised."""
+        return self._predict_stimuli(dict(enumerate(stimuli)), [None] * len(stimuli))  # type: ignore[return-value]
+
+    def _predict_stimuli(self, stimuli: dict[int, Stimulus], results: list) -> list:
+        identity = self.model.identity()
+        keys = {i: self.cache_key(s, identity) for i, s in stimuli.items()}
+        todo: dict[str, list[int]] = {}
+        for i, key in keys.items():
+            hit = self._memory_get(key)
+            if hit is None and self.disk is not None:
+                hit = self.disk.get(key)
+                if hit is not None:
+                    self.counters["disk_hits"] += 1
+                    self._memory_put(key, hit)
+            elif hit is not None:
+                self.counters["memory_hits"] += 1
+            if hit is not None:
+                results[i] = hit
+            else:
+                todo.setdefault(key, []).append(i)  # identical texts in one batch are predicted once
+        if todo:
+            order = list(todo)
+            batch = [stimuli[todo[k][0]] for k in order]
+            try:
+                predictions = self.model.predict(batch)
+                if len(predictions) != len(batch):
+                    raise RuntimeError(f"model returned {len(predictions)} maps for {len(batch)} stimuli")
+            except Exception as err:
+                log.warning("brain model failed on a batch of %d: %s", len(batch), err)
+                predictions = [Failed(f"brain model failed: {type(err).__name__}: {err}")] * len(batch)
+            self.counters["predicted"] += len(batch)
+            for key, stim, pred in zip(order, batch, predictions):
+                if isinstance(pred, BrainMap):
+                    pred.provenance.setdefault("stimulus", stim.provenance())
+                    pred.provenance.setdefault("cache_key", key)
+                    self._memory_put(key, pred)
+                    if self.disk is not None:
+                        self.disk.put(key, pred)
+                for i in todo[key]:
+                    results[i] = pred
+        return results
+
+    def cache_key(self, stimulus: Stimulus, identity: dict[str, Any] | None = None) -> str:
+        """Everything that changes a map: the speech (text, engine, version, voice) and the model."""
+        return content_hash(
+            {
+                "stimulus": stimulus.key(),
+                "model": identity if identity is not None else self.model.identity(),
+                "format": CACHE_FORMAT_VERSION,
+            }
+        )
+
+    # -- memory LRU ---------------------------------------------------------------------------
+    def _memory_get(self, key: str) -> BrainMap | None:
+        with self._lock:
+            hit = self._memory.get(key)
+            if hit is not None:
+                self._memory.move_to_end(key)
+            return hit
+
+    def _memory_put(self, key: str, value: BrainMap) -> None:
+        if self.config.memory_items <= 0:
+            return
+        with self._lock:
+            self._memory[key] = value
+            self._memory.move_to_end(key)
+            while len(self._memory) > self.config.memory_items:
+                self._memory.popitem(last=False)
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance of the whole pipeline, for run cards."""
+        return {
+            "pipeline": asdict(self.config),
+            "speech": self.speech.describe(),
+            "model": self.model.identity(),
+            "versions": versions(),
+        }
+
+    def close(self) -> None:
+        self.model.close()

@@ -1,0 +1,1 @@
+"""The `brainrl` command line (see ``brainrl.cli.main``)."""

@@ -1,0 +1,58 @@
+"""`brainrl` command line: a thin layer over the library.
+
+Each sub-command lives in ``brainrl/cli/<name>.py`` and exposes ``register(subparsers)``, which adds
+its parser and sets ``func``; heavy imports happen inside ``func`` so ``brainrl --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+#: Explicit list of sub-command modules (no import-time discovery).
+COMMAND_MODULES = (
+    "brainrl.cli.predict",  # predict, reward
+    "brainrl.cli.rois",  # rois list|show, plot
+    "brainrl.cli.train",  # train, evaluate
+    "brainrl.cli.serve",  # serve
+    "brainrl.cli.sbi",  # simulate, sbi fit|diagnose, validate
+    "brainrl.cli.compare",  # compare
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="brainrl", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name == module_name:  # sub-command not shipped in this build
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (KeyError, ValueError, FileNotFoundError) as err:  # user errors: one clear line, no traceback
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        print(f"brainrl {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

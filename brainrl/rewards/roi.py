@@ -1,0 +1,83 @@
+"""ROI rewards: statistics of predicted activity in Destrieux regions."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from brainrl.brain.base import BrainMap
+from brainrl.brain.pipeline import PipelineConfig
+from brainrl.rewards.base import BrainReward
+
+STATISTICS = ("mean", "minus_global", "minus_reference")
+DIRECTIONS = ("maximize", "minimize")
+
+
+class ROIReward(BrainReward):
+    """Reward = a statistic of the predicted activity in an ROI, averaged over its vertices and frames.
+
+    - ``mean``: the ROI mean (the anchor experiment's statistic; rewards global shifts too);
+    - ``minus_global``: ROI mean minus the whole-cortex mean (selectivity against a global shift);
+    - ``minus_reference``: ROI mean minus the mean of ``reference`` ROIs' means (a contrast).
+
+    ``direction="minimize"`` negates the value. ``roi`` is a preset name (``brainrl rois list``), an
+    ``ROI`` object, or a spec string such as ``"labels:G_front_inf-Opercular,G_front_inf-Triangul@left"``.
+    """
+
+    def __init__(
+        self,
+        roi: Any = "broca",
+        statistic: str = "mean",
+        reference: Sequence[Any] = (),
+        direction: str = "maximize",
+        name: str | None = None,
+        pipeline: PipelineConfig | None = None,
+    ):
+        from brainrl.cortex.rois import get_roi
+
+        if statistic not in STATISTICS:
+            raise ValueError(f"Unknown ROI statistic {statistic!r}; choose one of {', '.join(STATISTICS)}.")
+        if direction not in DIRECTIONS:
+            raise ValueError(f"Unknown direction {direction!r}; choose 'maximize' or 'minimize'.")
+        if statistic == "minus_reference" and not reference:
+            raise ValueError("statistic='minus_reference' needs reference=[...] ROIs to subtract.")
+        self.roi = get_roi(roi)  # resolves now, so a bad name fails at construction with suggestions
+        self.reference = tuple(get_roi(r) for r in reference)
+        self.statistic = statistic
+        self.direction = direction
+        default = f"{self.roi.name}_{statistic}" + ("_min" if direction == "minimize" else "")
+        super().__init__(name or default, pipeline)
+        self._masks: dict[str, np.ndarray] | None = None
+
+    def _get_masks(self) -> dict[str, np.ndarray]:
+        if self._masks is None:
+            self._masks = {"roi": self.roi.mask(), "reference": [r.mask() for r in self.reference]}
+        return self._masks
+
+    def value(self, data: np.ndarray) -> float:
+        """The signed statistic of one (T, 20,484) array (before the direction is applied)."""
+        from brainrl.cortex import stats
+
+        masks = self._get_masks()
+        roi = stats.roi_mean(data, masks["roi"])
+        if self.statistic == "mean":
+            return roi
+        if self.statistic == "minus_global":
+            return roi - stats.global_mean(data)
+        return roi - float(np.mean([stats.roi_mean(data, m) for m in masks["reference"]]))
+
+    def score_map(self, brain_map: BrainMap, index: int, columns: dict[str, Any]) -> float:
+        value = self.value(brain_map.data)
+        return -value if self.direction == "minimize" else value
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "roi": {"name": self.roi.name, "labels": list(self.roi.labels), "hemisphere": self.roi.hemisphere,
+                    "n_vertices": int(self._get_masks()["roi"].sum())},
+            "statistic": self.statistic,
+            "reference": [r.name for r in self.reference],
+            "direction": self.direction,
+            "pipeline": None if self.pipeline_config is None else vars(self.pipeline_config),
+        }
