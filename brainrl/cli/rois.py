@@ -1,0 +1,84 @@
+"""`brainrl rois list|show` (the ROI registry) and `brainrl plot` (maps and ROIs on the inflated cortex)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("rois", help="list or show ROI presets")
+    sub = p.add_subparsers(dest="rois_command", metavar="{list,show}")
+    lst = sub.add_parser("list", help="list the named ROI presets")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=run_list)
+    show = sub.add_parser("show", help="show one ROI: labels, hemisphere, vertex count")
+    show.add_argument("roi", help="preset name or spec, e.g. broca or 'labels:G_front_inf-Opercular@left'")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=run_show)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+    plot = subparsers.add_parser("plot", help="plot a map (.npy) or an ROI on the inflated fsaverage5 surface")
+    what = plot.add_mutually_exclusive_group(required=True)
+    what.add_argument("--map", help=".npy of shape (20484,) or (T, 20484); (T, V) is averaged over time")
+    what.add_argument("--roi", help="ROI preset name or spec")
+    plot.add_argument("--out", required=True, help="output PNG path")
+    plot.add_argument("--title", default=None)
+    plot.add_argument("--symmetric", action="store_true", help="diverging colour map centred on 0")
+    plot.add_argument("--frame", type=int, default=None, help="plot one frame of a (T, V) map instead of the mean")
+    plot.set_defaults(func=run_plot)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from brainrl.cortex.rois import describe_rois
+
+    rows = describe_rois()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} ROI presets (Destrieux, fsaverage5)")
+    for column in ("name", "hemisphere", "vertices", "labels"):
+        table.add_column(column)
+    for row in rows:
+        labels = row["labels"]
+        shown = ", ".join(labels) if len(labels) <= 6 else f"{len(labels)} labels ({row['description']})"
+        table.add_row(row["name"], row["hemisphere"], str(row["n_vertices"]), shown)
+    Console(width=160).print(table)
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from brainrl.cortex.rois import get_roi
+
+    roi = get_roi(args.roi)
+    row = {"name": roi.name, "hemisphere": roi.hemisphere, "n_vertices": roi.n_vertices,
+           "labels": list(roi.labels), "description": roi.description, "spec": roi.spec()}
+    if args.json:
+        print(json.dumps(row, indent=2))
+    else:
+        for key, value in row.items():
+            print(f"{key:>11}: {', '.join(value) if isinstance(value, list) else value}")
+    return 0
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from brainrl.cortex.plot import plot_roi, plot_surface
+
+    if args.roi:
+        out = plot_roi(args.roi, args.out, title=args.title)
+    else:
+        path = Path(args.map)
+        if not path.exists():
+            raise FileNotFoundError(f"Map file {args.map!r} not found (expected a .npy written by `brainrl predict`).")
+        data = np.load(path)
+        if data.ndim == 2:
+            data = data[args.frame] if args.frame is not None else data.mean(axis=0)
+        out = plot_surface(data, args.out, title=args.title or path.name, symmetric=args.symmetric)
+    print(f"wrote {out}")
+    return 0
