@@ -18,7 +18,7 @@ def test_batch_goes_through_model_once_and_keeps_order(tmp_path):
     texts = ["one two", "one two three four", "a b c"]
     maps = pipe(texts)
     assert pipe.model.calls == [3]
-    assert [m.data[0, 0] for m in maps] == pytest.approx([0.02, 0.04, 0.03])
+    assert [m.data[0, 1000] for m in maps] == pytest.approx([0.02, 0.04, 0.03])
     assert all(m.provenance["stimulus"]["speech_engine"] == "counting" for m in maps)
 
 
