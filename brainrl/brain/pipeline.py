@@ -5,19 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from brainrl.brain.base import BRAIN_MODELS, BrainMap, BrainModel, Failed, Prediction
+from brainrl.brain.cache import MapCache, MemoryCache, key_parts, map_key
 from brainrl.provenance import content_hash, versions
 from brainrl.registry import unknown_name_error
 from brainrl.stimulus import MAX_WORDS, SPEECH_ENGINES, EmptyTextError, SpeechEngine, Stimulus
 
 log = logging.getLogger(__name__)
-
-CACHE_FORMAT_VERSION = 1
 
 
 def default_cache_dir() -> Path:
@@ -65,12 +63,9 @@ class BrainPipeline:
         cfg = self.config
         self.speech = speech or SPEECH_ENGINES.create(cfg.speech, max_words=cfg.max_words, **cfg.speech_kwargs)
         self.model = model or BRAIN_MODELS.create(cfg.model, **cfg.model_kwargs)
-        self._memory: OrderedDict[str, BrainMap] = OrderedDict()
-        self._lock = threading.Lock()
+        self.memory = MemoryCache(cfg.memory_items)
         self.disk = None
         if cfg.cache_dir != "":
-            from brainrl.brain.cache import MapCache
-
             folder = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir() / "maps"
             self.disk = MapCache(folder, max_bytes=int(cfg.cache_max_gb * 2**30))
         self.counters = {"requested": 0, "memory_hits": 0, "disk_hits": 0, "predicted": 0, "failed": 0}
@@ -115,12 +110,12 @@ class BrainPipeline:
         keys = {i: self.cache_key(s, identity) for i, s in stimuli.items()}
         todo: dict[str, list[int]] = {}
         for i, key in keys.items():
-            hit = self._memory_get(key)
+            hit = self.memory.get(key)
             if hit is None and self.disk is not None:
                 hit = self.disk.get(key)
                 if hit is not None:
                     self.counters["disk_hits"] += 1
-                    self._memory_put(key, hit)
+                    self.memory.put(key, hit)
             elif hit is not None:
                 self.counters["memory_hits"] += 1
             if hit is not None:
@@ -142,39 +137,16 @@ class BrainPipeline:
                 if isinstance(pred, BrainMap):
                     pred.provenance.setdefault("stimulus", stim.provenance())
                     pred.provenance.setdefault("cache_key", key)
-                    self._memory_put(key, pred)
+                    self.memory.put(key, pred)
                     if self.disk is not None:
-                        self.disk.put(key, pred)
+                        self.disk.put(key, pred, key_parts=key_parts(stim, identity))
                 for i in todo[key]:
                     results[i] = pred
         return results
 
     def cache_key(self, stimulus: Stimulus, identity: dict[str, Any] | None = None) -> str:
         """Everything that changes a map: the speech (text, engine, version, voice) and the model."""
-        return content_hash(
-            {
-                "stimulus": stimulus.key(),
-                "model": identity if identity is not None else self.model.identity(),
-                "format": CACHE_FORMAT_VERSION,
-            }
-        )
-
-    # -- memory LRU ---------------------------------------------------------------------------
-    def _memory_get(self, key: str) -> BrainMap | None:
-        with self._lock:
-            hit = self._memory.get(key)
-            if hit is not None:
-                self._memory.move_to_end(key)
-            return hit
-
-    def _memory_put(self, key: str, value: BrainMap) -> None:
-        if self.config.memory_items <= 0:
-            return
-        with self._lock:
-            self._memory[key] = value
-            self._memory.move_to_end(key)
-            while len(self._memory) > self.config.memory_items:
-                self._memory.popitem(last=False)
+        return map_key(stimulus, identity if identity is not None else self.model.identity())
 
     def describe(self) -> dict[str, Any]:
         """Provenance of the whole pipeline, for run cards."""

@@ -1,0 +1,105 @@
+"""Benchmark: ~100-word completions per second through speech + synthetic brain model + ROI reward.
+
+Measured after a warm-up, with the map cache off (every text is new, as in RL), on this machine; the
+machine's description is printed with the figure. Variants run side by side in one process so their
+ratio is meaningful: 1 and 2 speech worker processes, batch sizes 8 and 32.
+
+    python scripts/bench_pipeline.py [--texts 96] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+SUBJECTS = ["The engineers", "A young reporter", "The old mayor", "Our neighbours", "The committee", "A quiet student"]
+VERBS = ["described", "questioned", "remembered", "celebrated", "examined", "announced"]
+OBJECTS = ["the flooded bridge", "a strange letter", "the new library", "the winter market", "an unfinished song",
+           "the morning train"]
+TAILS = ["which had been promised for years", "although nobody believed it", "while the rain kept falling",
+         "because the city needed it", "before the lights went out", "as the crowd slowly gathered"]
+
+
+def make_texts(n: int, words: int = 100, seed: int = 0) -> list[str]:
+    """Deterministic, varied English texts of about ``words`` words (no two alike)."""
+    import random
+
+    rng = random.Random(seed)
+    texts = []
+    for i in range(n):
+        sentences: list[str] = []
+        while sum(len(s.split()) for s in sentences) < words:
+            sentences.append(f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}, "
+                             f"{rng.choice(TAILS)}, on day {rng.randint(1, 365)}.")
+        texts.append(f"Item {i}. " + " ".join(sentences))
+    return texts
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        info["mem_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (OSError, ValueError):
+        pass
+    import torch
+
+    info["torch"] = torch.__version__
+    info["torch_threads"] = torch.get_num_threads()
+    return info
+
+
+def run(n_texts: int, batch_size: int, workers: int) -> dict:
+    from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
+    from brainrl.rewards import ROIReward
+
+    config = PipelineConfig(cache_dir="", memory_items=0, speech_kwargs={"workers": workers})
+    pipeline = BrainPipeline(config)
+    reward = ROIReward("broca", "minus_global").use_pipeline(pipeline)
+    reward(None, make_texts(batch_size, seed=999))  # warm-up: loads MiniLM, mesh, starts workers
+    texts = make_texts(n_texts, seed=workers * 1000 + batch_size)
+    t0 = time.perf_counter()
+    values = []
+    for start in range(0, n_texts, batch_size):
+        values += reward(None, texts[start:start + batch_size])
+    seconds = time.perf_counter() - t0
+    pipeline.close()
+    pipeline.speech.close() if hasattr(pipeline.speech, "close") else None
+    assert all(v is not None for v in values), reward.last_failures
+    return {"workers": workers, "batch_size": batch_size, "texts": n_texts,
+            "mean_words": sum(len(t.split()) for t in texts) / n_texts,
+            "seconds": round(seconds, 3), "texts_per_second": round(n_texts / seconds, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--texts", type=int, default=96)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    info = machine()
+    print("machine:", json.dumps(info))
+    rows = [run(args.texts, bs, w) for w in (1, 2) for bs in (8, 32)]
+    print(f"{'speech workers':>14} {'batch':>6} {'words/text':>10} {'texts/s':>8}")
+    for row in rows:
+        print(f"{row['workers']:>14} {row['batch_size']:>6} {row['mean_words']:>10.0f} {row['texts_per_second']:>8.1f}")
+    best = max(rows, key=lambda r: r["texts_per_second"])
+    print(f"best: {best['texts_per_second']:.1f} completions/s (target >= 20/s) with {best['workers']} speech "
+          f"worker(s), batch {best['batch_size']}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"machine": info, "rows": rows}, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
