@@ -1,0 +1,91 @@
+"""Settings of the TRIBE v2 backend: everything that changes a prediction is here and in identity()."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: Hugging Face repo and snapshot that the demo notebook and the anchor's logs load (tribev2.md).
+DEFAULT_REPO_ID = "facebook/tribev2"
+DEFAULT_REVISION = "f894e783020944dcd96e5568550afe2aa9743f9f"
+
+SPEECH_PATHS = ("fast", "reference")
+DTYPES = ("float32", "bfloat16")
+#: Speech engines whose words are WhisperX transcripts of gTTS audio (the reference path).
+REFERENCE_SPEECH_ENGINES = ("gtts-whisperx",)
+
+
+@dataclass
+class TribeConfig:
+    """How to load and run TRIBE v2.
+
+    ``speech_path``: "fast" feeds brainrl's own words and timings as Word rows with contexts built here
+    (tribev2.md section 1.5, path C); "reference" expects gTTS + WhisperX stimuli and lets TRIBE's own
+    transforms rebuild sentences and contexts (path A). ``dtype``: float32 is the reference; bfloat16
+    runs under autocast and needs ``allow_bf16=True`` after a parity check against float32.
+    """
+
+    repo_id: str = DEFAULT_REPO_ID
+    revision: str = DEFAULT_REVISION
+    checkpoint_dir: str | None = None  # a local folder with config.yaml + best.ckpt (skips the hub)
+    checkpoint_name: str = "best.ckpt"
+    cache_folder: str | None = None  # TRIBE's feature cache and brainrl's content-addressed audio
+    device: str = "cuda"
+    dtype: str = "float32"
+    allow_bf16: bool = False
+    speech_path: str = "fast"
+    max_context_words: int = 1024  # TRIBE's AddContextToWords window (words, not tokens)
+    max_stimuli_per_call: int = 32  # stimuli per TribeModel.predict call (each one a timeline)
+    window_batch_size: int = 8  # 100 s windows per fusion-model batch (TRIBE's data.batch_size)
+    config_update: dict[str, Any] = field(default_factory=dict)  # extra TRIBE config overrides
+
+    def __post_init__(self) -> None:
+        if self.speech_path not in SPEECH_PATHS:
+            raise ValueError(f"speech_path must be one of {SPEECH_PATHS}; got {self.speech_path!r}.")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}; got {self.dtype!r}.")
+        if self.dtype == "bfloat16" and not self.allow_bf16:
+            raise ValueError(
+                "dtype='bfloat16' changes TRIBE's numbers; float32 is the reference. Run a parity check "
+                "against float32 first, then pass allow_bf16=True to accept it."
+            )
+        if self.max_context_words < 1 or self.max_stimuli_per_call < 1 or self.window_batch_size < 1:
+            raise ValueError("max_context_words, max_stimuli_per_call and window_batch_size must be >= 1.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TribeConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown TribeConfig keys {unknown}; valid keys: {sorted(known)}.")
+        return cls(**data)
+
+    def tribe_config_update(self) -> dict[str, Any]:
+        """Overrides passed to ``TribeModel.from_pretrained(config_update=...)``: no DataLoader worker
+        processes, extractors on the chosen device (the checkpoint bakes in "cuda")."""
+        update: dict[str, Any] = {
+            "data.num_workers": 0,
+            "data.batch_size": self.window_batch_size,
+            "data.text_feature.device": self.device,
+            "data.audio_feature.device": self.device,
+            "data.video_feature.image.device": self.device,
+        }
+        update.update(self.config_update)
+        return update
+
+    def result_settings(self) -> dict[str, Any]:
+        """The settings that change a prediction (for identity() and cache keys)."""
+        return {
+            "repo_id": self.repo_id,
+            "revision": self.revision if self.checkpoint_dir is None else f"local:{self.checkpoint_dir}",
+            "checkpoint_name": self.checkpoint_name,
+            "speech_path": self.speech_path,
+            "contexts": "brainrl-direct" if self.speech_path == "fast" else "tribev2-transforms",
+            "dtype": self.dtype,
+            "text_features": "per-word-context (TRIBE's HuggingFaceText)",
+            "max_context_words": self.max_context_words,
+            "config_update": {k: v for k, v in sorted(self.config_update.items())},
+        }

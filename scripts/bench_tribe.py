@@ -1,0 +1,371 @@
+#!/usr/bin/env python
+"""End-to-end speed of a TRIBE v2-shaped pipeline with random weights: fast path vs. the reference.
+
+Stand-ins are built from local configs (no hub access): Llama-3.2-3B (LlamaConfig), w2v-bert-2.0
+(Wav2Vec2BertConfig defaults) and a fusion encoder of TRIBE's size (docs/tribe.md, tribev2.md 3.2) in
+plain torch. Weights are random, so only timings mean anything.
+
+Fast path, per batch of B completions: espeak speech with word timings -> one-pass Llama word features
+batched over texts -> w2v-bert on the clips (batched, per-clip normalisation) -> features on the 2 Hz
+grid -> fusion encoder over B 100 s windows -> (T, 20484) per completion.
+
+Reference reconstruction, one completion at a time: feature models rebuilt on every call (random init
+on the device, which is faster than TRIBE's from_pretrained disk load), one Llama pass per word on its
+left context in batches of 4, w2v-bert on the clip, fusion on one window. gTTS and WhisperX are not run
+(no network); they are listed as "not run".
+
+    python scripts/bench_tribe.py --device cuda --out bench_tribe.json
+    python scripts/bench_tribe.py --device cpu --tiny          # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from brainrl.brain.tribe.features import (  # noqa: E402
+    OnePassTextFeatures,
+    build_byte_bpe_tokenizer,
+    layer_groups,
+    reference_word_features,
+)
+
+GRID_HZ = 2.0
+WINDOW_S = 100
+N_VERTICES = 20484
+VOCAB = (
+    "the a of and to in that it was he she they we you for on with as at by from this but not or his her their "
+    "river light house morning storm city window people voice memory road garden letter winter summer music "
+    "quietly slowly suddenly always never again almost every second little great old new young small early "
+    "said walked remembered opened watched carried listened wondered believed turned found thought heard "
+    "teacher doctor brother sister father mother friend stranger child neighbour captain soldier painter"
+).split()
+
+
+# -- stand-in models -----------------------------------------------------------------------------------
+def llama_config(tiny: bool):
+    from transformers import LlamaConfig
+
+    if tiny:
+        return LlamaConfig(vocab_size=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
+    return LlamaConfig(vocab_size=128256, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
+                       num_attention_heads=24, num_key_value_heads=8, max_position_embeddings=131072,
+                       rope_theta=500000.0, tie_word_embeddings=True)
+
+
+def w2v_config(tiny: bool):
+    from transformers import Wav2Vec2BertConfig
+
+    if tiny:
+        return Wav2Vec2BertConfig(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
+                                  output_hidden_size=64)
+    return Wav2Vec2BertConfig()  # defaults are w2v-bert-2.0's shape: 24 conformer layers, d=1024
+
+
+class FusionEncoder(nn.Module):
+    """TRIBE's FmriEncoderModel shape (tribev2.md 3.2): per-modality linear projectors to 384 each, learned
+    time embedding, 8-layer pre-norm Transformer (d=1152, 8 heads, GELU FF x4), low-rank head 1152->2048,
+    a 2048->20484 predictor, then average pooling 200 -> 100 steps. LayerNorm and no rotary here (ScaleNorm
+    and rotary in x_transformers): same matmul cost, not the same numbers."""
+
+    def __init__(self, text_dim: int, audio_dim: int, video_dim: int, dim: int, depth: int, heads: int, low_rank: int):
+        super().__init__()
+        part = dim // 3
+        self.text = nn.Linear(text_dim, part)
+        self.audio = nn.Linear(audio_dim, part)
+        self.video = nn.Linear(video_dim, part)
+        self.video_dim = video_dim
+        self.time_pos_embed = nn.Parameter(torch.randn(1, 1024, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=4 * dim, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, depth, norm=nn.LayerNorm(dim), enable_nested_tensor=False)
+        self.low_rank_head = nn.Linear(dim, low_rank, bias=False)
+        self.predictor = nn.Linear(low_rank, N_VERTICES)
+        self.pool = nn.AdaptiveAvgPool1d(WINDOW_S)
+
+    def forward(self, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """text (B, T, text_dim), audio (B, T, audio_dim) -> (B, 20484, 100)."""
+        video = torch.zeros(text.shape[0], text.shape[1], self.video_dim, device=text.device, dtype=text.dtype)
+        x = torch.cat([self.text(text), self.audio(audio), self.video(video)], dim=-1)
+        x = x + self.time_pos_embed[:, : x.shape[1]]
+        y = self.predictor(self.low_rank_head(self.encoder(x)))  # (B, T, 20484)
+        return self.pool(y.transpose(1, 2))
+
+
+def build_fusion(tiny: bool, text_d: int, audio_d: int) -> FusionEncoder:
+    if tiny:
+        return FusionEncoder(2 * text_d, 2 * audio_d, 2 * 32, dim=96, depth=2, heads=4, low_rank=128)
+    return FusionEncoder(2 * 3072, 2 * 1024, 2 * 1408, dim=1152, depth=8, heads=8, low_rank=2048)
+
+
+# -- inputs ------------------------------------------------------------------------------------------
+def make_texts(n: int, words: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(n):
+        tokens = [rng.choice(VOCAB) for _ in range(words)]
+        for i in range(7, words, rng.randint(8, 14)):
+            tokens[i] += rng.choice([",", ".", ";"])
+        tokens[0] = tokens[0].capitalize()
+        texts.append(" ".join(tokens) + ".")
+    return texts
+
+
+class Speech:
+    """espeak-ng (brainrl's fast speech engine) when available, else a labelled silent placeholder."""
+
+    def __init__(self):
+        try:
+            from brainrl.stimulus import get_speech_engine
+
+            self.engine = get_speech_engine("espeak")
+            self.engine.synthesize_one("warm up")
+            self.name = f"espeak ({self.engine.version})"
+        except Exception as error:  # noqa: BLE001 - report what ran
+            self.engine = None
+            self.name = f"placeholder: 0.42 s/word silence (espeak unavailable: {type(error).__name__})"
+
+    def __call__(self, texts: list[str]) -> list[tuple[list[tuple[str, float, float]], np.ndarray, int, float]]:
+        out = []
+        if self.engine is not None:
+            for stim in self.engine.synthesize(texts):
+                words = [(w.text, w.start, w.duration) for w in stim.words]
+                out.append((words, stim.load_waveform(), stim.sample_rate, stim.duration))
+            return out
+        for text in texts:
+            tokens = text.split()
+            words = [(t, 0.42 * i, 0.4) for i, t in enumerate(tokens)]
+            duration = 0.42 * len(tokens) + 0.3
+            out.append((words, np.zeros(int(16000 * duration), np.float32), 16000, duration))
+        return out
+
+
+def to_16k(waveform: np.ndarray, rate: int) -> np.ndarray:
+    if rate == 16000:
+        return waveform
+    from scipy.signal import resample_poly
+
+    g = math.gcd(16000, rate)
+    return resample_poly(waveform, 16000 // g, rate // g).astype(np.float32)
+
+
+# -- stages ------------------------------------------------------------------------------------------
+class Pipeline:
+    def __init__(self, args, tokenizer):
+        self.args = args
+        self.device = torch.device(args.device)
+        self.dtype = getattr(torch, args.dtype)
+        self.tokenizer = tokenizer
+        from transformers import SeamlessM4TFeatureExtractor
+
+        self.fbank = SeamlessM4TFeatureExtractor()
+        self.fbank_seconds = 0.0  # CPU resampling + fbank + CMVN, part of the audio stage
+        self.llama, self.w2v = self.build_feature_models()
+        self.text_groups = layer_groups(self.llama.config.num_hidden_layers)
+        n = self.w2v.config.num_hidden_layers  # all n+1 hidden states, groups [n/2, 3n/4) and [3n/4, n]
+        self.audio_groups = [list(range(n // 2, (3 * n) // 4)), list(range((3 * n) // 4, n + 1))]
+        self.fusion = build_fusion(args.tiny, self.llama.config.hidden_size, self.w2v.config.hidden_size)
+        self.fusion = self.fusion.to(self.device, self.dtype).eval()
+        self.one_pass = OnePassTextFeatures(self.llama, tokenizer, self.text_groups)
+
+    def build_feature_models(self):
+        from transformers import LlamaModel, Wav2Vec2BertModel
+
+        with torch.device(self.device):
+            llama = LlamaModel(llama_config(self.args.tiny)).to(self.dtype).eval()
+            w2v = Wav2Vec2BertModel(w2v_config(self.args.tiny)).to(self.dtype).eval()
+        return llama, w2v
+
+    def sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def audio_features(self, clips: list[tuple[np.ndarray, int, float]], w2v=None) -> list[torch.Tensor]:
+        """Per clip (n_groups * d, T at 2 Hz): fbank + CMVN per clip, batched forward with a mask."""
+        w2v = w2v or self.w2v
+        out = []
+        step = self.args.audio_batch
+        for begin in range(0, len(clips), step):
+            chunk = clips[begin : begin + step]
+            t0 = time.perf_counter()
+            waves = [to_16k(w, r) for w, r, _ in chunk]
+            feats = self.fbank(waves, sampling_rate=16000, return_tensors="pt", padding=True, return_attention_mask=True)
+            self.fbank_seconds += time.perf_counter() - t0
+            with torch.inference_mode():
+                hidden = w2v(
+                    input_features=feats["input_features"].to(self.device, self.dtype),
+                    attention_mask=feats["attention_mask"].to(self.device),
+                    output_hidden_states=True,
+                ).hidden_states
+                stacked = torch.stack([torch.stack([hidden[i] for i in g]).float().mean(0) for g in self.audio_groups])
+                frames_per_clip = feats["attention_mask"].sum(1).tolist()
+                for row, (_, _, duration) in enumerate(chunk):
+                    n_frames = int(frames_per_clip[row])
+                    n_steps = max(1, round(GRID_HZ * duration))
+                    pick = torch.linspace(0, n_frames - 1, n_steps, device=stacked.device).round().long()  # nearest
+                    x = stacked[:, row, pick]  # (groups, T, d)
+                    out.append(x.permute(1, 0, 2).reshape(n_steps, -1))
+        return out
+
+    def fuse(self, word_feats: list[np.ndarray | torch.Tensor], words: list, audio: list[torch.Tensor],
+             durations: list[float]) -> list[np.ndarray]:
+        """Place static word vectors on the 2 Hz grid (summed per bin), run B windows, crop to ceil(duration)."""
+        steps = int(WINDOW_S * GRID_HZ)
+        batch = len(words)
+        text_dim = self.fusion.text.in_features
+        text = torch.zeros(batch, steps, text_dim, device=self.device)
+        audio_grid = torch.zeros(batch, steps, self.fusion.audio.in_features, device=self.device)
+        for b in range(batch):
+            feats = torch.as_tensor(word_feats[b], device=self.device).reshape(len(words[b]), -1)
+            for w, (_, start, duration) in enumerate(words[b]):
+                first = round(GRID_HZ * start)
+                count = max(1, round(GRID_HZ * duration))
+                text[b, first : min(steps, first + count)] += feats[w]
+            n = min(steps, audio[b].shape[0])
+            audio_grid[b, :n] = audio[b][:n].to(audio_grid.dtype)
+        with torch.inference_mode():
+            y = self.fusion(text.to(self.dtype), audio_grid.to(self.dtype)).float()  # (B, 20484, 100)
+        y = y.transpose(1, 2).cpu().numpy()
+        return [y[b, : max(1, math.ceil(durations[b]))] for b in range(batch)]
+
+    # -- the two pipelines ---------------------------------------------------------------------------
+    def fast(self, texts: list[str], speech: Speech) -> tuple[dict[str, float], list[np.ndarray]]:
+        t = {}
+        t0 = time.perf_counter()
+        spoken = speech(texts)
+        t["speech"] = time.perf_counter() - t0
+        words = [s[0] for s in spoken]
+        self.sync()
+        t0 = time.perf_counter()
+        text_feats = self.one_pass([[w for w, _, _ in ws] for ws in words], batch_size=len(texts))
+        self.sync()
+        t["text_features"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.fbank_seconds = 0.0
+        audio = self.audio_features([(s[1], s[2], s[3]) for s in spoken])
+        self.sync()
+        t["audio_fbank_cpu"] = self.fbank_seconds
+        t["audio_w2v_bert"] = time.perf_counter() - t0 - self.fbank_seconds
+        t0 = time.perf_counter()
+        maps = self.fuse(text_feats, words, audio, [s[3] for s in spoken])
+        self.sync()
+        t["fusion"] = time.perf_counter() - t0
+        t["total"] = sum(t.values())
+        return t, maps
+
+    def reference_one(self, text: str, speech: Speech) -> dict[str, float]:
+        t = {}
+        t0 = time.perf_counter()
+        [(words, wave, rate, duration)] = speech([text])
+        t["speech (espeak here; gTTS in the reference)"] = time.perf_counter() - t0
+        t["whisperx"] = float("nan")  # not run: needs the network and a uvx subprocess
+        self.sync()
+        t0 = time.perf_counter()
+        llama, w2v = self.build_feature_models()  # TRIBE frees and reloads both on every predict
+        self.sync()
+        t["model_reload (random init on device; disk load not included)"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        feats = reference_word_features(llama, self.tokenizer, [w for w, _, _ in words], self.text_groups, batch_size=4)
+        self.sync()
+        t["text_features (per-word contexts, batches of 4)"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        audio = self.audio_features([(wave, rate, duration)], w2v=w2v)
+        self.sync()
+        t["audio_features"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.fuse([feats], [words], audio, [duration])
+        self.sync()
+        t["fusion"] = time.perf_counter() - t0
+        del llama, w2v
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        t["total_measured"] = sum(v for v in t.values() if not math.isnan(v))
+        return t
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--tiny", action="store_true", help="small configs for a CPU smoke test")
+    parser.add_argument("--batches", default="1,8,32")
+    parser.add_argument("--words", type=int, default=100)
+    parser.add_argument("--reps", type=int, default=3, help="timed repetitions per batch size (after a warm-up)")
+    parser.add_argument("--reference-items", type=int, default=2, help="completions through the reference path")
+    parser.add_argument("--audio-batch", type=int, default=8, help="clips per w2v-bert forward")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="bench_tribe.json")
+    args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
+    batches = [int(b) for b in args.batches.split(",")]
+    if args.tiny:
+        torch.set_num_threads(1)
+
+    texts = make_texts(sum(b * (args.reps + 1) for b in batches) + args.reference_items, args.words, args.seed)
+    tokenizer = build_byte_bpe_tokenizer(texts, vocab_size=4000 if not args.tiny else 1000)
+    tokens_per_text = statistics.mean(len(tokenizer.encode(t, add_special_tokens=False)) for t in texts[:32])
+    speech = Speech()
+    pipe = Pipeline(args, tokenizer)
+    params = {
+        "llama": sum(p.numel() for p in pipe.llama.parameters()),
+        "w2v_bert": sum(p.numel() for p in pipe.w2v.parameters()),
+        "fusion": sum(p.numel() for p in pipe.fusion.parameters()),
+    }
+    results = {"fast": {}, "reference": {}}
+    cursor = 0
+    for batch in batches:
+        pipe.fast(texts[cursor : cursor + batch], speech)  # warm-up (kernels, allocator)
+        cursor += batch
+        runs = []
+        for _ in range(args.reps):
+            timing, maps = pipe.fast(texts[cursor : cursor + batch], speech)
+            cursor += batch
+            assert len(maps) == batch and all(m.shape[1] == N_VERTICES for m in maps), [m.shape for m in maps]
+            runs.append(timing)
+        median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        results["fast"][batch] = {k: 1000 * v / batch for k, v in median.items()}  # ms per completion
+    ref_runs = [pipe.reference_one(t, speech) for t in texts[-args.reference_items :]]
+    results["reference"] = {k: 1000 * statistics.median(r[k] for r in ref_runs) if not math.isnan(ref_runs[0][k])
+                            else None for k in ref_runs[0]}
+
+    device_name = torch.cuda.get_device_name(0) if pipe.device.type == "cuda" else platform.processor() or "cpu"
+    print(f"\nTRIBE v2-shaped pipeline, random weights, {args.words}-word texts (~{tokens_per_text:.0f} tokens), "
+          f"{args.dtype} on {device_name}{' [tiny configs]' if args.tiny else ''}")
+    print(f"speech: {speech.name}; params: " + ", ".join(f"{k} {v / 1e6:.1f} M" for k, v in params.items()))
+    stages = list(next(iter(results["fast"].values())))
+    print("\nfast path, ms per completion (median of %d runs)" % args.reps)
+    print(f"{'batch':>6} " + " ".join(f"{s:>15}" for s in stages))
+    for batch, row in results["fast"].items():
+        print(f"{batch:>6} " + " ".join(f"{row[s]:>15.1f}" for s in stages))
+    print(f"\nreference reconstruction, ms per completion (median of {args.reference_items}, sequential)")
+    for stage, value in results["reference"].items():
+        print(f"  {stage:<62} {'not run' if value is None else f'{value:10.1f}'}")
+    ref_total = results["reference"]["total_measured"]
+    for batch, row in results["fast"].items():
+        print(f"  speed-up at batch {batch:>2}: {ref_total / row['total']:.1f}x (measured stages only; WhisperX not run)")
+    out = {
+        "config": vars(args), "device": device_name, "torch": torch.__version__, "tokens_per_text": tokens_per_text,
+        "speech": speech.name, "params": params, "ms_per_completion": results,
+        "notes": "random weights; reference reload = random init on device (no disk read); whisperx and gTTS not run",
+    }
+    Path(args.out).write_text(json.dumps(out, indent=2, default=str))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

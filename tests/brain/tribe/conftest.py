@@ -1,0 +1,35 @@
+"""Fixtures for the TRIBE backend tests: the ``tribev2`` test double on sys.path and a fake checkpoint
+folder (helpers for stimuli live in tribe_helpers.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+
+DOUBLES = Path(__file__).resolve().parents[2] / "doubles"
+
+
+@pytest.fixture
+def tribe_double(monkeypatch):
+    """Import ``tribev2`` from tests/doubles (and forget it afterwards)."""
+    for name in [m for m in sys.modules if m == "tribev2" or m.startswith("tribev2.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(DOUBLES))
+    import tribev2
+
+    assert getattr(tribev2, "IS_TEST_DOUBLE", False)
+    yield tribev2
+    for name in [m for m in sys.modules if m == "tribev2" or m.startswith("tribev2.")]:
+        sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def checkpoint_dir(tmp_path):
+    folder = tmp_path / "tribev2-snapshot"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("# test double checkpoint\n")
+    (folder / "best.ckpt").write_bytes(b"\0")
+    return folder

@@ -1,0 +1,38 @@
+"""Stimuli with real WAV files written by hand (words every 0.4 s), and the double's expected maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from brainrl.stimulus import Stimulus, Word
+
+
+def make_stimulus(text: str, folder: Path, *, step: float = 0.4, engine: str = "espeak", sample_rate: int = 16000,
+                  write_file: bool = True) -> Stimulus:
+    """A stimulus whose words start every ``step`` s, with a WAV file of that length (or only a waveform)."""
+    import soundfile
+
+    words, pos = [], 0
+    for i, token in enumerate(text.split()):
+        start = text.index(token, pos)
+        pos = start + len(token)
+        words.append(Word(token, step * i, step * 0.9, start, pos))
+    duration = step * len(words) + 0.2
+    t = np.arange(int(sample_rate * duration)) / sample_rate
+    waveform = (0.1 * np.sin(2 * np.pi * (200 + len(text)) * t)).astype(np.float32)
+    path = None
+    if write_file:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"speech-{abs(hash(text)) % 10**8}.wav"
+        soundfile.write(str(path), waveform, sample_rate)
+    return Stimulus(text, words, path, sample_rate, duration, engine, "test-1", waveform=None if write_file else waveform)
+
+
+def expected_maps(stimulus: Stimulus) -> np.ndarray:
+    """What the double predicts for this stimulus (fast path contexts do not change it)."""
+    from tribev2.demo_utils import expected_rows
+
+    return expected_rows([w.text for w in stimulus.words], [w.start for w in stimulus.words],
+                         [w.duration for w in stimulus.words], stimulus.duration)
