@@ -1,0 +1,131 @@
+"""`brainrl compare` on a finished run folder: a tiny local policy + a real LoRA adapter, the real
+espeak + synthetic brain pipeline, and the real report writer."""
+
+import json
+
+import pytest
+
+from brainrl.cli.compare import completions_per_prompt, register, resolve_settings
+from brainrl.cli.main import build_parser, main
+from report_helpers import PROMPTS, make_run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("cli"))
+
+
+def parse(*argv):
+    return build_parser().parse_args(["compare", *argv])
+
+
+def test_settings_come_from_the_run_card(run_dir):
+    settings = resolve_settings(parse("--run", str(run_dir)))
+    assert settings.prompts == PROMPTS  # held-out file, comment skipped, found beside the recipe
+    assert settings.base.endswith("base_model") and settings.adapter == str(run_dir / "adapter")
+    assert settings.seed == 7 and settings.target == "broca" and settings.system_prompt == "Be brief."
+    assert settings.sampling["max_new_tokens"] == 12 and settings.sampling["temperature_end"] is None
+    assert any("starting temperature" in note for note in settings.notes)
+    assert settings.pipeline["model"] == "synthetic" and settings.completions_per_model == 32
+    assert settings.dtype == "float32"
+
+
+def test_flags_override_the_run_card(run_dir, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("one prompt\nanother prompt\n")
+    settings = resolve_settings(parse("--run", str(run_dir), "--prompts", str(prompts), "--seed", "3",
+                                      "--temperature", "0.7", "--target", "wernicke", "--model-arg", "seed=5",
+                                      "--system", ""))
+    assert settings.prompts == ["one prompt", "another prompt"] and settings.seed == 3
+    assert settings.sampling["temperature"] == 0.7 and settings.target == "wernicke"
+    assert settings.pipeline["model_kwargs"] == {"seed": 5} and settings.system_prompt is None
+
+
+def test_missing_pieces_fail_naming_the_flag(run_dir, tmp_path):
+    with pytest.raises(ValueError, match="--run RUN_DIR"):
+        resolve_settings(parse())
+    with pytest.raises(FileNotFoundError, match="run_card.json"):
+        resolve_settings(parse("--run", str(tmp_path)))
+    with pytest.raises(FileNotFoundError, match="adapter"):
+        resolve_settings(parse("--adapter", str(tmp_path), "--base", "x", "--prompts", "p.txt"))
+    with pytest.raises(ValueError, match="--prompts FILE"):
+        resolve_settings(parse("--adapter", str(run_dir / "adapter"), "--base", "smollm2"))
+    with pytest.raises(ValueError, match="temperature"):
+        resolve_settings(parse("--run", str(run_dir), "--temperature", "0"))
+
+
+def test_completions_spread_over_prompts():
+    assert completions_per_prompt(32, 5) == [7, 7, 6, 6, 6]
+    assert sum(completions_per_prompt(32, 3)) == 32
+
+
+def test_compare_writes_report_end_to_end(run_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["compare", "--run", str(run_dir), "-n", "8", "--out", str(out), "--no-surfaces",
+                 "--n-boot", "200", "--n-perm", "200", "--cache-dir", ""])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["completions"]["base"]["used"] + summary["completions"]["base"]["failed"] == 8
+    assert summary["settings"]["seed"] == 7 and summary["settings"]["brain_pipeline"]["model"]["model"] == "synthetic"
+    assert summary["prompts"] == PROMPTS and summary["run"]["name"] == "tiny"
+    assert "training" in summary["figures"]
+    html = (out / "report.html").read_text()
+    assert "run_card.json" in html and "Example completions" in html
+    printed = capsys.readouterr().out
+    assert "report.html" in printed and "The target ROI 'broca'" in printed
+
+
+def test_same_seed_same_completions_and_adapter_changes_them(run_dir):
+    """Both models draw from the same seeds; the LoRA adapter (non-zero B) changes what is drawn."""
+    from brainrl.cli.compare import generate_both, load_models
+
+    settings = resolve_settings(parse("--run", str(run_dir), "-n", "4"))
+    model, tokenizer = load_models(settings)
+    first = generate_both(model, tokenizer, settings)
+    again = generate_both(model, tokenizer, settings)
+    assert first == again
+    assert first["base"][1] == first["tuned"][1] == [PROMPTS[i] for i in range(4)]
+    assert first["base"][0] != first["tuned"][0]
+
+
+def test_register_adds_the_subcommand():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["compare", "--run", "x"])
+    assert args.completions == 32 and args.func.__name__ == "run_compare"
+
+
+@pytest.mark.slow
+def test_compare_reads_a_run_written_by_the_trainer(tmp_path):
+    """Format check against the real writer: train 2 AWSFT steps on a saved tiny policy, then compare."""
+    from brainrl.policy import load_policy
+    from brainrl.policy.tiny import tiny_policy
+    from brainrl.rewards.loading import RewardSpec
+    from brainrl.train.awsft import AWSFTTrainer
+    from brainrl.train.config import AWSFTConfig, DataConfig, LoggingConfig, PolicyConfig, RecipeConfig
+    from brainrl.policy.sampling import SamplingConfig
+
+    model, tokenizer = tiny_policy(seed=0)
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    (tmp_path / "heldout.txt").write_text("\n".join(PROMPTS) + "\n")
+    (tmp_path / "reward.py").write_text("from brainrl.rewards import ROIReward\nreward = ROIReward('broca')\n")
+    recipe = RecipeConfig(
+        name="tiny-real", seed=3, output_dir=str(tmp_path / "run"),
+        policy=PolicyConfig(model=str(tmp_path / "base"), dtype="float32"),
+        data=DataConfig(train=str(tmp_path / "heldout.txt"), heldout=str(tmp_path / "heldout.txt")),
+        rewards=[RewardSpec(path=str(tmp_path / "reward.py"))],
+        awsft=AWSFTConfig(steps=2, prompts_per_step=2, completions_per_prompt=2, checkpoint_every=2),
+        sampling=SamplingConfig(max_new_tokens=8), logging=LoggingConfig(report_to=[], progress=False),
+    )
+    recipe.brain.cache_dir = ""
+    model, tokenizer = load_policy(str(tmp_path / "base"), "float32")
+    AWSFTTrainer(recipe, model=model, tokenizer=tokenizer).train()
+    out = tmp_path / "out"
+    assert main(["compare", "--run", str(tmp_path / "run"), "-n", "8", "--out", str(out), "--no-surfaces",
+                 "--n-boot", "200", "--n-perm", "200"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["prompts"] == PROMPTS and summary["headline"]["target"] == "broca"
+    assert summary["settings"]["seed"] == recipe.eval.seed and "training" in summary["figures"]

@@ -1,0 +1,200 @@
+"""Statistics against synthetic per-completion values with known differences."""
+
+import numpy as np
+import pytest
+
+from brainrl.report.stats import (
+    ModelSample,
+    StatsConfig,
+    bh_qvalues,
+    bootstrap_mean_ci,
+    cohens_d,
+    compare_samples,
+    stratified_bootstrap_weights,
+)
+
+NAMES = ["target", "other_a", "other_b", "global"]
+FAST = StatsConfig(n_boot=1000, n_perm=1000, seed=0)
+
+
+def sample(rng, n, shifts, n_prompts=8, sd=1.0, lengths=None):
+    values = rng.normal(0.0, sd, (n, len(NAMES))) + np.asarray(shifts)
+    strata = np.arange(n) % n_prompts
+    return ModelSample(values, lengths if lengths is not None else rng.integers(40, 80, n), strata)
+
+
+def test_planted_roi_effect_detected_with_right_sign_and_ci_covering_truth():
+    rng = np.random.default_rng(1)
+    truth = 0.8
+    base = sample(rng, 64, [0, 0, 0, 0])
+    tuned = sample(rng, 64, [truth, 0, 0, 0])
+    result = compare_samples(base, tuned, NAMES, target="target", config=FAST)
+    row = result.row("target")
+    assert row.diff.estimate > 0 and row.diff.low > 0
+    assert row.diff.covers(truth)
+    assert row.q_value < 0.05
+    assert row.hedges_g.estimate > 0.4 and row.hedges_g.estimate < row.cohens_d  # J < 1 shrinks d
+    # untouched ROIs: CIs cover the true zero
+    assert result.row("other_a").diff.covers(0.0) and result.row("other_b").diff.covers(0.0)
+    # the planted effect is in the target only, so selectivity (target - global) rises too
+    assert result.selectivity.name == "target − global" and result.selectivity.diff.low > 0
+    assert result.selectivity.q_value is None and not result.selectivity.in_family
+
+
+def test_negative_effect_gets_negative_sign():
+    rng = np.random.default_rng(2)
+    result = compare_samples(sample(rng, 48, [0, 0, 0, 0]), sample(rng, 48, [0, -0.9, 0, 0]), NAMES,
+                             target="target", config=FAST)
+    row = result.row("other_a")
+    assert row.diff.high < 0 and row.diff.covers(-0.9) and row.q_value < 0.05
+
+
+def test_pure_global_shift_is_not_called_selective():
+    """Every vertex up by 0.5 (so every ROI and the global mean): target rises, selectivity does not."""
+    rng = np.random.default_rng(3)
+    n = 64
+    base_level = rng.normal(0, 1, n)
+    tuned_level = rng.normal(0, 1, n) + 0.5
+    base = ModelSample(base_level[:, None] + rng.normal(0, 0.1, (n, 4)), rng.integers(40, 80, n), np.arange(n) % 8)
+    tuned = ModelSample(tuned_level[:, None] + rng.normal(0, 0.1, (n, 4)), rng.integers(40, 80, n), np.arange(n) % 8)
+    result = compare_samples(base, tuned, NAMES, target="target", config=FAST)
+    assert result.row("target").diff.low > 0
+    assert result.row("global").diff.low > 0
+    assert result.selectivity.diff.covers(0.0)
+    from brainrl.report.summary import headline, verdict
+
+    assert headline(result)["selective_gain"] is False
+    assert any("cannot be told apart from the global shift" in s for s in verdict(result))
+
+
+def test_fdr_on_null_data_rarely_rejects():
+    rng = np.random.default_rng(4)
+    names = [f"roi{i}" for i in range(20)]
+    rejections = 0
+    trials = 20
+    for t in range(trials):
+        base = ModelSample(rng.normal(size=(32, 20)), None, np.arange(32) % 4)
+        tuned = ModelSample(rng.normal(size=(32, 20)), None, np.arange(32) % 4)
+        result = compare_samples(base, tuned, names, config=StatsConfig(n_boot=200, n_perm=500, seed=t))
+        rejections += any(r.q_value < 0.05 for r in result.rows)
+    # BH at 0.05 under the global null: family-wise rejection rate <= 0.05 on average; allow sampling slack
+    assert rejections <= 3
+
+
+def test_bh_matches_definition():
+    p = np.array([0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205])
+    q = bh_qvalues(p)
+    m = len(p)
+    expected = np.minimum.accumulate((p * m / np.arange(1, m + 1))[::-1])[::-1]
+    np.testing.assert_allclose(q, np.minimum(expected, 1))
+
+
+def test_length_check_catches_a_length_driven_difference():
+    """Tuned completions are longer and the ROI value depends only on length: the raw difference is
+    'significant' but the length-adjusted model effect covers 0."""
+    rng = np.random.default_rng(5)
+    n = 64
+    strata = np.arange(n) % 8
+    base_len = rng.integers(30, 90, n).astype(float)
+    tuned_len = base_len + rng.integers(20, 60, n)
+    slope = 0.02
+
+    def values(lengths):
+        v = rng.normal(0, 0.3, (n, 4))
+        v[:, 0] += slope * lengths
+        return v
+
+    result = compare_samples(ModelSample(values(base_len), base_len, strata),
+                             ModelSample(values(tuned_len), tuned_len, strata), NAMES, target="target", config=FAST)
+    row = result.row("target")
+    assert row.diff.low > 0  # naive comparison says "up"
+    assert row.length_adjusted.covers(0.0)  # the model itself did nothing
+    assert result.length.diff.low > 0
+    from brainrl.report.summary import verdict
+
+    assert any("may be explained by completion length" in s for s in verdict(result))
+
+
+def test_length_check_keeps_a_real_effect():
+    rng = np.random.default_rng(6)
+    n = 64
+    strata = np.arange(n) % 8
+    lengths = rng.integers(30, 90, n).astype(float)
+    base = ModelSample(rng.normal(0, 0.3, (n, 4)), lengths, strata)
+    tuned_values = rng.normal(0, 0.3, (n, 4))
+    tuned_values[:, 0] += 0.4
+    result = compare_samples(base, ModelSample(tuned_values, rng.permutation(lengths), strata), NAMES,
+                             target="target", config=FAST)
+    adj = result.row("target").length_adjusted
+    assert adj.low > 0 and adj.covers(0.4)
+
+
+def test_ci_coverage_of_the_difference_is_near_nominal():
+    """Over repeated experiments, the 95% CI of the difference covers the truth about 95% of the time."""
+    rng = np.random.default_rng(7)
+    covered, trials = 0, 60
+    for t in range(trials):
+        base = ModelSample(rng.normal(0, 1, (40, 1)), None, np.arange(40) % 4)
+        tuned = ModelSample(rng.normal(0.3, 1, (40, 1)), None, np.arange(40) % 4)
+        result = compare_samples(base, tuned, ["x"], config=StatsConfig(n_boot=400, n_perm=100, seed=t))
+        covered += result.row("x").diff.covers(0.3)
+    assert 0.85 <= covered / trials <= 1.0
+
+
+def test_prompt_resampling_widens_intervals_when_prompts_differ():
+    """Strong prompt effects shared by both models: the prompt bootstrap (paired) still gives a sane
+    difference CI, and the per-model mean CI is wider than the within-prompt one."""
+    rng = np.random.default_rng(8)
+    n_prompts, per = 10, 4
+    strata = np.repeat(np.arange(n_prompts), per)
+    prompt_effect = rng.normal(0, 2.0, n_prompts)[strata]
+    base = ModelSample((prompt_effect + rng.normal(0, 0.5, strata.size))[:, None], None, strata)
+    tuned = ModelSample((prompt_effect + 0.5 + rng.normal(0, 0.5, strata.size))[:, None], None, strata)
+    by_prompt = compare_samples(base, tuned, ["x"], config=StatsConfig(n_boot=1000, n_perm=200, resample="prompts"))
+    within = compare_samples(base, tuned, ["x"], config=StatsConfig(n_boot=1000, n_perm=200, resample="completions"))
+    width = lambda i: i.high - i.low  # noqa: E731
+    assert width(by_prompt.row("x").base) > 2 * width(within.row("x").base)
+    assert by_prompt.row("x").diff.low > 0 and by_prompt.row("x").diff.covers(0.5)
+    assert by_prompt.method["resample"] == "prompts"
+
+
+def test_seeded_and_deterministic():
+    rng = np.random.default_rng(9)
+    base, tuned = sample(rng, 32, [0, 0, 0, 0]), sample(rng, 32, [0.3, 0, 0, 0])
+    a = compare_samples(base, tuned, NAMES, target="target", config=FAST).to_dict()
+    b = compare_samples(base, tuned, NAMES, target="target", config=FAST).to_dict()
+    c = compare_samples(base, tuned, NAMES, target="target", config=StatsConfig(n_boot=1000, n_perm=1000, seed=1))
+    assert a == b
+    assert c.to_dict()["rois"][0]["diff"]["ci"] != a["rois"][0]["diff"]["ci"]
+
+
+def test_bootstrap_weights_keep_strata_sizes():
+    strata = np.array([0, 0, 0, 1, 1, 2])
+    w = stratified_bootstrap_weights(strata, 50, np.random.default_rng(0)) * strata.size
+    for s, size in ((0, 3), (1, 2), (2, 1)):
+        np.testing.assert_allclose(w[:, strata == s].sum(axis=1), size)
+    ci = bootstrap_mean_ci(np.arange(10.0), n_boot=500)
+    assert ci.low < 4.5 < ci.high and ci.estimate == 4.5
+
+
+def test_cohens_d_known_value():
+    base = np.array([[1.0], [2.0], [3.0]])
+    tuned = base + 1.0
+    assert cohens_d(base, tuned)[0] == pytest.approx(1.0)
+
+
+def test_bad_inputs_fail_clearly():
+    rng = np.random.default_rng(10)
+    good = sample(rng, 16, [0, 0, 0, 0])
+    with pytest.raises(ValueError, match="at least 2"):
+        compare_samples(ModelSample(np.zeros((1, 4))), good, NAMES)
+    with pytest.raises(ValueError, match="columns"):
+        compare_samples(good, good, NAMES[:3])
+    with pytest.raises(ValueError, match="Target ROI"):
+        compare_samples(good, good, NAMES, target="nope")
+    with pytest.raises(ValueError, match="NaN"):
+        ModelSample(np.array([[np.nan, 0, 0, 0]]))
+    with pytest.raises(ValueError, match="same prompts"):
+        compare_samples(good, ModelSample(good.values, None, good.strata + 100), NAMES)
+    with pytest.raises(ValueError, match="Unknown test"):
+        StatsConfig(test="anova")
