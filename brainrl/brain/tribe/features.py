@@ -17,7 +17,7 @@ description for tests and benchmarks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -43,21 +43,28 @@ def layer_groups(n_layers: int, cache_n_layers: int = CACHE_N_LAYERS, fractions=
     return groups
 
 
+def piece_token_ids(tokenizer: Any, pieces: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Token ids of ``"".join(pieces)`` tokenized piece by piece, and the token offset of every piece
+    boundary (``len(pieces) + 1`` offsets). Equals the joint tokenization when no token straddles a cut."""
+    ids: list[int] = []
+    offsets = [0]
+    for piece in pieces:
+        ids.extend(tokenizer.encode(piece, add_special_tokens=False))
+        offsets.append(len(ids))
+    return ids, offsets
+
+
 def word_token_ids(tokenizer: Any, words: Sequence[str]) -> tuple[list[int], list[tuple[int, int]]]:
     """Token ids of the text ``" ".join(words)`` built word by word, and each word's [start, end) span.
 
     Each word after the first is encoded with its leading space, so the space belongs to the word's
     first token, as in the reference context tokenization.
     """
-    ids: list[int] = []
-    spans: list[tuple[int, int]] = []
-    for index, word in enumerate(words):
-        piece = word if index == 0 else " " + word
-        word_ids = tokenizer.encode(piece, add_special_tokens=False)
-        if not word_ids:
+    ids, offsets = piece_token_ids(tokenizer, [word if i == 0 else " " + word for i, word in enumerate(words)])
+    spans = list(zip(offsets[:-1], offsets[1:]))
+    for word, (start, end) in zip(words, spans):
+        if start == end:
             raise ValueError(f"The tokenizer produced no token for word {word!r}.")
-        spans.append((len(ids), len(ids) + len(word_ids)))
-        ids.extend(word_ids)
     return ids, spans
 
 
@@ -80,13 +87,15 @@ class OnePassTextFeatures:
 
     ``model`` is a decoder (e.g. ``LlamaModel``) returning ``hidden_states``; ``tokenizer`` a Hugging
     Face tokenizer. Texts longer than ``max_tokens`` are refused rather than silently cut (TRIBE's
-    context window is 1,024 words; brainrl texts are at most 300 words).
+    context window is 1,024 words; brainrl texts are at most 300 words). ``forward_calls`` counts the
+    model passes made so far.
     """
 
     model: Any
     tokenizer: Any
     groups: list[list[int]] | None = None
     max_tokens: int = 4096
+    forward_calls: int = 0
 
     def __post_init__(self) -> None:
         if self.groups is None:
@@ -98,38 +107,63 @@ class OnePassTextFeatures:
         return [word_token_ids(self.tokenizer, words) for words in texts_words]
 
     def __call__(self, texts_words: Sequence[Sequence[str]], batch_size: int = 32) -> list[np.ndarray]:
-        """One (n_words, n_groups, d) float32 array per text."""
+        """One (n_words, n_groups, d) float32 array per text: group means of the span means."""
+        used = sorted({layer for group in self.groups for layer in group})
+        column = {layer: i for i, layer in enumerate(used)}
+        per_layer = self.span_means(self.tokenize(texts_words), batch_size=batch_size, layers=used)
+        return [
+            np.stack([means[:, [column[layer] for layer in group]].mean(1) for group in self.groups], axis=1)
+            for means in per_layer
+        ]
+
+    def span_means(
+        self,
+        encoded: Sequence[tuple[Sequence[int], Sequence[tuple[int, int]]]],
+        batch_size: int = 32,
+        layers: Sequence[int] | Callable[[int], Sequence[int]] | None = None,
+    ) -> list[np.ndarray]:
+        """For each ``(ids, spans)``: (n_spans, n_layers, d) float32, the mean of the chosen hidden states
+        over each token span. ``layers`` lists hidden-state indices (0 = embeddings), or maps the number
+        of hidden states to them; None keeps all. Texts are sorted by length before batching (less
+        padding) and returned in the given order."""
         import torch
 
-        encoded = self.tokenize(texts_words)
+        for ids, spans in encoded:
+            if len(ids) > self.max_tokens:
+                raise ValueError(f"A text has {len(ids)} tokens, more than max_tokens={self.max_tokens}.")
+            if any(not 0 <= start < end <= len(ids) for start, end in spans):
+                raise ValueError(f"Every span must be a non-empty [start, end) inside the text's {len(ids)} tokens.")
         device = next(self.model.parameters()).device
-        out: list[np.ndarray] = []
-        for begin in range(0, len(encoded), batch_size):
-            chunk = encoded[begin : begin + batch_size]
-            length = max(len(ids) for ids, _ in chunk)
-            if length > self.max_tokens:
-                raise ValueError(f"A text has {length} tokens, more than max_tokens={self.max_tokens}.")
-            input_ids = torch.full((len(chunk), length), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), length), dtype=torch.long)
-            for row, (ids, _) in enumerate(chunk):
-                input_ids[row, : len(ids)] = torch.tensor(ids)
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
+        out: list[np.ndarray | None] = [None] * len(encoded)
+        for begin in range(0, len(order), batch_size):
+            rows = order[begin : begin + batch_size]
+            length = max(len(encoded[i][0]) for i in rows)
+            input_ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), length), dtype=torch.long)
+            for row, index in enumerate(rows):
+                ids = encoded[index][0]
+                input_ids[row, : len(ids)] = torch.tensor(list(ids), dtype=torch.long)
                 mask[row, : len(ids)] = 1
             with torch.inference_mode():
                 hidden = self.model(
                     input_ids=input_ids.to(device), attention_mask=mask.to(device), output_hidden_states=True
                 ).hidden_states
-                stacked = torch.stack(hidden)  # (n_hidden, batch, tokens, d)
-                grouped = _group_means(stacked, self.groups)  # (n_groups, batch, tokens, d) float32
-                for row, (_, spans) in enumerate(chunk):
+                self.forward_calls += 1
+                chosen = list(range(len(hidden))) if layers is None else layers
+                if callable(chosen):
+                    chosen = chosen(len(hidden))
+                stacked = torch.stack([hidden[int(i)] for i in chosen]).float()  # (n_layers, batch, tokens, d)
+                for row, index in enumerate(rows):
+                    spans = encoded[index][1]
                     # span means as one matmul per text with an averaging matrix (zeros outside a span
                     # add exactly nothing, unlike differences of cumulative sums)
-                    weights = torch.zeros((len(spans), length), dtype=grouped.dtype)
+                    weights = torch.zeros((len(spans), length), dtype=stacked.dtype)
                     for w, (start, end) in enumerate(spans):
                         weights[w, start:end] = 1.0 / (end - start)
-                    weights = weights.to(grouped.device)
-                    means = torch.einsum("wt,gtd->gwd", weights, grouped[:, row])
-                    out.append(means.permute(1, 0, 2).cpu().numpy())
-        return out
+                    means = torch.einsum("wt,ltd->wld", weights.to(stacked.device), stacked[:, row])
+                    out[index] = means.cpu().numpy()
+        return out  # type: ignore[return-value]
 
 
 def reference_word_features(

@@ -1,0 +1,100 @@
+"""`brainrl simulate`, `brainrl sbi fit`, `brainrl sbi diagnose`: campaigns, posterior, diagnostics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from brainrl.sbi.campaign import Campaign, load_campaign_config, merge_shards
+
+    config = load_campaign_config(args.recipe)
+    if args.out:
+        config.out_dir = args.out
+    if args.n_items:
+        config.n_items = args.n_items
+    if args.merge_only:
+        print(f"merged dataset: {merge_shards(config.out_dir)}")
+        return 0
+    from tqdm import tqdm
+
+    with tqdm(total=config.n_items, desc="simulating", unit="item") as bar:
+        result = Campaign(config).run(on_batch=lambda last_id: bar.update(min(config.batch_size, bar.total - bar.n)))
+    print(json.dumps({"out_dir": str(result.out_dir), "shards_written": len(result.shards_written),
+                      "shards_skipped (already done)": len(result.shards_skipped), "failed_items": result.n_failed,
+                      "dataset": str(result.dataset_dir) if result.dataset_dir else None,
+                      "seconds": round(result.seconds, 1)}, indent=1))
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from brainrl.sbi.campaign import load_campaign_arrays
+    from brainrl.sbi.config import load_yaml
+    from brainrl.sbi.estimator import EstimatorConfig, fit_posterior
+
+    config = load_yaml(EstimatorConfig, args.recipe) if args.recipe else EstimatorConfig()
+    if args.max_epochs:
+        config.max_epochs = args.max_epochs
+    if args.seed is not None:
+        config.seed = args.seed
+    result = fit_posterior(load_campaign_arrays(args.data), args.out, config, data_dir=args.data)
+    print(json.dumps({"posterior": str(result.out_dir), "train/val/test": [result.n_train, result.n_val, result.n_test],
+                      "epochs": result.epochs, "best_val_loss": round(result.best_val_loss, 4),
+                      "seconds": round(result.seconds, 1)}, indent=1))
+    return 0
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    from brainrl.sbi.cycle import CycleConfig
+    from brainrl.sbi.diagnostics import DiagnoseConfig, diagnose, metrics_table
+    from brainrl.sbi.generators import GeneratorSpec
+
+    cycle = None
+    if args.cycle != "none":
+        kwargs = json.loads(args.cycle_kwargs) if args.cycle_kwargs else None
+        cycle = CycleConfig() if args.cycle == "local" and kwargs is None else CycleConfig(
+            evaluator=GeneratorSpec(args.cycle, kwargs or {}))
+    sampler = json.loads(args.sampler) if args.sampler else {}
+    config = DiagnoseConfig(n_samples=args.n_samples, split=args.split, max_cases=args.max_cases, seed=args.seed,
+                            cycle=cycle, sampler=sampler)
+    report = diagnose(args.posterior, args.data, args.out, config)
+    print(metrics_table(report["results"]))
+    print(f"report: {args.out}/index.html")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    sim = subparsers.add_parser("simulate", help="run or resume an SBI simulation campaign from a recipe")
+    sim.add_argument("--recipe", required=True, help="recipes/campaign_*.yaml")
+    sim.add_argument("--out", help="override out_dir")
+    sim.add_argument("--n-items", type=int, help="override n_items")
+    sim.add_argument("--merge-only", action="store_true", help="only merge finished shards into out_dir/dataset")
+    sim.set_defaults(func=_simulate)
+
+    sbi = subparsers.add_parser("sbi", help="fit and diagnose the BayesFlow posterior")
+    sub = sbi.add_subparsers(dest="sbi_command", metavar="SBI_COMMAND", required=True)
+    fit = sub.add_parser("fit", help="train q(θ | brain sequence) on a campaign")
+    fit.add_argument("--data", required=True, help="campaign folder (brainrl simulate's out_dir)")
+    fit.add_argument("--out", required=True, help="folder for the posterior")
+    fit.add_argument("--recipe", help="YAML with EstimatorConfig fields (defaults: the paper's)")
+    fit.add_argument("--max-epochs", type=int)
+    fit.add_argument("--seed", type=int)
+    fit.set_defaults(func=_fit)
+
+    dia = sub.add_parser("diagnose", help="recovery, Bayes RMSE, calibration, contraction vs cycle consistency")
+    dia.add_argument("--posterior", required=True)
+    dia.add_argument("--data", required=True, help="campaign folder; its held-out ids are used if it is the training one")
+    dia.add_argument("--out", required=True)
+    dia.add_argument("--n-samples", type=int, default=500)
+    dia.add_argument("--split", default="test", choices=["test", "val", "train", "all"])
+    dia.add_argument("--max-cases", type=int)
+    dia.add_argument("--seed", type=int, default=0)
+    dia.add_argument("--cycle", default="local", choices=["local", "openai", "none"],
+                     help="inverse LLM evaluator backend for the cycle-consistency baseline")
+    dia.add_argument("--cycle-kwargs", help='JSON generator settings, e.g. \'{"model": "gpt-5.4-nano"}\'')
+    dia.add_argument("--sampler", help='JSON ODE settings, e.g. \'{"method": "euler", "steps": 100}\'')
+    dia.set_defaults(func=_diagnose)

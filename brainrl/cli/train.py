@@ -1,0 +1,37 @@
+"""``brainrl train --recipe X.yaml [--set k=v ...]`` and ``brainrl evaluate --run DIR``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    from brainrl.train.__main__ import build_parser
+
+    train = subparsers.add_parser("train", help="train a policy from a recipe (AWSFT or GRPO)")
+    build_parser(train)
+    train.set_defaults(func=_train)
+
+    evaluate = subparsers.add_parser("evaluate", help="held-out evaluation of a finished run: base vs tuned")
+    evaluate.add_argument("--run", required=True, help="the run's output_dir")
+    evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="override an eval.* field, e.g. --set eval.completions_per_prompt=4")
+    evaluate.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    evaluate.set_defaults(func=_evaluate)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from brainrl.train.__main__ import run
+
+    return run(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from brainrl.train.evaluate import evaluate_run, print_eval
+
+    print_eval(evaluate_run(args.run, overrides=args.overrides))
+    return 0

@@ -1,0 +1,397 @@
+"""Simulation campaigns: θ, topic → headlines → speech → brain map → projected sequence, in shards.
+
+Every item is a pure function of (seed, index) and the simulator, shards are written to a temporary
+folder and renamed into place (atomic), and a restart skips the shards that exist, so a campaign
+killed at any point resumes with nothing lost or duplicated. Under ``accelerate launch``/``torchrun``
+rank r (``RANK``/``WORLD_SIZE``) writes shards r, r + W, …; rank 0 merges them at the end.
+
+Layout of ``out_dir``::
+
+    campaign.json            config, its fingerprint, generator and pipeline provenance
+    projection/              fixed standardisation + PCA basis (fitted on shard 0's frames)
+    shards/shard-00000/      a `datasets` dataset per shard + brainrl_shard.json (ids, failures)
+    dataset/                 the merged dataset;  merge.json: counts and every failed id with its reason
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from brainrl.brain.base import BrainMap, Failed
+from brainrl.provenance import content_hash, versions
+from brainrl.sbi.config import load_yaml
+from brainrl.sbi.generators import ChatGenerator, GeneratorSpec
+from brainrl.sbi.parse import block_text
+from brainrl.sbi.prior import PARAM_NAMES, theta_for_index
+from brainrl.sbi.projection import T_MAX, Projection, fit_projection
+from brainrl.sbi.simulator import HeadlineRequest, HeadlineWriter
+from brainrl.sbi.topics import TOPICS, topic_for_index
+
+log = logging.getLogger(__name__)
+
+SHARD_META = "brainrl_shard.json"
+SBI_PACKAGES = ("brainrl", "numpy", "torch", "transformers", "datasets", "bayesflow", "keras")
+
+
+@dataclass
+class ProjectionConfig:
+    """The stored projection: k PCA components per frame, sequences padded/truncated to t_max."""
+
+    k: int = 64
+    t_max: int = T_MAX
+    max_fit_frames: int = 20000
+
+
+@dataclass
+class WriterConfig:
+    max_attempts: int = 4
+    min_words: int = 8
+    max_words: int = 24
+    feedback: bool = True
+    mode: str = "block"  # or "per_headline" (five one-line requests per item; for small local models)
+
+
+@dataclass
+class CampaignConfig:
+    """One simulation campaign (a recipe ``recipes/campaign_*.yaml`` maps onto this)."""
+
+    out_dir: str = "runs/campaign"
+    n_items: int = 100
+    name: str = "campaign"
+    split: str = "train"
+    seed: int = 0
+    shard_size: int = 50
+    batch_size: int = 10  # items per generator / brain pipeline call
+    topics: list[str] = field(default_factory=lambda: list(TOPICS))
+    generator: GeneratorSpec = field(default_factory=GeneratorSpec)
+    pipeline: dict[str, Any] = field(default_factory=dict)  # brainrl.brain.pipeline.PipelineConfig fields
+    projection: ProjectionConfig = field(default_factory=ProjectionConfig)
+    writer: WriterConfig = field(default_factory=WriterConfig)
+    merge_wait_s: float = 3600.0  # how long rank 0 waits for the other ranks' shards before merging
+
+    def __post_init__(self) -> None:
+        if self.n_items < 1 or self.shard_size < 1 or self.batch_size < 1:
+            raise ValueError("n_items, shard_size and batch_size must all be >= 1.")
+        if not self.topics:
+            raise ValueError("topics is empty; list at least one topic.")
+
+    @property
+    def n_shards(self) -> int:
+        return math.ceil(self.n_items / self.shard_size)
+
+    def shard_ids(self, shard: int) -> range:
+        return range(shard * self.shard_size, min((shard + 1) * self.shard_size, self.n_items))
+
+    def fingerprint(self) -> str:
+        """What fixes the items: everything except where they go and how the work is scheduled."""
+        data = asdict(self)
+        for key in ("out_dir", "merge_wait_s", "batch_size"):
+            data.pop(key)
+        return content_hash(data, 16)
+
+
+def load_campaign_config(path: str | Path) -> CampaignConfig:
+    return load_yaml(CampaignConfig, path)
+
+
+def dist_rank_world() -> tuple[int, int]:
+    """(rank, world size) from the launcher's environment (accelerate/torchrun set RANK, WORLD_SIZE)."""
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if not 0 <= rank < world:
+        raise ValueError(f"RANK={rank} is not within WORLD_SIZE={world}.")
+    return rank, world
+
+
+@dataclass
+class CampaignResult:
+    out_dir: Path
+    shards_written: list[int]
+    shards_skipped: list[int]
+    n_failed: int
+    dataset_dir: Path | None
+    seconds: float
+
+
+def shard_dir(out_dir: Path, shard: int) -> Path:
+    return out_dir / "shards" / f"shard-{shard:05d}"
+
+
+def _features(t_max: int, k: int):
+    from datasets import Array2D, Features, Sequence as HFSequence, Value
+
+    return Features({
+        "id": Value("int64"), "split": Value("string"), "topic": Value("string"), "generator": Value("string"),
+        "theta": HFSequence(Value("float32"), length=len(PARAM_NAMES)),
+        "headlines": HFSequence(Value("string")), "text": Value("string"),
+        "coeffs": Array2D(shape=(t_max, k), dtype="float32"),
+        "n_frames": Value("int32"), "n_frames_total": Value("int32"),
+    })
+
+
+def generator_label(identity: dict[str, Any]) -> str:
+    return f"{identity.get('backend', '?')}:{identity.get('model', '?')}"
+
+
+class Campaign:
+    """Runs (or resumes) one campaign for this rank. Pass ``generator``/``pipeline`` to inject
+    ready-made ones (tests, notebooks); otherwise they are built from the config."""
+
+    def __init__(self, config: CampaignConfig, *, generator: ChatGenerator | None = None, pipeline: Any = None,
+                 rank: int | None = None, world_size: int | None = None):
+        self.config = config
+        self.out_dir = Path(config.out_dir)
+        env_rank, env_world = dist_rank_world()
+        self.rank = env_rank if rank is None else rank
+        self.world_size = env_world if world_size is None else world_size
+        self._generator, self._pipeline = generator, pipeline
+        self.projection: Projection | None = None
+
+    # -- lazily built parts -------------------------------------------------------------------
+    @property
+    def generator(self) -> ChatGenerator:
+        if self._generator is None:
+            self._generator = self.config.generator.build()
+        return self._generator
+
+    @property
+    def pipeline(self):
+        if self._pipeline is None:
+            from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
+
+            self._pipeline = BrainPipeline(PipelineConfig(**self.config.pipeline))
+        return self._pipeline
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+    def _check_or_write_manifest(self) -> None:
+        path = self.out_dir / "campaign.json"
+        fingerprint = self.config.fingerprint()
+        if path.is_file():
+            old = json.loads(path.read_text())
+            if old.get("fingerprint") != fingerprint:
+                diffs = [k for k, v in asdict(self.config).items() if old.get("config", {}).get(k) != v
+                         and k not in ("out_dir", "merge_wait_s", "batch_size")]
+                raise ValueError(f"{self.out_dir} holds a different campaign (fields differ: {', '.join(diffs)}); "
+                                 "use a new out_dir or the original recipe to resume.")
+            return
+        if self.rank != 0:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        manifest = {"fingerprint": fingerprint, "config": asdict(self.config), "param_names": list(PARAM_NAMES),
+                    "generator": self.generator.identity(), "pipeline": self._describe_pipeline(),
+                    "versions": versions(SBI_PACKAGES), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, default=str))
+        tmp.replace(path)
+
+    def _describe_pipeline(self) -> dict[str, Any]:
+        describe = getattr(self.pipeline, "describe", None)
+        return describe() if callable(describe) else {"pipeline": repr(self.pipeline)}
+
+    def completed_shards(self) -> list[int]:
+        return [s for s in range(self.config.n_shards) if (shard_dir(self.out_dir, s) / SHARD_META).is_file()]
+
+    def _seen_headlines(self) -> set[str]:
+        from datasets import load_from_disk
+
+        seen: set[str] = set()
+        for s in self.completed_shards():
+            for block in load_from_disk(str(shard_dir(self.out_dir, s)))["headlines"]:
+                seen.update(block)
+        return seen
+
+    def _get_projection(self, shard: int, maps: Sequence[BrainMap]) -> Projection:
+        folder = self.out_dir / "projection"
+        if self.projection is not None:
+            return self.projection
+        if (folder / "projection.npz").is_file():
+            self.projection = Projection.load(folder)
+        elif shard == 0:
+            cfg = self.config.projection
+            if not maps:
+                raise RuntimeError("shard 0 produced no brain maps to fit the projection on; see its failures.")
+            frames = np.concatenate([m.data[: cfg.t_max] for m in maps])
+            self.projection = fit_projection(frames, cfg.k, cfg.t_max, cfg.max_fit_frames, seed=self.config.seed)
+            self.projection.save(folder)
+            log.info("fitted projection on %d frames: %s", frames.shape[0], self.projection.describe())
+        else:  # another rank owns shard 0; wait for its basis
+            deadline = time.time() + self.config.merge_wait_s
+            while not (folder / "projection.npz").is_file():
+                if time.time() > deadline:
+                    raise TimeoutError(f"no projection basis appeared in {folder} (rank 0 fits it on shard 0).")
+                time.sleep(2.0)
+            self.projection = Projection.load(folder)
+        return self.projection
+
+    # -- the work -----------------------------------------------------------------------------
+    def simulate_shard(self, shard: int, seen: set[str], on_batch: Callable[[int], None] | None = None):
+        """Simulate one shard's items: (rows, raw maps, failures)."""
+        cfg = self.config
+        writer = HeadlineWriter(self.generator, **asdict(cfg.writer))
+        label = generator_label(self.generator.identity())
+        ids = list(cfg.shard_ids(shard))
+        rows: list[dict[str, Any]] = []
+        maps: list[BrainMap] = []
+        failures: list[dict[str, Any]] = []
+        for start in range(0, len(ids), cfg.batch_size):
+            batch = ids[start:start + cfg.batch_size]
+            requests = [HeadlineRequest(i, theta_for_index(cfg.seed, i), topic_for_index(i, tuple(cfg.topics)))
+                        for i in batch]
+            blocks = writer.write(requests, cfg.seed, seen)
+            good = [(r, b) for r, b in zip(requests, blocks) if not isinstance(b, Failed)]
+            failures += [{"id": r.index, "stage": "generator", "reason": b.reason}
+                         for r, b in zip(requests, blocks) if isinstance(b, Failed)]
+            texts = [block_text(b) for _, b in good]
+            predictions = self.pipeline(texts) if texts else []
+            for (request, block), text, pred in zip(good, texts, predictions):
+                if not isinstance(pred, BrainMap):
+                    reason = pred.reason if isinstance(pred, Failed) else f"unexpected {type(pred).__name__}"
+                    failures.append({"id": request.index, "stage": "brain", "reason": reason})
+                    log.warning("item %d: brain pipeline failed: %s", request.index, reason)
+                    continue
+                rows.append({"id": request.index, "split": cfg.split, "topic": request.topic, "generator": label,
+                             "theta": request.theta.astype(np.float32), "headlines": block, "text": text})
+                maps.append(pred)
+            if on_batch is not None:
+                on_batch(batch[-1])
+        return rows, maps, failures
+
+    def write_shard(self, shard: int, rows: list[dict[str, Any]], maps: Sequence[BrainMap],
+                    failures: list[dict[str, Any]]) -> Path:
+        """Project the maps and write the shard atomically (temp folder, then rename)."""
+        from datasets import Dataset, DatasetInfo
+
+        projection = self._get_projection(shard, maps)
+        for row, brain_map in zip(rows, maps):
+            row["coeffs"], row["n_frames"], row["n_frames_total"] = projection.project_frames(brain_map.data)
+        columns = {name: [row[name] for row in rows] for name in _features(projection.t_max, projection.k)}
+        meta = {"shard": shard, "ids": [r["id"] for r in rows], "failures": failures, "seed": self.config.seed,
+                "campaign_fingerprint": self.config.fingerprint(), "projection": projection.fingerprint(),
+                "rank": self.rank, "world_size": self.world_size, "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        features = _features(projection.t_max, projection.k)
+        info = DatasetInfo(description=json.dumps({"campaign": self.config.name, "shard": shard}), features=features)
+        dataset = Dataset.from_dict(columns, features=features, info=info)
+        final = shard_dir(self.out_dir, shard)
+        tmp = final.parent / f".tmp-{final.name}"
+        if tmp.exists():
+            shutil.rmtree(tmp)  # a half-written shard of an earlier, killed run (only this rank writes it)
+        dataset.save_to_disk(str(tmp))
+        (tmp / SHARD_META).write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, final)
+        return final
+
+    def run(self, *, merge: bool = True, on_batch: Callable[[int], None] | None = None) -> CampaignResult:
+        started = time.time()
+        self._check_or_write_manifest()
+        (self.out_dir / "shards").mkdir(parents=True, exist_ok=True)
+        seen = self._seen_headlines()
+        done = set(self.completed_shards())
+        mine = [s for s in range(self.config.n_shards) if s % self.world_size == self.rank]
+        written, skipped, n_failed = [], [], 0
+        for shard in mine:
+            if shard in done:
+                skipped.append(shard)
+                continue
+            rows, maps, failures = self.simulate_shard(shard, seen, on_batch)
+            self.write_shard(shard, rows, maps, failures)
+            written.append(shard)
+            n_failed += len(failures)
+            log.info("shard %d: %d items written, %d failed", shard, len(rows), len(failures))
+        dataset_dir = None
+        if merge and self.rank == 0:
+            self._wait_for_all_shards()
+            dataset_dir = merge_shards(self.out_dir)
+        return CampaignResult(self.out_dir, written, skipped, n_failed, dataset_dir, time.time() - started)
+
+    def _wait_for_all_shards(self) -> None:
+        deadline = time.time() + self.config.merge_wait_s
+        while len(self.completed_shards()) < self.config.n_shards:
+            if time.time() > deadline:
+                missing = sorted(set(range(self.config.n_shards)) - set(self.completed_shards()))
+                raise TimeoutError(f"shards {missing[:10]} are still missing; rerun the campaign to finish them.")
+            time.sleep(2.0)
+
+
+def merge_shards(out_dir: str | Path) -> Path:
+    """Concatenate all shards in index order into ``out_dir/dataset`` (atomically) and write merge.json.
+
+    Checks that no id appears twice and that headlines are unique across the split; a block that
+    repeats a headline of an earlier shard (possible only across ranks) is dropped with its reason.
+    """
+    from datasets import concatenate_datasets, load_from_disk
+
+    out_dir = Path(out_dir)
+    manifest = json.loads((out_dir / "campaign.json").read_text())
+    n_items = manifest["config"]["n_items"]
+    shard_size = manifest["config"]["shard_size"]
+    n_shards = math.ceil(n_items / shard_size)
+    parts, failures, seen_ids, seen_headlines = [], [], set(), set()
+    for s in range(n_shards):
+        folder = shard_dir(out_dir, s)
+        if not (folder / SHARD_META).is_file():
+            raise FileNotFoundError(f"shard {s} is missing ({folder}); rerun the campaign to finish it before merging.")
+        meta = json.loads((folder / SHARD_META).read_text())
+        failures += meta["failures"]
+        part = load_from_disk(str(folder))
+        keep = []
+        for row_index, (item_id, block) in enumerate(zip(part["id"], part["headlines"])):
+            if item_id in seen_ids:
+                raise ValueError(f"item id {item_id} appears in more than one shard; the campaign folder is corrupt.")
+            seen_ids.add(item_id)
+            repeated = [h for h in block if h in seen_headlines]
+            if repeated:
+                failures.append({"id": item_id, "stage": "merge", "reason": f"headline repeated across ranks: {repeated[0]!r}"})
+                continue
+            seen_headlines.update(block)
+            keep.append(row_index)
+        parts.append(part.select(keep) if len(keep) < len(part) else part)
+    merged = concatenate_datasets(parts) if parts else None
+    final, tmp = out_dir / "dataset", out_dir / ".tmp-dataset"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    merged.save_to_disk(str(tmp))
+    old = out_dir / ".old-dataset"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
+    summary = {"n_items": n_items, "n_rows": len(merged), "n_failed": len(failures),
+               "failures": sorted(failures, key=lambda f: f["id"]), "shards": n_shards,
+               "merged": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    (out_dir / "merge.json").write_text(json.dumps(summary, indent=1))
+    return final
+
+
+def run_campaign(config: CampaignConfig, **kwargs: Any) -> CampaignResult:
+    return Campaign(config, **kwargs).run()
+
+
+def load_campaign_arrays(campaign_dir: str | Path) -> dict[str, Any]:
+    """The merged dataset as arrays for fitting: coeffs (n, t_max, k), mask (n, t_max), theta (n, 6), ids,
+    topics, headlines, plus the projection and the manifest."""
+    from datasets import load_from_disk
+
+    campaign_dir = Path(campaign_dir)
+    folder = campaign_dir / "dataset"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} does not exist; run `brainrl simulate` to the end (it merges the shards).")
+    dataset = load_from_disk(str(folder)).with_format("numpy")
+    coeffs = np.asarray(dataset["coeffs"], dtype=np.float32)
+    n_frames = np.asarray(dataset["n_frames"])
+    t_max = coeffs.shape[1]
+    mask = (np.arange(t_max)[None, :] < n_frames[:, None]).astype(np.float32)
+    return {"coeffs": coeffs, "mask": mask, "theta": np.asarray(dataset["theta"], dtype=np.float32),
+            "ids": np.asarray(dataset["id"]), "topics": list(dataset["topic"]),
+            "headlines": [list(h) for h in dataset["headlines"]], "generator": list(dataset["generator"]),
+            "projection": Projection.load(campaign_dir / "projection"),
+            "manifest": json.loads((campaign_dir / "campaign.json").read_text())}

@@ -1,0 +1,85 @@
+"""Cycle consistency, the text-only baseline: an inverse LLM reads a headline block and scores the six
+properties; the scores are compared with the θ that generated the block (same metrics as SBI)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from brainrl.brain.base import Failed
+from brainrl.sbi.generators import ChatGenerator, GeneratorSpec
+from brainrl.sbi.parse import FormatViolation, parse_scores
+from brainrl.sbi.prior import N_PARAMS, PARAM_NAMES
+from brainrl.sbi.prompts import evaluator_messages, retry_messages
+from brainrl.sbi.simulator import attempt_seed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CycleConfig:
+    """Which evaluator LLM, how many attempts per block. ``kwargs`` of a local evaluator default to
+    greedy-ish settings (low temperature) since rating is not a creative task."""
+
+    evaluator: GeneratorSpec = field(default_factory=lambda: GeneratorSpec(
+        "local", {"model": "smollm2", "temperature": 0.2, "max_new_tokens": 60}))
+    max_attempts: int = 3
+    seed: int = 0
+
+
+@dataclass
+class CycleResult:
+    scores: np.ndarray  # (n, 6), NaN rows where the evaluator never produced a valid answer
+    reasons: list[str | None]  # None for valid rows, else why the row failed
+
+    @property
+    def valid(self) -> np.ndarray:
+        return ~np.isnan(self.scores).any(axis=1)
+
+
+class CycleEvaluator:
+    """Scores headline blocks with strict parsing (``name: number`` ×6 in [0, 1]) and bounded retries."""
+
+    def __init__(self, generator: ChatGenerator, max_attempts: int = 3, seed: int = 0):
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1; got {max_attempts}.")
+        self.generator, self.max_attempts, self.seed = generator, int(max_attempts), int(seed)
+
+    @classmethod
+    def from_config(cls, config: CycleConfig) -> "CycleEvaluator":
+        return cls(config.evaluator.build(), config.max_attempts, config.seed)
+
+    def evaluate(self, blocks: Sequence[Sequence[str] | str], ids: Sequence[int] | None = None) -> CycleResult:
+        ids = list(range(len(blocks))) if ids is None else [int(i) for i in ids]
+        scores = np.full((len(blocks), N_PARAMS), np.nan)
+        reasons: list[str | None] = [None] * len(blocks)
+        conversations = {i: evaluator_messages(b) for i, b in enumerate(blocks)}
+        pending = list(range(len(blocks)))
+        for attempt in range(self.max_attempts):
+            if not pending:
+                break
+            replies = self.generator.generate([conversations[i] for i in pending],
+                                              [attempt_seed(self.seed, ids[i], attempt) for i in pending])
+            still = []
+            for i, reply in zip(pending, replies):
+                if isinstance(reply, Failed):
+                    reasons[i] = reply.reason
+                    still.append(i)
+                    continue
+                try:
+                    scores[i] = parse_scores(reply, PARAM_NAMES)
+                    reasons[i] = None
+                except FormatViolation as err:
+                    reasons[i] = err.reason
+                    log.info("cycle item %d attempt %d rejected: %s", ids[i], attempt + 1, err.reason)
+                    conversations[i] = retry_messages(evaluator_messages(blocks[i]), reply, err.reason,
+                                                      "exactly six 'name: number' lines")
+                    still.append(i)
+            pending = still
+        for i in pending:
+            reasons[i] = f"no valid scores after {self.max_attempts} attempts; last: {reasons[i]}"
+            log.warning("cycle item %d failed: %s", ids[i], reasons[i])
+        return CycleResult(scores, reasons)

@@ -1,0 +1,115 @@
+"""Prompts of the stimulus generator (θ, topic → five headlines) and of the inverse evaluator.
+
+Written for brainrl (the paper shows its prompts only as figures). Two parts each: a system prompt
+that says how every dimension shows in language and fixes the output format, and a user prompt with
+the concrete request. The formats are what ``brainrl.sbi.parse`` accepts, nothing looser.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from brainrl.sbi.prior import N_PARAMS, PARAM_NAMES
+
+Messages = list[dict[str, str]]
+
+N_HEADLINES = 5
+#: what "roughly 10–20 words" means to the parser (a little slack on both sides)
+MIN_WORDS, MAX_WORDS = 8, 24
+
+#: how each dimension shows in a headline, low end → high end
+DIMENSION_GUIDE: dict[str, tuple[str, str]] = {
+    "valence": ("bad news: loss, failure, harm, negative words", "good news: success, relief, praise, positive words"),
+    "arousal": ("calm, slow, routine events in muted wording", "urgent, dramatic events, intense verbs, exclamatory tone"),
+    "dominance": ("actors are powerless, affected, at the mercy of events", "actors are in control, decisive, acting with authority"),
+    "subjectivity": ("neutral reporting of verifiable facts", "opinion, judgement, evaluative adjectives, the writer's view"),
+    "certainty": ("hedged: may, could, unclear, reportedly, questions", "definite: will, confirmed, proven, flat assertions"),
+    "formality": ("casual, chatty, slang, contractions", "formal, official, precise institutional register"),
+}
+
+_BINS: tuple[tuple[float, str], ...] = ((0.2, "very low"), (0.4, "low"), (0.6, "moderate"), (0.8, "high"), (1.01, "very high"))
+
+
+def verbal_bin(score: float) -> str:
+    """The word the prompt uses beside a score: very low / low / moderate / high / very high."""
+    if not 0.0 <= float(score) <= 1.0:
+        raise ValueError(f"scores must lie in [0, 1]; got {score}.")
+    for upper, name in _BINS:
+        if score < upper:
+            return name
+    return _BINS[-1][1]  # pragma: no cover
+
+
+def _guide_lines() -> str:
+    return "\n".join(f"- {name}: 0 = {low}; 1 = {high}." for name, (low, high) in DIMENSION_GUIDE.items())
+
+
+GENERATOR_SYSTEM_PROMPT = f"""You write short news headlines whose language expresses six target properties, each scored from 0 to 1:
+{_guide_lines()}
+Express every property through word choice, tone and framing; never name the properties or the scores.
+
+Output format (strict): exactly {N_HEADLINES} lines, numbered 1. to {N_HEADLINES}., one headline per line, each {10} to {20} words.
+No title, no blank lines, no quotes, no explanations before or after."""
+
+
+def generator_messages(theta: Sequence[float], topic: str) -> Messages:
+    """Chat messages asking for one block of five headlines about ``topic`` with properties ``theta``."""
+    theta = np.asarray(theta, dtype=float)
+    if theta.shape != (N_PARAMS,):
+        raise ValueError(f"theta must have {N_PARAMS} values ({', '.join(PARAM_NAMES)}); got shape {theta.shape}.")
+    scores = "\n".join(f"- {name}: {value:.2f} ({verbal_bin(value)})" for name, value in zip(PARAM_NAMES, theta))
+    user = (
+        f"Topic: {topic}\n"
+        f"Target properties:\n{scores}\n"
+        f"Write {N_HEADLINES} different news headlines about {topic}, each 10 to 20 words, numbered 1. to {N_HEADLINES}., "
+        "one per line, and nothing else."
+    )
+    return [{"role": "system", "content": GENERATOR_SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+HEADLINE_SYSTEM_PROMPT = f"""You write one short news headline whose language expresses six target properties, each scored from 0 to 1:
+{_guide_lines()}
+Express every property through word choice, tone and framing; never name the properties or the scores.
+
+Output format (strict): one line with one headline of 10 to 20 words. No numbering, no quotes, no explanation."""
+
+
+def headline_messages(theta: Sequence[float], topic: str, number: int = 1) -> Messages:
+    """Chat messages asking for headline ``number`` (1..5) of a block, one per request: the
+    ``per_headline`` mode for small local models that cannot keep a five-line format."""
+    theta = np.asarray(theta, dtype=float)
+    if theta.shape != (N_PARAMS,):
+        raise ValueError(f"theta must have {N_PARAMS} values ({', '.join(PARAM_NAMES)}); got shape {theta.shape}.")
+    scores = "\n".join(f"- {name}: {value:.2f} ({verbal_bin(value)})" for name, value in zip(PARAM_NAMES, theta))
+    user = (f"Topic: {topic}\nTarget properties:\n{scores}\n"
+            f"Write news headline number {number} about {topic}: one line, 10 to 20 words, nothing else.")
+    return [{"role": "system", "content": HEADLINE_SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def retry_messages(messages: Messages, bad_output: str, reason: str, what: str) -> Messages:
+    """The conversation so far plus a correction naming the violation, for the next attempt."""
+    return [
+        *messages,
+        {"role": "assistant", "content": bad_output},
+        {"role": "user", "content": f"That answer broke the required format: {reason}. Reply again with {what} and nothing else."},
+    ]
+
+
+EVALUATOR_SYSTEM_PROMPT = f"""You rate a block of news headlines on six properties, each a number from 0 to 1:
+{_guide_lines()}
+Rate the block as a whole.
+
+Output format (strict): exactly {N_PARAMS} lines, in this order, each "name: number" with a number between 0 and 1:
+{chr(10).join(f"{name}: <number>" for name in PARAM_NAMES)}
+Nothing else."""
+
+
+def evaluator_messages(headlines: Sequence[str] | str) -> Messages:
+    """Chat messages asking the inverse evaluator to score one block of headlines."""
+    block = headlines if isinstance(headlines, str) else "\n".join(f"{i}. {h}" for i, h in enumerate(headlines, 1))
+    if not block.strip():
+        raise ValueError("the headline block to rate is empty.")
+    user = f"Headlines:\n{block}\n\nRate the six properties of this block."
+    return [{"role": "system", "content": EVALUATOR_SYSTEM_PROMPT}, {"role": "user", "content": user}]

@@ -1,0 +1,155 @@
+"""θ, topic → one block of five unique headlines, through a chat generator with bounded retries.
+
+Format violations and headlines already used in the split are both answered by a retry that shows
+the generator its bad answer and the reason; after ``max_attempts`` the item is ``Failed`` with the
+last reason (logged), never silently dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from brainrl.brain.base import Failed
+from brainrl.provenance import content_hash
+from brainrl.sbi.generators import ChatGenerator
+from brainrl.sbi.parse import FormatViolation, parse_headlines, parse_single_headline
+from brainrl.sbi.prompts import (MAX_WORDS, MIN_WORDS, N_HEADLINES, generator_messages, headline_messages,
+                                 retry_messages)
+
+log = logging.getLogger(__name__)
+
+
+def attempt_seed(seed: int, index: int, attempt: int) -> int:
+    """Sampling seed of one attempt at one item, independent of batch layout."""
+    return int(content_hash({"seed": seed, "index": index, "attempt": attempt}, length=15), 16)
+
+
+@dataclass
+class HeadlineRequest:
+    index: int
+    theta: np.ndarray
+    topic: str
+
+
+@dataclass
+class HeadlineWriter:
+    """Asks ``generator`` for blocks and enforces format and exact-match uniqueness within ``seen``."""
+
+    generator: ChatGenerator
+    max_attempts: int = 4
+    min_words: int = MIN_WORDS
+    max_words: int = MAX_WORDS
+    feedback: bool = True  # show the generator its violation on the retry
+    #: "block": one request returns all five numbered headlines (the paper's setup);
+    #: "per_headline": five one-line requests per item, for small models that cannot keep the block format
+    mode: str = "block"
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1; got {self.max_attempts}.")
+        if self.mode not in ("block", "per_headline"):
+            raise ValueError(f"writer mode must be 'block' or 'per_headline'; got {self.mode!r}.")
+
+    def write(self, requests: Sequence[HeadlineRequest], seed: int, seen: set[str]) -> list[list[str] | Failed]:
+        """One block (five headlines) or ``Failed`` per request, in order. Adds accepted headlines to ``seen``."""
+        if self.mode == "per_headline":
+            return self._write_per_headline(requests, seed, seen)
+        return self._write_blocks(requests, seed, seen)
+
+    def _write_per_headline(self, requests: Sequence[HeadlineRequest], seed: int,
+                            seen: set[str]) -> list[list[str] | Failed]:
+        units = [(i, slot) for i in range(len(requests)) for slot in range(N_HEADLINES)]
+        conversations = {u: headline_messages(requests[u[0]].theta, requests[u[0]].topic, u[1] + 1) for u in units}
+        accepted: dict[tuple[int, int], str] = {}
+        reasons: dict[tuple[int, int], str] = {}
+        taken = set(seen)  # also blocks headlines accepted earlier in this batch
+        pending = units
+        for attempt in range(self.max_attempts):
+            if not pending:
+                break
+            seeds = [attempt_seed(seed, requests[i].index * N_HEADLINES + slot, attempt) for i, slot in pending]
+            replies = self.generator.generate([conversations[u] for u in pending], seeds)
+            if len(replies) != len(pending):
+                raise RuntimeError(f"generator returned {len(replies)} replies for {len(pending)} conversations")
+            still = []
+            for unit, reply in zip(pending, replies):
+                if isinstance(reply, Failed):
+                    reasons[unit] = reply.reason
+                    still.append(unit)
+                    continue
+                try:
+                    headline = parse_single_headline(reply, self.min_words, self.max_words)
+                    if headline in taken:
+                        raise FormatViolation(f"headline already used in this split: {headline!r}")
+                except FormatViolation as err:
+                    reasons[unit] = err.reason
+                    log.info("item %d headline %d attempt %d rejected: %s", requests[unit[0]].index, unit[1] + 1,
+                             attempt + 1, err.reason)
+                    if self.feedback:
+                        conversations[unit] = retry_messages(
+                            headline_messages(requests[unit[0]].theta, requests[unit[0]].topic, unit[1] + 1), reply,
+                            err.reason, "one new headline on one line")
+                    still.append(unit)
+                    continue
+                taken.add(headline)
+                accepted[unit] = headline
+            pending = still
+        failed_items = {i for i, _ in pending}
+        results: list[list[str] | Failed] = []
+        for i in range(len(requests)):
+            if i in failed_items:
+                slot = min(s for j, s in pending if j == i)
+                reason = (f"headline {slot + 1}: no valid answer after {self.max_attempts} attempts; "
+                          f"last: {reasons.get((i, slot), 'unknown')}")
+                log.warning("item %d failed: %s", requests[i].index, reason)
+                results.append(Failed(reason))
+            else:
+                block = [accepted[(i, slot)] for slot in range(N_HEADLINES)]
+                seen.update(block)
+                results.append(block)
+        return results
+
+    def _write_blocks(self, requests: Sequence[HeadlineRequest], seed: int, seen: set[str]) -> list[list[str] | Failed]:
+        results: list[list[str] | Failed | None] = [None] * len(requests)
+        conversations = {i: generator_messages(r.theta, r.topic) for i, r in enumerate(requests)}
+        reasons: dict[int, str] = {}
+        pending = list(range(len(requests)))
+        for attempt in range(self.max_attempts):
+            if not pending:
+                break
+            seeds = [attempt_seed(seed, requests[i].index, attempt) for i in pending]
+            replies = self.generator.generate([conversations[i] for i in pending], seeds)
+            if len(replies) != len(pending):
+                raise RuntimeError(f"generator returned {len(replies)} replies for {len(pending)} conversations")
+            still = []
+            for i, reply in zip(pending, replies):
+                if isinstance(reply, Failed):
+                    reasons[i] = reply.reason
+                    still.append(i)
+                    continue
+                try:
+                    headlines = parse_headlines(reply, N_HEADLINES, self.min_words, self.max_words)
+                    used = [h for h in headlines if h in seen]
+                    if used:
+                        raise FormatViolation(f"headline already used in this split: {used[0]!r}")
+                except FormatViolation as err:
+                    reasons[i] = err.reason
+                    log.info("item %d attempt %d rejected: %s", requests[i].index, attempt + 1, err.reason)
+                    if self.feedback:
+                        conversations[i] = retry_messages(
+                            generator_messages(requests[i].theta, requests[i].topic), reply, err.reason,
+                            f"exactly {N_HEADLINES} new numbered headlines")
+                    still.append(i)
+                    continue
+                seen.update(headlines)
+                results[i] = headlines
+            pending = still
+        for i in pending:
+            reason = f"no valid block after {self.max_attempts} attempts; last: {reasons.get(i, 'unknown')}"
+            log.warning("item %d failed: %s", requests[i].index, reason)
+            results[i] = Failed(reason)
+        return results  # type: ignore[return-value]

@@ -1,0 +1,50 @@
+"""``python -m brainrl.train --recipe X.yaml`` (also under ``accelerate launch -m brainrl.train``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="python -m brainrl.train", description=__doc__)
+    parser.add_argument("--recipe", required=True, help="recipe YAML, e.g. recipes/offline_broca.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe field, e.g. --set awsft.steps=10 (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run in output_dir")
+    parser.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation after training")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's own; 1 on a shared box)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from brainrl.train import load_recipe, run_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    run_recipe(recipe, resume=args.resume, overwrite=args.overwrite, evaluate=False if args.no_eval else None)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from brainrl.train.recipe import RecipeError
+
+    try:
+        return run(args)
+    except (RecipeError, FileNotFoundError) as err:
+        print(f"brainrl.train: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

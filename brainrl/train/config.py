@@ -1,0 +1,142 @@
+"""Typed configuration of a training run; a recipe YAML maps onto ``RecipeConfig`` (see recipe.py)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from brainrl.brain.pipeline import PipelineConfig
+from brainrl.policy.lora import LoraSettings
+from brainrl.policy.sampling import SamplingConfig
+from brainrl.rewards.loading import RewardSpec
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful writer. Answer in a few clear, well-formed sentences."
+
+
+@dataclass
+class PolicyConfig:
+    """Which generator to tune: ``smollm2`` (embedded), a hub id, a local folder or a .gguf file."""
+
+    model: str = "smollm2"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Prompt files: one prompt per line (blank lines and lines starting with # are skipped)."""
+
+    train: str = "recipes/data/prompts_train.txt"
+    heldout: str = "recipes/data/prompts_heldout.txt"
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+
+
+@dataclass
+class AWSFTConfig:
+    """Advantage-weighted SFT with a KL penalty to the base model (adapter disabled)."""
+
+    steps: int = 40
+    prompts_per_step: int = 4
+    completions_per_prompt: int = 4
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 2
+    #: cosine decays to learning_rate * min_lr_ratio
+    min_lr_ratio: float = 0.1
+    beta: float = 0.05
+    #: advantages are (r - mean_g) / max(std_g, std_floor) within each prompt's group
+    std_floor: float = 1e-3
+    max_grad_norm: float = 1.0
+    #: completions per forward/backward chunk in the update (gradients are accumulated); 0 = all at once
+    update_batch_size: int = 0
+    checkpoint_every: int = 10
+    #: keep only the newest N checkpoints (0 = keep all)
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "prompts_per_step", "completions_per_prompt"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"awsft.{name} must be >= 1; got {getattr(self, name)}.")
+        if self.completions_per_prompt < 2:
+            raise ValueError("awsft.completions_per_prompt must be >= 2: advantages are normalised within each "
+                             "prompt's group of completions.")
+        if self.beta < 0 or self.learning_rate <= 0 or self.std_floor <= 0:
+            raise ValueError("awsft.beta must be >= 0, awsft.learning_rate and awsft.std_floor > 0.")
+
+
+@dataclass
+class GRPOSettings:
+    """Recipe fields mapped onto ``trl.GRPOConfig``; ``extra`` passes any other GRPOConfig field by name
+    (checked against GRPOConfig, so a typo fails at once)."""
+
+    steps: int = 40
+    prompts_per_step: int = 4
+    num_generations: int = 4
+    learning_rate: float = 1e-4
+    #: > 0 keeps the KL penalty to the base model (brain rewards are easy to hack)
+    beta: float = 0.04
+    loss_type: str = "grpo"
+    scale_rewards: str = "group"
+    max_grad_norm: float = 1.0
+    warmup_steps: int = 2
+    lr_scheduler_type: str = "cosine"
+    checkpoint_every: int = 10
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.num_generations < 2:
+            raise ValueError("grpo.num_generations must be >= 2 (GRPO normalises within a prompt's group).")
+        if self.steps < 1 or self.prompts_per_step < 1:
+            raise ValueError("grpo.steps and grpo.prompts_per_step must be >= 1.")
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation: identical sampling and seeds for base (adapter disabled) and tuned."""
+
+    enabled: bool = True
+    completions_per_prompt: int = 2
+    min_completions: int = 32
+    roi: str = "broca"
+    seed: int = 1234
+    bootstrap: int = 2000
+    batch_prompts: int = 8
+    #: sampling for evaluation; None = the training sampling (at its starting temperature)
+    sampling: SamplingConfig | None = None
+
+
+@dataclass
+class LoggingConfig:
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    project: str = "brainrl"
+    log_every: int = 1
+    #: completions written per step to completions.jsonl (0 = none, -1 = all)
+    completions_per_step: int = -1
+    progress: bool = True
+
+
+@dataclass
+class RecipeConfig:
+    """A whole training run."""
+
+    name: str = "run"
+    seed: int = 0
+    output_dir: str = "runs/run"
+    trainer: Literal["awsft", "grpo"] = "awsft"
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    brain: PipelineConfig = field(default_factory=PipelineConfig)
+    rewards: list[RewardSpec] = field(default_factory=list)
+    awsft: AWSFTConfig = field(default_factory=AWSFTConfig)
+    grpo: GRPOSettings = field(default_factory=GRPOSettings)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def __post_init__(self) -> None:
+        if not self.rewards:
+            raise ValueError("A recipe needs at least one reward: rewards: [{path: rewards/broca.py}].")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

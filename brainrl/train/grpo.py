@@ -1,0 +1,170 @@
+"""GRPO through ``trl.GRPOTrainer`` with the recipe's policy, LoRA, rewards and sampling.
+
+TRL does generation, reward batching, group-normalised advantages, the KL to the adapter-disabled base
+(``beta`` > 0: no second model copy), per-reward logging (``rewards/<name>/mean``), checkpoints and
+resume. This module maps recipe fields onto ``GRPOConfig`` (checking them), defaults that run on CPU, a
+JSONL metrics file and the same run card as AWSFT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from brainrl.registry import closest_names
+from brainrl.train import runs
+from brainrl.train.config import RecipeConfig
+from brainrl.train.recipe import RecipeError, read_prompts, resolve_path
+
+log = logging.getLogger(__name__)
+
+#: GRPOConfig fields set from other recipe sections; ``grpo.extra`` may not set them again.
+MAPPED_FIELDS = ("output_dir", "max_steps", "per_device_train_batch_size", "num_generations", "learning_rate", "beta",
+                 "loss_type", "scale_rewards", "max_grad_norm", "warmup_steps", "lr_scheduler_type", "save_steps",
+                 "save_strategy", "logging_steps", "report_to", "seed", "use_cpu", "bf16", "max_completion_length",
+                 "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "reward_weights", "disable_tqdm")
+
+
+def grpo_config(recipe: RecipeConfig, reward_weights: Sequence[float], output_dir: str | Path | None = None):
+    """A ``trl.GRPOConfig`` from the recipe; unknown or conflicting ``grpo.extra`` keys fail naming the key."""
+    from trl import GRPOConfig
+
+    g, s = recipe.grpo, recipe.sampling
+    if s.temperature_end is not None:
+        raise RecipeError("sampling.temperature_end: a temperature schedule is not supported by GRPOTrainer; "
+                          "remove it or use trainer: awsft.")
+    names = [f.name for f in dataclasses.fields(GRPOConfig)]
+    for key in g.extra:
+        if key not in names:
+            close = closest_names(key, names)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise RecipeError(f"Unknown field grpo.extra.{key}: not a trl.GRPOConfig field.{hint}")
+        if key in MAPPED_FIELDS:
+            raise RecipeError(f"grpo.extra.{key} is set from the recipe already; change it there, not in extra.")
+    cuda = torch.cuda.is_available()
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir or recipe.output_dir),
+        max_steps=g.steps,
+        per_device_train_batch_size=g.prompts_per_step * g.num_generations,  # counts completions
+        num_generations=g.num_generations,
+        learning_rate=g.learning_rate,
+        beta=g.beta,
+        loss_type=g.loss_type,
+        scale_rewards=g.scale_rewards,
+        max_grad_norm=g.max_grad_norm,
+        warmup_steps=g.warmup_steps,
+        lr_scheduler_type=g.lr_scheduler_type,
+        save_strategy="steps",
+        save_steps=g.checkpoint_every,
+        logging_steps=recipe.logging.log_every,
+        report_to=runs.available_trackers(recipe.logging.report_to) or "none",
+        seed=recipe.seed,
+        use_cpu=not cuda,
+        bf16=cuda and recipe.policy.dtype in ("auto", "bfloat16"),
+        max_completion_length=s.max_new_tokens,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        top_k=s.top_k,
+        min_p=s.min_p,
+        repetition_penalty=s.repetition_penalty,
+        reward_weights=list(reward_weights),
+        disable_tqdm=not recipe.logging.progress,
+        disable_dropout=True,  # the policy scored is the policy that sampled
+        remove_unused_columns=False,
+    )
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    kwargs[checkpointing] = False
+    if cuda:
+        kwargs[checkpointing] = g.extra.get(checkpointing, False)
+    kwargs.update(g.extra)
+    try:
+        return GRPOConfig(**kwargs)
+    except (ValueError, TypeError) as err:
+        raise RecipeError(f"grpo: trl.GRPOConfig rejected the settings: {err}") from err
+
+
+def prompt_dataset(prompts: Sequence[str], system: str | None):
+    """A conversational ``datasets.Dataset`` (TRL applies the chat template)."""
+    from datasets import Dataset
+
+    rows = [([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": p}]
+            for p in prompts]
+    return Dataset.from_dict({"prompt": rows})
+
+
+class _JsonlMetrics:
+    """A TrainerCallback writing each logged dict to metrics.jsonl with its step."""
+
+    def __init__(self, path: Path):
+        from transformers import TrainerCallback
+
+        writer = runs.JsonlWriter(path)
+
+        class Callback(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if state.is_world_process_zero and logs:
+                    writer.write({"step": state.global_step, **logs})
+
+        self.callback = Callback()
+        self.writer = writer
+
+
+def train_grpo(recipe: RecipeConfig, *, model=None, tokenizer=None, reward_funcs: Sequence[Callable] | None = None,
+               reward_weights: Sequence[float] | None = None, train_prompts: Sequence[str] | None = None,
+               resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Train with GRPOTrainer; saves ``adapter/``, ``metrics.jsonl`` and ``run_card.json`` in output_dir."""
+    from trl import GRPOTrainer
+
+    from brainrl.policy import load_policy, neutralise_generation_config, trainable_parameters
+
+    output_dir = Path(recipe.output_dir)
+    if output_dir.exists() and (output_dir / runs.RUN_CARD).exists() and not resume:
+        if not overwrite:
+            raise ValueError(f"{output_dir} already holds a run. Pass --resume to continue it, --overwrite to "
+                             "replace it, or --set output_dir=<new folder>.")
+        shutil.rmtree(output_dir)
+    if reward_funcs is None:
+        reward_funcs, reward_weights = runs.build_rewards(recipe)
+    reward_weights = list(reward_weights) if reward_weights is not None else [1.0] * len(reward_funcs)
+    args = grpo_config(recipe, reward_weights)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if model is None:
+        model, tokenizer = load_policy(recipe.policy.model, recipe.policy.dtype, device,
+                                       trust_remote_code=recipe.policy.trust_remote_code)
+    dropped = neutralise_generation_config(model, tokenizer)
+    source = getattr(model, "brainrl_source", {"spec": recipe.policy.model})
+    prompts = list(train_prompts) if train_prompts is not None else read_prompts(resolve_path(recipe, recipe.data.train))
+    metrics = _JsonlMetrics(output_dir / "metrics.jsonl")
+    if resume:
+        metrics.writer.path.unlink(missing_ok=True)  # TRL replays nothing; the log restarts at the checkpoint
+    trainer = GRPOTrainer(model=model, reward_funcs=list(reward_funcs), args=args,
+                          train_dataset=prompt_dataset(prompts, recipe.data.system_prompt),
+                          processing_class=tokenizer, peft_config=recipe.policy.lora.peft_config(),
+                          callbacks=[metrics.callback])
+    trainable, total = trainable_parameters(trainer.model)
+    if trainer.is_world_process_zero():
+        runs.write_run_card(output_dir, recipe, reward_funcs, reward_weights, {
+            "status": "running",
+            "policy": {**source, "trainable_parameters": trainable, "total_parameters": total,
+                       "lora": recipe.policy.lora.record(), "dropped_generation_defaults": dropped},
+            "algorithm": {"name": "grpo", "implementation": "trl.GRPOTrainer", "beta": args.beta,
+                          "loss_type": args.loss_type, "reference": "base model with the LoRA adapter disabled"},
+            "grpo_config": {k: v for k, v in args.to_dict().items() if isinstance(v, (int, float, str, bool, list, type(None)))},
+        })
+    result = trainer.train(resume_from_checkpoint=True if resume and _has_checkpoint(output_dir) else None)
+    summary = {"steps": trainer.state.global_step, "train_seconds": result.metrics.get("train_runtime"),
+               "last": trainer.state.log_history[-2] if len(trainer.state.log_history) > 1 else {}}
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(output_dir / "adapter"))
+        tokenizer.save_pretrained(output_dir / "adapter")
+        runs.update_run_card(output_dir, status="finished", summary=summary)
+    return summary
+
+
+def _has_checkpoint(output_dir: Path) -> bool:
+    return any(p.name.startswith("checkpoint-") for p in output_dir.iterdir()) if output_dir.exists() else False

@@ -1,0 +1,240 @@
+"""Run folders: metrics and completions as JSONL, trackers, run cards and checkpoints.
+
+Layout of ``output_dir``::
+
+    run_card.json          recipe, versions, seeds, reward definitions, brain pipeline, sampling
+    metrics.jsonl          one line per step
+    completions.jsonl      sampled completions with their rewards, per step
+    checkpoint-000010/     adapter/, optimizer.pt, scheduler.pt, rng.pt, state.json
+    adapter/               the final LoRA adapter (save_pretrained)
+    eval.json              held-out evaluation (brainrl evaluate)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from brainrl.provenance import versions
+from brainrl.rewards import BrainReward, describe_reward, load_rewards
+from brainrl.rewards.loading import RewardSpec
+from brainrl.train.config import RecipeConfig
+from brainrl.train.recipe import resolve_path
+
+log = logging.getLogger(__name__)
+
+RUN_CARD = "run_card.json"
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+VERSION_PACKAGES = ("brainrl", "torch", "numpy", "transformers", "peft", "trl", "accelerate", "nilearn", "tokenizers",
+                    "gguf", "datasets")
+
+
+class JsonlWriter:
+    """Append-only JSONL file; each record is flushed at once so a killed run keeps its history."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, default=_json_default, ensure_ascii=False) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records of steps > ``step`` (a resumed run rewrites them)."""
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def build_rewards(recipe: RecipeConfig) -> tuple[list[Callable], list[float]]:
+    """The recipe's reward callables (each brain reward bound to the recipe's ``brain`` pipeline)."""
+    specs = [RewardSpec(path=str(resolve_path(recipe, s.path)), weight=s.weight, kwargs=s.kwargs, name=s.name)
+             for s in recipe.rewards]
+    funcs, weights = load_rewards(specs, recipe.brain)
+    names = [getattr(f, "__name__", "") for f in funcs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Reward names must be unique (they are metric keys); got {names}. "
+                         "Give one a `name:` in the recipe.")
+    return funcs, weights
+
+
+def describe_pipeline(recipe: RecipeConfig, funcs: Sequence[Callable]) -> dict[str, Any]:
+    """The brain pipeline behind the rewards (speech engine, model identity), for the run card."""
+    for fn in funcs:
+        candidates = [fn] + list(getattr(fn, "parts", []))
+        for part in candidates:
+            if isinstance(part, BrainReward):
+                try:
+                    return part.pipeline.describe()
+                except Exception as err:  # describe must not stop a run; the reason is recorded
+                    return {"pipeline": asdict(recipe.brain), "describe_failed": f"{type(err).__name__}: {err}"}
+    return {"pipeline": asdict(recipe.brain), "used_by_rewards": False}
+
+
+def write_run_card(output_dir: Path, recipe: RecipeConfig, funcs: Sequence[Callable], weights: Sequence[float],
+                   extra: dict[str, Any]) -> dict[str, Any]:
+    card = {
+        "name": recipe.name,
+        "trainer": recipe.trainer,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": sys.argv,
+        "recipe_path": recipe.__dict__.get("source_path"),
+        "recipe": recipe.to_dict(),
+        "versions": versions(VERSION_PACKAGES),
+        "seeds": {"seed": recipe.seed, "eval_seed": recipe.eval.seed},
+        "rewards": [{**describe_reward(f), "weight": w} for f, w in zip(funcs, weights)],
+        "brain_pipeline": describe_pipeline(recipe, funcs),
+        "sampling": asdict(recipe.sampling),
+        **extra,
+    }
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    tmp = Path(output_dir) / (RUN_CARD + ".tmp")
+    tmp.write_text(json.dumps(card, indent=2, default=_json_default, ensure_ascii=False))
+    os.replace(tmp, Path(output_dir) / RUN_CARD)
+    return card
+
+
+def update_run_card(output_dir: Path, **fields: Any) -> None:
+    path = Path(output_dir) / RUN_CARD
+    card = json.loads(path.read_text())
+    card.update(fields)
+    path.write_text(json.dumps(card, indent=2, default=_json_default, ensure_ascii=False))
+
+
+def read_run_card(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / RUN_CARD
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: pass the output_dir of a finished `brainrl train` run.")
+    return json.loads(path.read_text())
+
+
+# -- checkpoints ------------------------------------------------------------------------------------
+def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    output_dir = Path(output_dir)
+    if not output_dir.exists():
+        return []
+    found = [(int(m.group(1)), p) for p in output_dir.iterdir() if (m := CHECKPOINT_RE.match(p.name))
+             and (p / "state.json").exists()]
+    return sorted(found)
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    found = list_checkpoints(output_dir)
+    return found[-1][1] if found else None
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(output_dir: Path, step: int, model, optimizer, scheduler, state: dict[str, Any],
+                    keep: int = 0) -> Path:
+    """Adapter + optimizer + scheduler + RNG states + step, written to a temp folder and renamed."""
+    output_dir = Path(output_dir)
+    final = output_dir / f"checkpoint-{step:06d}"
+    tmp = output_dir / f".tmp-checkpoint-{step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp / "adapter")
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save(rng_state(), tmp / "rng.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, **state}, default=_json_default))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    if keep > 0:
+        for _, old in list_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict[str, Any]:
+    """Restore adapter weights, optimizer, scheduler and RNG states in place; return state.json."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    weights = load_file(str(path / "adapter" / "adapter_model.safetensors"))
+    result = set_peft_model_state_dict(model, weights)
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise RuntimeError(f"Checkpoint {path} does not match the model's adapter: unexpected keys {unexpected[:3]}")
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+    return json.loads((path / "state.json").read_text())
+
+
+# -- trackers -------------------------------------------------------------------------------------
+def available_trackers(report_to: Sequence[str]) -> list[str]:
+    """The requested trackers that can run here (tensorboard ships with brainrl; wandb/trackio only when
+    installed). 'none' or an empty list turns tracking off."""
+    import importlib.util
+
+    out = []
+    for name in report_to:
+        if name in ("none", ""):
+            continue
+        module = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}.get(name, name)
+        if importlib.util.find_spec(module) is None:
+            log.warning("report_to %r asked but %s is not installed; skipping it (pip install %s)", name, module, module)
+            continue
+        out.append(name)
+    return out
+
+
+def flat_hparams(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten a nested dict to scalar hyper-parameters (trackers want scalars)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_hparams(value, name + "."))
+        elif isinstance(value, (int, float, str, bool)):
+            out[name] = value
+        else:
+            out[name] = json.dumps(value, default=str)
+    return out

@@ -1,0 +1,164 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
+from brainrl.sbi.campaign import Campaign, CampaignConfig, ProjectionConfig, load_campaign_arrays, merge_shards
+from brainrl.sbi.config import from_dict
+from brainrl.sbi.prior import theta_for_index
+
+from sbi_fakes import ScriptedGenerator
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    """The real offline path: espeak-ng speech and the synthetic brain model (no disk cache)."""
+    return BrainPipeline(PipelineConfig(cache_dir=""))
+
+
+def _config(tmp_path, n=12, **kw):
+    return CampaignConfig(out_dir=str(tmp_path / "camp"), n_items=n, shard_size=4, batch_size=2, seed=5,
+                          projection=ProjectionConfig(k=8), **kw)
+
+
+def test_campaign_writes_topic_balanced_projected_dataset(tmp_path, pipeline):
+    cfg = _config(tmp_path, n=10, topics=["weather", "sports"])
+    result = Campaign(cfg, generator=ScriptedGenerator(), pipeline=pipeline).run()
+    data = load_campaign_arrays(cfg.out_dir)
+    assert list(data["ids"]) == list(range(10)) and result.n_failed == 0
+    assert data["coeffs"].shape == (10, 48, 8) and data["mask"].shape == (10, 48)
+    assert data["topics"].count("weather") == data["topics"].count("sports") == 5
+    assert np.allclose(data["theta"][3], theta_for_index(5, 3), atol=1e-6)
+    # padded frames are zero; valid ones are not; headlines unique across the split
+    n3 = int(data["mask"][3].sum())
+    assert 0 < n3 < 48 and np.all(data["coeffs"][3, n3:] == 0) and np.any(data["coeffs"][3, :n3] != 0)
+    heads = [h for block in data["headlines"] for h in block]
+    assert len(heads) == len(set(heads)) == 50
+    manifest = json.loads((Path(cfg.out_dir) / "campaign.json").read_text())
+    assert manifest["generator"]["backend"] == "scripted" and manifest["pipeline"]["model"]["model"] == "synthetic"
+    assert manifest["versions"]["datasets"] and manifest["config"]["seed"] == 5
+    assert data["projection"].k == 8 and data["projection"].n_fit_frames > 8
+
+
+def _reference_items(tmp_path, pipeline, cfg_kwargs=None):
+    ref = _config(tmp_path / "ref", **(cfg_kwargs or {}))
+    Campaign(ref, generator=ScriptedGenerator(), pipeline=pipeline).run()
+    return load_campaign_arrays(ref.out_dir)
+
+
+def test_crash_mid_campaign_then_resume_loses_and_duplicates_nothing(tmp_path, pipeline):
+    cfg = _config(tmp_path)
+    # 12 items, shards of 4, 2 items per generator call: call 5 is inside shard 2 (after shards 0, 1 are written)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        Campaign(cfg, generator=ScriptedGenerator(fail_on_call=6), pipeline=pipeline).run()
+    done = sorted(p.name for p in (Path(cfg.out_dir) / "shards").iterdir())
+    assert done == ["shard-00000", "shard-00001"]
+    gen = ScriptedGenerator()
+    result = Campaign(cfg, generator=gen, pipeline=pipeline).run()
+    assert result.shards_skipped == [0, 1] and result.shards_written == [2]
+    assert gen.calls == 2  # only shard 2's four items were generated again
+    data = load_campaign_arrays(cfg.out_dir)
+    assert list(data["ids"]) == list(range(12))
+    ref = _reference_items(tmp_path, pipeline)  # an uninterrupted run gives the same items
+    assert data["headlines"] == ref["headlines"] and np.array_equal(data["coeffs"], ref["coeffs"])
+
+
+def test_half_written_shard_is_discarded_on_resume(tmp_path, pipeline):
+    cfg = _config(tmp_path, n=8)
+    Campaign(cfg, generator=ScriptedGenerator(), pipeline=pipeline).run(merge=False)
+    shard1 = Path(cfg.out_dir) / "shards" / "shard-00001"
+    (shard1 / "brainrl_shard.json").unlink()  # as if killed before the shard's marker landed
+    os.replace(shard1, shard1.parent / ".tmp-shard-00001")
+    result = Campaign(cfg, generator=ScriptedGenerator(), pipeline=pipeline).run()
+    assert result.shards_written == [1] and list(load_campaign_arrays(cfg.out_dir)["ids"]) == list(range(8))
+
+
+def test_ranks_write_their_own_shards_and_merge(tmp_path, pipeline):
+    cfg = _config(tmp_path)
+    r0 = Campaign(cfg, generator=ScriptedGenerator(), pipeline=pipeline, rank=0, world_size=2).run(merge=False)
+    r1 = Campaign(cfg, generator=ScriptedGenerator(), pipeline=pipeline, rank=1, world_size=2).run(merge=False)
+    assert r0.shards_written == [0, 2] and r1.shards_written == [1]
+    merge_shards(cfg.out_dir)
+    data = load_campaign_arrays(cfg.out_dir)
+    assert list(data["ids"]) == list(range(12))
+    ref = _reference_items(tmp_path, pipeline)
+    assert np.array_equal(data["coeffs"], ref["coeffs"])
+
+
+def test_merge_drops_cross_rank_duplicate_headlines(tmp_path, pipeline):
+    from datasets import load_from_disk
+
+    cfg = _config(tmp_path, n=8)
+    Campaign(cfg, generator=ScriptedGenerator(), pipeline=pipeline, rank=0, world_size=2).run(merge=False)
+    Campaign(cfg, generator=ScriptedGenerator(), pipeline=pipeline, rank=1, world_size=2).run(merge=False)
+    # two ranks running at the same time cannot see each other's headlines: make shard 1 reuse one of shard 0's
+    shards = Path(cfg.out_dir) / "shards"
+    taken = load_from_disk(str(shards / "shard-00000"))["headlines"][2][0]
+    part = load_from_disk(str(shards / "shard-00001"))
+    part = part.map(lambda row: {"headlines": [taken] + row["headlines"][1:]} if row["id"] == 5 else row)
+    part.save_to_disk(str(tmp_path / "patched"))
+    (tmp_path / "patched" / "brainrl_shard.json").write_text((shards / "shard-00001" / "brainrl_shard.json").read_text())
+    import shutil
+
+    shutil.rmtree(shards / "shard-00001")
+    os.replace(tmp_path / "patched", shards / "shard-00001")
+    merge_shards(cfg.out_dir)
+    summary = json.loads((Path(cfg.out_dir) / "merge.json").read_text())
+    data = load_campaign_arrays(cfg.out_dir)
+    assert summary["n_rows"] == len(data["ids"]) == 7
+    assert summary["failures"] == [{"id": 5, "stage": "merge", "reason": f"headline repeated across ranks: {taken!r}"}]
+    assert sorted(list(data["ids"]) + [5]) == list(range(8))
+
+
+def test_resume_refuses_a_different_campaign(tmp_path, pipeline):
+    cfg = _config(tmp_path, n=4)
+    Campaign(cfg, generator=ScriptedGenerator(), pipeline=pipeline).run()
+    other = from_dict(CampaignConfig, {**json.loads((Path(cfg.out_dir) / "campaign.json").read_text())["config"],
+                                       "seed": 6})
+    with pytest.raises(ValueError, match="fields differ: seed"):
+        Campaign(other, generator=ScriptedGenerator(), pipeline=pipeline).run()
+
+
+def test_generator_failures_are_recorded_not_dropped(tmp_path, pipeline):
+    cfg = _config(tmp_path, n=4)
+    gen = ScriptedGenerator(lambda m, s: "nonsense" if "sports" in m[1]["content"] else ScriptedGenerator.good_block(m, s))
+    cfg.writer.max_attempts = 2
+    Campaign(cfg, generator=gen, pipeline=pipeline).run()
+    summary = json.loads((Path(cfg.out_dir) / "merge.json").read_text())
+    assert [f["id"] for f in summary["failures"]] == [1] and "after 2 attempts" in summary["failures"][0]["reason"]
+    assert list(load_campaign_arrays(cfg.out_dir)["ids"]) == [0, 2, 3]
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, sys, time, signal
+    sys.path[:0] = [{root!r}, {tests!r}]
+    import torch; torch.set_num_threads(1)
+    from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
+    from brainrl.sbi.campaign import Campaign, CampaignConfig, ProjectionConfig
+    from sbi_fakes import ScriptedGenerator
+    cfg = CampaignConfig(out_dir={out!r}, n_items=12, shard_size=4, batch_size=2, seed=5, projection=ProjectionConfig(k=8))
+    kill_at = int(sys.argv[1])
+    def on_batch(last_id):
+        if last_id >= kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)   # no cleanup, no finally: a hard kill
+    Campaign(cfg, generator=ScriptedGenerator(), pipeline=BrainPipeline(PipelineConfig(cache_dir=""))).run(on_batch=on_batch)
+""")
+
+
+@pytest.mark.slow
+def test_sigkill_subprocess_then_resume(tmp_path):
+    root = str(Path(__file__).resolve().parents[2])
+    out = str(tmp_path / "camp")
+    script = tmp_path / "run.py"
+    script.write_text(KILL_SCRIPT.format(root=root, tests=str(Path(__file__).parent), out=out))
+    killed = subprocess.run([sys.executable, str(script), "7"], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9
+    finished = subprocess.run([sys.executable, str(script), "999"], capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert list(load_campaign_arrays(out)["ids"]) == list(range(12))

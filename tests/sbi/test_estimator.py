@@ -1,0 +1,80 @@
+"""Tiny fit of the paper's estimator on hand-made projected data; save/load must reproduce exactly."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from brainrl.sbi.projection import Projection, fit_projection
+
+N, T, K, V = 160, 10, 12, 40
+
+
+def _arrays(seed=0):
+    rng = np.random.default_rng(seed)
+    theta = rng.uniform(size=(N, 6)).astype(np.float32)
+    loading = rng.normal(size=(6, K))
+    n_frames = rng.integers(4, T + 1, size=N)
+    coeffs = np.zeros((N, T, K), np.float32)
+    mask = np.zeros((N, T), np.float32)
+    for i in range(N):
+        coeffs[i, : n_frames[i]] = theta[i] @ loading + 0.3 * rng.normal(size=(n_frames[i], K))
+        mask[i, : n_frames[i]] = 1
+    basis = np.linalg.qr(rng.normal(size=(V, K)))[0].T.astype(np.float32)
+    projection = Projection(mean=rng.normal(size=V).astype(np.float32), std=np.full(V, 2.0, np.float32),
+                            components=basis, t_max=T)
+    return {"coeffs": coeffs, "mask": mask, "theta": theta, "ids": np.arange(N), "projection": projection,
+            "generator": ["hand-made"]}
+
+
+def test_projection_fit_roundtrip(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = rng.normal(size=(200, 5)) @ rng.normal(size=(5, V)) + rng.normal(scale=0.01, size=(200, V))
+    proj = fit_projection(frames.astype(np.float32), k=5, t_max=6)
+    assert proj.explained_variance_ratio.sum() > 0.99
+    assert np.allclose(proj.components @ proj.components.T, np.eye(5), atol=1e-4)
+    coeffs, n_valid, n_total = proj.project_frames(frames[:9])
+    assert coeffs.shape == (6, 5) and (n_valid, n_total) == (6, 9)
+    proj.save(tmp_path)
+    again = Projection.load(tmp_path)
+    assert np.array_equal(again.components, proj.components) and again.fingerprint() == proj.fingerprint()
+    with pytest.raises(ValueError, match="lower projection.k"):
+        fit_projection(frames[:4].astype(np.float32), k=5)
+
+
+def test_fit_save_load_exact_and_posterior_api(tmp_path):
+    from brainrl.sbi.estimator import EstimatorConfig, Posterior, fit_posterior
+
+    arrays = _arrays()
+    config = EstimatorConfig(max_epochs=3, verbose=0, learning_rate=1e-3, sampler={"method": "euler", "steps": 10})
+    result = fit_posterior(arrays, tmp_path / "post", config)
+    assert torch.is_grad_enabled()  # import bayesflow turns grads off process-wide; we restore them
+    assert result.epochs == 3 and result.n_train + result.n_val + result.n_test == N
+    meta = json.loads((tmp_path / "post" / "posterior.json").read_text())
+    assert meta["config"]["flow_widths"] == [128, 128] and meta["versions"]["bayesflow"] == "2.0.12"
+    assert set(meta["history"]) >= {"loss", "val_loss", "learning_rate"}
+
+    post = Posterior.load(tmp_path / "post")
+    test_rows = np.array(meta["splits"]["test"][:8])
+    inputs = (arrays["coeffs"][test_rows], arrays["mask"][test_rows])
+    draws = post.sample(inputs, n=30, seed=3)
+    assert draws.shape == (len(test_rows), 30, 6) and draws.min() >= 0 and draws.max() <= 1
+    reloaded = Posterior.load(tmp_path / "post")
+    assert np.array_equal(reloaded.sample(inputs, n=30, seed=3), draws)
+    assert np.array_equal(reloaded.summaries(inputs), post.summaries(inputs))
+    assert post.summaries(inputs).shape == (len(test_rows), 128)
+    assert post.mean(inputs, n=30, seed=3).shape == (len(test_rows), 6)
+
+    # padded frames do not leak into the summary
+    noisy = arrays["coeffs"][test_rows].copy()
+    noisy[arrays["mask"][test_rows] == 0] = 1e3
+    assert np.allclose(post.summaries((noisy, inputs[1])), post.summaries(inputs), atol=1e-5)
+
+    # raw (T, V) sequences and BrainMap-like objects go through the stored standardisation + PCA
+    raw = np.random.default_rng(1).normal(size=(7, V)).astype(np.float32)
+    coeffs, mask = post.prepare([raw])
+    expected, _, _ = arrays["projection"].project_frames(raw)
+    assert np.allclose(coeffs[0], expected) and mask[0].sum() == 7
+    with pytest.raises(ValueError, match="coeffs"):
+        post.prepare((np.zeros((1, 3, 3)), np.zeros((1, 3))))

@@ -1,0 +1,148 @@
+import numpy as np
+import pytest
+
+from brainrl.brain.base import Failed
+from brainrl.sbi.config import ConfigError, from_dict
+from brainrl.sbi.parse import FormatViolation, block_text, parse_headlines, parse_scores, parse_single_headline
+from brainrl.sbi.prior import PARAM_NAMES, ThetaPrior, theta_for_index
+from brainrl.sbi.prompts import evaluator_messages, generator_messages, headline_messages, verbal_bin
+from brainrl.sbi.simulator import HeadlineRequest, HeadlineWriter
+from brainrl.sbi.topics import TOPICS, topic_for_index
+
+from sbi_fakes import ScriptedGenerator, seeded_headline
+
+
+def test_prior_order_range_and_seeding():
+    assert PARAM_NAMES == ("valence", "arousal", "dominance", "subjectivity", "certainty", "formality")
+    draws = ThetaPrior().sample(4000, rng=np.random.default_rng(1))
+    assert draws.shape == (4000, 6) and draws.min() >= 0 and draws.max() < 1
+    assert np.allclose(draws.mean(0), 0.5, atol=0.03) and np.allclose(draws.var(0), 1 / 12, atol=0.01)
+    assert np.array_equal(ThetaPrior().sample(3, 7), ThetaPrior().sample(3, 7))
+    # per-item draws depend on (seed, index) only
+    assert np.array_equal(theta_for_index(3, 10), theta_for_index(3, 10))
+    assert not np.array_equal(theta_for_index(3, 10), theta_for_index(3, 11))
+    assert not np.array_equal(theta_for_index(3, 10), theta_for_index(4, 10))
+
+
+def test_topics_balanced():
+    assert len(TOPICS) == 10 and "civic life" in TOPICS
+    counts = {t: 0 for t in TOPICS}
+    for i in range(50):
+        counts[topic_for_index(i)] += 1
+    assert set(counts.values()) == {5}
+
+
+def test_prompts_carry_scores_bins_topic_and_format():
+    theta = [0.05, 0.3, 0.5, 0.7, 0.9, 1.0]
+    system, user = generator_messages(theta, "weather")
+    assert system["role"] == "system" and "exactly 5 lines" in system["content"]
+    for name in PARAM_NAMES:
+        assert name in system["content"] and name in user["content"]
+    assert "weather" in user["content"] and "0.05 (very low)" in user["content"] and "0.90 (very high)" in user["content"]
+    assert [verbal_bin(v) for v in (0.1, 0.3, 0.5, 0.7, 0.95)] == ["very low", "low", "moderate", "high", "very high"]
+    with pytest.raises(ValueError, match="6 values"):
+        generator_messages([0.5] * 5, "weather")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        verbal_bin(1.2)
+    assert "number 3" in headline_messages(theta, "sports", 3)[1]["content"]
+    assert "1. a b" in evaluator_messages(["a b", "c d"])[1]["content"]
+
+
+GOOD = "\n".join(f"{k}. " + " ".join(["word"] * 11) + f" number{k}" for k in range(1, 6))
+
+
+def test_parse_headlines_good_and_bad():
+    heads = parse_headlines(GOOD)
+    assert len(heads) == 5 and heads[0].endswith("number1")
+    assert parse_headlines('1) "' + GOOD[3:].replace("\n", '"\n', 1))[0] == heads[0]  # 1) and quotes accepted
+    bad = {
+        "Here are your headlines:\n" + GOOD: "expected 5 numbered lines",
+        "\n".join(GOOD.splitlines()[:4]): "expected 5 numbered lines",
+        GOOD.replace("2. ", "7. "): "numbered 7",
+        GOOD.replace("3. ", "- "): "not numbered",
+        GOOD.replace("number4", "number1"): "repeats a headline",
+        GOOD.replace("4. " + " ".join(["word"] * 11), "4. short"): "has 2 words",
+    }
+    for text, reason in bad.items():
+        with pytest.raises(FormatViolation, match=reason):
+            parse_headlines(text)
+
+
+def test_parse_single_and_scores():
+    assert parse_single_headline('"Council approves new bridge after a long and heated public debate"\n').startswith("Council")
+    for text, reason in {"one\ntwo words here": "got 2 lines", "1. Council approves a new bridge after debate today": "numbered",
+                         "Too short": "2 words"}.items():
+        with pytest.raises(FormatViolation, match=reason):
+            parse_single_headline(text)
+    good = "\n".join(f"{n}: 0.{i}5" for i, n in enumerate(PARAM_NAMES))
+    assert parse_scores(good) == [0.05, 0.15, 0.25, 0.35, 0.45, 0.55]
+    for text, reason in {good.replace("0.05", "1.5"): "outside", good.replace("valence", "mood"): "expected 'valence'",
+                         "valence: 0.1": "expected 6", good.replace("0.25", "high"): "not 'name: number'",
+                         good.replace("0.05", "nan"): "not 'name: number'"}.items():
+        with pytest.raises(FormatViolation, match=reason):
+            parse_scores(text)
+    assert block_text(["A rose", "B fell!"]) == "A rose. B fell!"
+
+
+def _requests(n):
+    return [HeadlineRequest(i, theta_for_index(0, i), topic_for_index(i)) for i in range(n)]
+
+
+def test_writer_retries_bad_output_with_feedback_then_accepts():
+    def reply(messages, seed):
+        # first attempt at each item: chatty preamble; the retry (it sees the reason) is well formed
+        if len(messages) == 2:
+            return "Sure! Here are five headlines:\n" + ScriptedGenerator.good_block(messages, seed)
+        assert "broke the required format: expected 5 numbered lines, got 6" in messages[-1]["content"]
+        return ScriptedGenerator.good_block(messages, seed)
+
+    gen = ScriptedGenerator(reply)
+    seen: set[str] = set()
+    blocks = HeadlineWriter(gen, max_attempts=3).write(_requests(3), seed=0, seen=seen)
+    assert all(isinstance(b, list) and len(b) == 5 for b in blocks)
+    assert gen.calls == 2 and len(seen) == 15
+
+
+def test_writer_bounded_retries_give_failed_with_reason():
+    gen = ScriptedGenerator(lambda m, s: "no headlines today")
+    blocks = HeadlineWriter(gen, max_attempts=2).write(_requests(2), seed=0, seen=set())
+    assert gen.calls == 2
+    assert all(isinstance(b, Failed) and "after 2 attempts" in b.reason and "expected 5" in b.reason for b in blocks)
+
+
+def test_uniqueness_across_split_is_enforced():
+    fixed = ScriptedGenerator.good_block(None, 1)
+    calls = []
+
+    def reply(messages, seed):
+        calls.append(seed)
+        return fixed if len(calls) <= 2 else ScriptedGenerator.good_block(messages, seed)
+
+    seen: set[str] = set()
+    blocks = HeadlineWriter(ScriptedGenerator(reply), max_attempts=3).write(_requests(2), 0, seen)
+    assert all(isinstance(b, list) for b in blocks)
+    assert len({h for b in blocks for h in b}) == 10  # the second item had to retry: its first block was taken
+    again = HeadlineWriter(ScriptedGenerator(lambda m, s: fixed), max_attempts=2).write(_requests(1), 0, seen)
+    assert isinstance(again[0], Failed) and "already used" in again[0].reason
+
+
+def test_per_headline_mode_builds_unique_blocks():
+    def reply(messages, seed):
+        return seeded_headline(seed) if seed % 3 else "bad"  # about a third of the answers are too short
+
+    gen = ScriptedGenerator(reply)
+    blocks = HeadlineWriter(gen, max_attempts=6, mode="per_headline").write(_requests(4), 0, set())
+    assert all(isinstance(b, list) and len(set(b)) == 5 for b in blocks)
+    assert len(gen.conversations) > 20  # retries happened headline by headline
+
+
+def test_config_rejects_unknown_fields_naming_them():
+    from brainrl.sbi.campaign import CampaignConfig
+
+    cfg = from_dict(CampaignConfig, {"n_items": 5, "generator": {"name": "openai", "kwargs": {"model": "m"}},
+                                     "projection": {"k": 8}})
+    assert cfg.projection.k == 8 and cfg.generator.name == "openai"
+    with pytest.raises(ConfigError, match="unknown field 'projection.kk'.*Did you mean 'k'"):
+        from_dict(CampaignConfig, {"projection": {"kk": 3}})
+    with pytest.raises(ConfigError, match="n_items must be int"):
+        from_dict(CampaignConfig, {"n_items": "many"})

@@ -1,0 +1,78 @@
+import json
+
+import torch
+from safetensors.torch import load_file
+
+from brainrl.policy.tiny import tiny_policy
+from brainrl.train.awsft import AWSFTTrainer, score_rewards
+from brainrl.train.runs import read_jsonl
+
+from helpers import PROMPTS, letter_share_reward, tiny_recipe, token_count_reward
+
+
+def make_trainer(recipe, resume=False):
+    model, tok = tiny_policy(seed=0)
+    return AWSFTTrainer(recipe, model=model, tokenizer=tok, reward_funcs=[token_count_reward, letter_share_reward],
+                        reward_weights=[0.1, 1.0], train_prompts=PROMPTS, resume=resume)
+
+
+def test_score_rewards_weighted_sum_and_none():
+    total, per_fn = score_rewards([token_count_reward, letter_share_reward], [0.5, 1.0], ["p", "p"], ["ab", ""],
+                                  [[1, 2], [3]])
+    assert total[0].item() == 0.5 * 2 + 1.0
+    assert torch.isnan(total[1])
+    assert per_fn["letter_share_reward"] == [1.0, None]
+
+
+def test_awsft_runs_logs_and_saves(tmp_path):
+    recipe = tiny_recipe(tmp_path, steps=2)
+    trainer = make_trainer(recipe)
+    before = {k: v.clone() for k, v in trainer.policy.named_parameters() if v.requires_grad}
+    summary = trainer.train()
+    run = tmp_path / "run"
+    metrics = read_jsonl(run / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2]
+    m = metrics[-1]
+    for key in ("reward_mean", "reward_std", "kl_per_token", "kl_per_sequence", "loss", "grad_norm", "lr",
+                "generation_s", "reward_s", "update_s", "rewards/token_count_reward/mean",
+                "rewards/letter_share_reward/failed", "share_generation"):
+        assert key in m, key
+    assert m["kl_per_token"] > 0  # step 2 samples after one update: policy differs from base
+    assert abs(m["share_generation"] + m["share_reward"] + m["share_update"] - 1) < 1e-6
+    completions = read_jsonl(run / "completions.jsonl")
+    assert len(completions) == 2 * 2 * 3 and {"prompt", "completion", "reward", "advantage"} <= set(completions[0])
+    card = json.loads((run / "run_card.json").read_text())
+    assert card["status"] == "finished" and card["seeds"]["seed"] == 3
+    assert [r["name"] for r in card["rewards"]] == ["token_count_reward", "letter_share_reward"]
+    assert card["sampling"]["max_new_tokens"] == 8 and card["versions"]["torch"]
+    assert (run / "adapter" / "adapter_model.safetensors").exists()
+    after = dict(trainer.policy.named_parameters())
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert summary["steps"] == 2
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    full = tiny_recipe(tmp_path / "a", steps=4)
+    make_trainer(full).train()
+    part = tiny_recipe(tmp_path / "b", steps=4)
+    make_trainer(part).train(stop_at=2)  # interrupted after step 2 (checkpoint-000002 was written)
+    assert not (tmp_path / "b" / "run" / "adapter").exists()
+    resumed = make_trainer(part, resume=True)
+    assert resumed.start_step == 2
+    resumed.train()
+    a = load_file(str(tmp_path / "a" / "run" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "run" / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    steps_b = [m["step"] for m in read_jsonl(tmp_path / "b" / "run" / "metrics.jsonl")]
+    assert steps_b == [1, 2, 3, 4]
+
+
+def test_refuses_to_overwrite_a_run(tmp_path):
+    recipe = tiny_recipe(tmp_path, steps=1)
+    make_trainer(recipe).train()
+    import pytest
+
+    with pytest.raises(ValueError, match="--resume"):
+        make_trainer(recipe)

@@ -1,0 +1,70 @@
+import json
+
+import pytest
+
+from brainrl.policy.tiny import tiny_policy
+from brainrl.rewards import completion_text
+from brainrl.rewards.loading import RewardSpec
+from brainrl.train.config import GRPOSettings, LoggingConfig, RecipeConfig
+from brainrl.policy.sampling import SamplingConfig
+from brainrl.train.grpo import grpo_config, train_grpo
+from brainrl.train.recipe import RecipeError
+from brainrl.train.runs import read_jsonl
+
+from helpers import PROMPTS
+
+
+def vowel_share(prompts, completions, **columns):
+    """Share of vowels in the completion text (chat messages or strings)."""
+    texts = [completion_text(c) for c in completions]
+    return [sum(ch in "aeiou" for ch in t) / max(len(t), 1) for t in texts]
+
+
+def text_length(prompts, completions, **columns):
+    return [float(len(completion_text(c))) for c in completions]
+
+
+def recipe(tmp_path, **extra):
+    return RecipeConfig(name="tiny-grpo", seed=1, output_dir=str(tmp_path / "run"), trainer="grpo",
+                        rewards=[RewardSpec(path="unused.py")],
+                        grpo=GRPOSettings(steps=2, prompts_per_step=2, num_generations=2, learning_rate=1e-3,
+                                          checkpoint_every=1, extra=extra),
+                        sampling=SamplingConfig(max_new_tokens=6), logging=LoggingConfig(report_to=[], progress=False))
+
+
+def test_config_maps_recipe_and_defaults_for_cpu(tmp_path):
+    args = grpo_config(recipe(tmp_path), [1.0, 0.5])
+    assert args.beta == 0.04 and args.num_generations == 2 and args.per_device_train_batch_size == 4
+    assert args.use_cpu is True and args.bf16 is False
+    assert args.max_completion_length == 6 and args.top_k == 0 and args.reward_weights == [1.0, 0.5]
+    assert args.disable_dropout is True
+
+
+def test_extra_fields_are_checked(tmp_path):
+    with pytest.raises(RecipeError, match=r"grpo\.extra\.num_iteration.*Did you mean 'num_iterations'"):
+        grpo_config(recipe(tmp_path, num_iteration=2), [1.0])
+    with pytest.raises(RecipeError, match=r"grpo\.extra\.beta is set from the recipe"):
+        grpo_config(recipe(tmp_path, beta=0.1), [1.0])
+    assert grpo_config(recipe(tmp_path, num_iterations=2), [1.0]).num_iterations == 2
+
+
+def test_temperature_schedule_rejected(tmp_path):
+    r = recipe(tmp_path)
+    r.sampling.temperature_end = 0.5
+    with pytest.raises(RecipeError, match="temperature_end"):
+        grpo_config(r, [1.0])
+
+
+def test_grpo_trains_two_steps_with_two_rewards(tmp_path):
+    model, tok = tiny_policy(seed=0)
+    summary = train_grpo(recipe(tmp_path), model=model, tokenizer=tok, reward_funcs=[vowel_share, text_length],
+                         reward_weights=[1.0, 0.01], train_prompts=PROMPTS)
+    run = tmp_path / "run"
+    assert summary["steps"] == 2
+    logs = read_jsonl(run / "metrics.jsonl")
+    keys = set().union(*[set(m) for m in logs])
+    assert {"rewards/vowel_share/mean", "rewards/text_length/mean", "kl"} <= keys  # each reward logged separately
+    assert (run / "adapter" / "adapter_model.safetensors").exists()
+    card = json.loads((run / "run_card.json").read_text())
+    assert card["status"] == "finished" and card["algorithm"]["name"] == "grpo"
+    assert [r["weight"] for r in card["rewards"]] == [1.0, 0.01]
