@@ -13,11 +13,29 @@ per-dimension ``weights``, ``mode: mean`` (distance of the posterior mean only),
 (``log``, ``downweight``, ``none`` = no reward for flagged items, ``off``).
 """
 
+from pathlib import Path
+
 from brainrl.rewards import ThetaTargetReward
 
 DEFAULTS = {"posterior": "runs/sbi/posterior_offline", "mode": "expected", "n_samples": 64, "ood": "downweight",
             "ood_threshold": 0.05}
 
 
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _resolve(path):
+    """A relative path as given if it exists from here, else from the repository root (recipes name
+    repo-relative paths)."""
+    path = Path(path)
+    return str(path if path.is_absolute() or path.exists() or not (REPO / path).exists() else REPO / path)
+
+
 def make_reward(**kwargs):
-    return ThetaTargetReward(**{**DEFAULTS, **kwargs})
+    settings = {**DEFAULTS, **kwargs}
+    if isinstance(settings["posterior"], (str, Path)):
+        settings["posterior"] = _resolve(settings["posterior"])
+    prompts = settings.get("prompts")
+    if prompts:
+        settings["prompts"] = [_resolve(p) for p in ([prompts] if isinstance(prompts, (str, Path)) else prompts)]
+    return ThetaTargetReward(**settings)

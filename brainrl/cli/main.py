@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "brainrl.cli.serve",  # serve
     "brainrl.cli.sbi",  # simulate, sbi fit|diagnose, validate
     "brainrl.cli.compare",  # compare
+    "brainrl.cli.validate",  # validate, ood-fit, theta-prompts
 )
 
 

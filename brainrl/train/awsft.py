@@ -316,8 +316,8 @@ class AWSFTTrainer:
         summary = {"steps": self.cfg.steps, "train_seconds": time.perf_counter() - started, "last": last}
         if stop_at is not None and stop_at < self.cfg.steps:
             return {**summary, "stopped_at": stop_at}
+        self.save_checkpoint(self.cfg.steps)  # all ranks (it synchronises them)
         if acc.is_main_process:
-            self.save_checkpoint(self.cfg.steps)
             self.policy.save_pretrained(self.output_dir / "adapter")
             self.tokenizer.save_pretrained(self.output_dir / "adapter")
             runs.update_run_card(self.output_dir, status="finished", summary=summary)

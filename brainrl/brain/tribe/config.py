@@ -10,6 +10,8 @@ DEFAULT_REPO_ID = "facebook/tribev2"
 DEFAULT_REVISION = "f894e783020944dcd96e5568550afe2aa9743f9f"
 
 SPEECH_PATHS = ("fast", "reference")
+#: "one-pass": one causal pass per text inside TRIBE's text extractor; "reference": TRIBE's per-word passes.
+TEXT_FEATURE_MODES = ("one-pass", "reference")
 DTYPES = ("float32", "bfloat16")
 #: Speech engines whose words are WhisperX transcripts of gTTS audio (the reference path).
 REFERENCE_SPEECH_ENGINES = ("gtts-whisperx",)
@@ -23,6 +25,9 @@ class TribeConfig:
     (tribev2.md section 1.5, path C); "reference" expects gTTS + WhisperX stimuli and lets TRIBE's own
     transforms rebuild sentences and contexts (path A). ``dtype``: float32 is the reference; bfloat16
     runs under autocast and needs ``allow_bf16=True`` after a parity check against float32.
+    ``text_features``: "one-pass" computes TRIBE's Word features in one causal pass per text, batched
+    (``text_batch_size`` texts per pass); "reference" keeps TRIBE's one pass per word. None picks
+    "one-pass" for the fast speech path and "reference" for the reference one.
     """
 
     repo_id: str = DEFAULT_REPO_ID
@@ -38,10 +43,16 @@ class TribeConfig:
     max_stimuli_per_call: int = 32  # stimuli per TribeModel.predict call (each one a timeline)
     window_batch_size: int = 8  # 100 s windows per fusion-model batch (TRIBE's data.batch_size)
     config_update: dict[str, Any] = field(default_factory=dict)  # extra TRIBE config overrides
+    text_features: str | None = None  # "one-pass" | "reference"; None: by speech_path
+    text_batch_size: int = 32  # texts per one-pass forward (does not change results)
 
     def __post_init__(self) -> None:
         if self.speech_path not in SPEECH_PATHS:
             raise ValueError(f"speech_path must be one of {SPEECH_PATHS}; got {self.speech_path!r}.")
+        if self.text_features is None:
+            self.text_features = "one-pass" if self.speech_path == "fast" else "reference"
+        if self.text_features not in TEXT_FEATURE_MODES:
+            raise ValueError(f"text_features must be one of {TEXT_FEATURE_MODES}; got {self.text_features!r}.")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}; got {self.dtype!r}.")
         if self.dtype == "bfloat16" and not self.allow_bf16:
@@ -49,8 +60,8 @@ class TribeConfig:
                 "dtype='bfloat16' changes TRIBE's numbers; float32 is the reference. Run a parity check "
                 "against float32 first, then pass allow_bf16=True to accept it."
             )
-        if self.max_context_words < 1 or self.max_stimuli_per_call < 1 or self.window_batch_size < 1:
-            raise ValueError("max_context_words, max_stimuli_per_call and window_batch_size must be >= 1.")
+        if self.max_context_words < 1 or self.max_stimuli_per_call < 1 or self.window_batch_size < 1 or self.text_batch_size < 1:
+            raise ValueError("max_context_words, max_stimuli_per_call, window_batch_size and text_batch_size must be >= 1.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,7 +96,11 @@ class TribeConfig:
             "speech_path": self.speech_path,
             "contexts": "brainrl-direct" if self.speech_path == "fast" else "tribev2-transforms",
             "dtype": self.dtype,
-            "text_features": "per-word-context (TRIBE's HuggingFaceText)",
+            "text_features": (
+                "one-pass (brainrl: one causal pass per text, word-span means, in TRIBE's HuggingFaceText)"
+                if self.text_features == "one-pass"
+                else "per-word-context (TRIBE's HuggingFaceText)"
+            ),
             "max_context_words": self.max_context_words,
             "config_update": {k: v for k, v in sorted(self.config_update.items())},
         }

@@ -16,6 +16,7 @@ import numpy as np
 
 from brainrl.brain.tribe.config import REFERENCE_SPEECH_ENGINES, TribeConfig
 from brainrl.brain.tribe.events import build_events, content_audio_path, split_by_timeline, timeline_id
+from brainrl.brain.tribe.one_pass_extractor import OnePassStats, one_pass_text_features, text_infra_method
 from brainrl.provenance import package_version
 from brainrl.stimulus import Stimulus
 
@@ -67,6 +68,10 @@ class TribeEngine:
         self.config = config
         self.cache_folder = Path(config.cache_folder or tempfile.mkdtemp(prefix="brainrl-tribe-"))
         self.audio_dir = self.cache_folder / "brainrl-audio"
+        # TRIBE's own feature cache, one per text-feature mode: its text uids (text + context) do not
+        # say how a feature was computed, so the modes must not share it
+        self.tribe_cache = self.cache_folder / f"tribe-{config.text_features}"
+        self.text_stats = OnePassStats()
         self._model: Any = None
         self.load_seconds: float | None = None
 
@@ -81,12 +86,14 @@ class TribeEngine:
         self._model = TribeModel.from_pretrained(
             folder,
             checkpoint_name=self.config.checkpoint_name,
-            cache_folder=str(self.cache_folder),
+            cache_folder=str(self.tribe_cache),
             device=self.config.device,
             config_update=self.config.tribe_config_update(),
         )
         self._model.remove_empty_segments = True
         self._load_feature_models()
+        if self.config.text_features == "one-pass":
+            text_infra_method(self._text_extractor())  # fail at load, not mid-training, if it cannot work
         self.load_seconds = time.perf_counter() - started
         log.info("TRIBE v2 loaded from %s in %.1f s", folder, self.load_seconds)
         return self
@@ -116,6 +123,18 @@ class TribeEngine:
         finally:
             if original is not None:
                 tribe_main._free_extractor_model = original
+
+    def _text_extractor(self) -> Any:
+        extractor = getattr(getattr(self._model, "data", None), "text_feature", None)
+        if extractor is None:
+            raise RuntimeError("This TRIBE model has no data.text_feature extractor; use text_features='reference'.")
+        return extractor
+
+    def _text_feature_mode(self):
+        """One-pass Word features inside TRIBE's extractor (one_pass_extractor.py), or TRIBE's own."""
+        if self.config.text_features != "one-pass":
+            return contextlib.nullcontext()
+        return one_pass_text_features(self._text_extractor(), self.config.text_batch_size, self.text_stats)
 
     def _autocast(self):
         import torch
@@ -189,7 +208,7 @@ class TribeEngine:
             events = get_audio_and_text_events(events)
         import torch
 
-        with self._resident_extractors(), torch.inference_mode(), self._autocast():
+        with self._resident_extractors(), self._text_feature_mode(), torch.inference_mode(), self._autocast():
             preds, segments = self._model.predict(events=events, verbose=False)
         by_timeline = split_by_timeline(preds, segments, timelines)
         out: list[ItemResult] = []

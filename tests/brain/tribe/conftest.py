@@ -10,19 +10,24 @@ import pytest
 
 
 DOUBLES = Path(__file__).resolve().parents[2] / "doubles"
+DOUBLED_PACKAGES = ("tribev2", "neuralset", "exca")
+
+
+def _is_double_module(name: str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in DOUBLED_PACKAGES)
 
 
 @pytest.fixture
 def tribe_double(monkeypatch):
-    """Import ``tribev2`` from tests/doubles (and forget it afterwards)."""
-    for name in [m for m in sys.modules if m == "tribev2" or m.startswith("tribev2.")]:
+    """Import ``tribev2`` (and its ``neuralset``/``exca`` doubles) from tests/doubles, forget them afterwards."""
+    for name in [m for m in sys.modules if _is_double_module(m)]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.syspath_prepend(str(DOUBLES))
     import tribev2
 
     assert getattr(tribev2, "IS_TEST_DOUBLE", False)
     yield tribev2
-    for name in [m for m in sys.modules if m == "tribev2" or m.startswith("tribev2.")]:
+    for name in [m for m in sys.modules if _is_double_module(m)]:
         sys.modules.pop(name, None)
 
 

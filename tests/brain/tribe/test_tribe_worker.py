@@ -13,7 +13,7 @@ from brainrl.brain.tribe import TribeBrainModel
 from brainrl.brain.tribe.protocol import MAGIC, ProtocolError, encode_frame, read_frame
 
 from conftest import DOUBLES
-from tribe_helpers import expected_maps, make_stimulus
+from tribe_helpers import assert_matches_double, make_stimulus
 
 
 def _worker_model(tmp_path, checkpoint_dir, **env):
@@ -65,7 +65,7 @@ def test_worker_predicts_like_in_process_and_recovers_from_a_crash(tmp_path, che
         sys.path.insert(0, str(DOUBLES))
         try:
             for stimulus, brain_map in zip(stimuli, maps):
-                np.testing.assert_array_equal(brain_map.data, expected_maps(stimulus))
+                assert_matches_double(brain_map.data, stimulus)
         finally:
             sys.path.remove(str(DOUBLES))
         # the worker dies in the middle of a request: every item of it fails with the reason

@@ -31,8 +31,23 @@ def make_stimulus(text: str, folder: Path, *, step: float = 0.4, engine: str = "
 
 
 def expected_maps(stimulus: Stimulus) -> np.ndarray:
-    """What the double predicts for this stimulus (fast path contexts do not change it)."""
+    """What the double predicts for this stimulus, NaN in the text-feature columns (computed by the model)."""
     from tribev2.demo_utils import expected_rows
 
     return expected_rows([w.text for w in stimulus.words], [w.start for w in stimulus.words],
                          [w.duration for w in stimulus.words], stimulus.duration)
+
+
+def assert_matches_double(data: np.ndarray, stimulus: Stimulus) -> None:
+    """Every column but the text-feature ones equals the double's expected rows exactly; those are finite
+    and non-zero wherever a word overlaps the TR."""
+    from tribev2.demo_utils import TEXT_COLUMNS
+
+    expected = expected_maps(stimulus)
+    assert data.shape == expected.shape, (data.shape, expected.shape)
+    known = ~np.isnan(expected)
+    np.testing.assert_array_equal(data[known], expected[known])
+    text = data[:, TEXT_COLUMNS]
+    assert np.isfinite(text).all()
+    with_words = expected[:, 1] > 0
+    assert (np.abs(text[with_words]).sum(1) > 0).all()

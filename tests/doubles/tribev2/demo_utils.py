@@ -6,7 +6,11 @@ cache_folder, cluster, device, config_update)``, ``predict(events, verbose) -> (
 Word rows with text, timing and a non-empty context ending with the word; sorted words) and returns
 (n_kept_TR, 20484) float32 plus one 1-TR segment per row. Row ``t`` of a timeline is
 ``expected_rows(...)[t]``: column 0 is the TR's start, column 1 the number of words overlapping it, the
-rest a pattern seeded by the timeline's words, so mixing items up is detectable.
+rest a pattern seeded by the timeline's words, so mixing items up is detectable, except columns
+``TEXT_COLUMNS``: there, as in the real model, the text features enter. Word events go through
+``data.text_feature`` (the neuralset double's ``HuggingFaceText`` on a tiny random Llama that
+``from_pretrained`` builds in the cache folder); each TR gets the sum, over the words overlapping it,
+of a fixed random projection of the word's (2, d) feature.
 
 Fault injection for the worker tests (environment variables, read at predict time):
 ``TRIBEV2_DOUBLE_STALL_ON=<word>`` sleeps an hour, ``TRIBEV2_DOUBLE_CRASH_ON=<word>`` kills the process,
@@ -18,11 +22,13 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from tribev2 import main as _main
 
@@ -33,6 +39,61 @@ VALID_SUFFIXES = {
     "video_path": {".mp4", ".avi", ".mkv", ".mov", ".webm"},
 }
 EVENT_TYPES = {"Audio", "Word", "Text", "Sentence", "Video", "CategoricalEvent"}
+TEXT_COLUMNS = slice(2, 10)  # where text features enter a row; expected_rows leaves them NaN
+TINY_TEXT_MODEL = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=6, num_attention_heads=4,
+                       num_key_value_heads=2, max_position_embeddings=4096)
+TOKENIZER_CORPUS = [
+    "The storm rolled in over the harbour at dusk, and the boats came home one by one.",
+    "She said it wasn't the money; it was the silence after the door closed that she couldn't forgive.",
+    "In 1969, three astronauts flew to the moon, and millions watched the grainy pictures at home.",
+    "Numbers, commas; semicolons and words like don't appear in ordinary prose, text, and speech.",
+]
+
+
+def build_text_model(folder: Path) -> str:
+    """A tiny random Llama (seed 0, saved in bf16 as hub checkpoints are) and a byte-level BPE tokenizer
+    trained on a fixed corpus, in ``folder``: the stand-in for meta-llama/Llama-3.2-3B."""
+    if (folder / "config.json").is_file():
+        return str(folder)
+    from transformers import LlamaConfig, LlamaModel
+
+    from brainrl.brain.tribe.features import build_byte_bpe_tokenizer
+
+    tokenizer = build_byte_bpe_tokenizer(TOKENIZER_CORPUS * 3, vocab_size=400)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        config = LlamaConfig(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.eos_token_id, **TINY_TEXT_MODEL)
+        model = LlamaModel(config).to(torch.bfloat16)
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process built it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(folder)
+
+
+def _text_block(extractor, words: pd.DataFrame, n_rows: int) -> np.ndarray:
+    """(n_rows, n_text_columns): per TR, the projected text features of the words overlapping it."""
+    from neuralset.events import extract_words
+
+    width = TEXT_COLUMNS.stop - TEXT_COLUMNS.start
+    block = np.zeros((n_rows, width), np.float32)
+    events = extract_words(words)
+    if not events:
+        return block
+    arrays = list(extractor._get_timed_arrays(events, 0.0, float(n_rows)))
+    flat = np.stack([np.asarray(a.data, np.float32).ravel() for a in arrays])
+    projection = np.random.default_rng(7).standard_normal((flat.shape[1], width)).astype(np.float32)
+    projection /= np.sqrt(flat.shape[1])
+    projected = flat @ projection
+    for a, p in zip(arrays, projected):
+        for t in range(n_rows):
+            if a.start < t + 1 and max(a.start + a.duration, a.start + 1e-9) > t:
+                block[t] += p
+    return block
 
 
 def _word_signature(words: list[str]) -> np.ndarray:
@@ -53,6 +114,7 @@ def expected_rows(words: list[str], starts: list[float], durations: list[float],
             continue  # remove_empty_segments drops TRs that overlap no event
         row = signature.copy()
         row[0], row[1] = float(t), float(n_words)
+        row[TEXT_COLUMNS] = np.nan
         rows.append(row)
     return np.stack(rows) if rows else np.zeros((0, N_VERTICES), np.float32)
 
@@ -154,6 +216,7 @@ class TribeModel(_main.TribeExperiment):
         if cache_folder is not None:
             Path(cache_folder).mkdir(parents=True, exist_ok=True)
         model = cls(checkpoint_dir=str(folder))
+        model.data.text_feature.model_name = build_text_model(Path(cache_folder or "./cache") / "double-text-model")
         model.cache_folder = str(cache_folder or "./cache")
         model.device = "cpu" if device == "auto" else device
         for key, value in (config_update or {}).items():
@@ -203,6 +266,10 @@ class TribeModel(_main.TribeExperiment):
             rows = expected_rows(
                 list(words["text"]), list(words["start"].astype(float)), list(words["duration"].astype(float)), audio_duration
             )
+            if len(rows):
+                times = rows[:, 0].astype(int)
+                block = _text_block(self.data.text_feature, words, int(times.max()) + 1)
+                rows[:, TEXT_COLUMNS] = block[times]
             for row in rows:
                 if window.start <= row[0] < window.stop:
                     preds.append(row)

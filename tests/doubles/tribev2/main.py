@@ -2,7 +2,9 @@
 
 Like the real module, ``Data.get_loaders`` loads each feature model lazily during ``prepare`` and then
 calls the module-global ``_free_extractor_model`` on it, so the next call reloads it unless that
-function is replaced. ``LOADS`` counts model loads per extractor so tests can see residency.
+function is replaced. The text extractor is the neuralset double's ``HuggingFaceText`` with TRIBE's
+settings (batch_size 4, layers [0.5, 0.75, 1.0] group means, cache_n_layers 20); the audio one is a
+stub whose ``LOADS`` counts loads. ``neuralset.extractors.text.MODEL_LOADS`` counts text-model loads.
 """
 
 from __future__ import annotations
@@ -12,16 +14,18 @@ import dataclasses
 import math
 
 import torch
+from neuralset.extractors.text import HuggingFaceText
 
 LOADS: collections.Counter = collections.Counter()
 
 N_VERTICES = 20484
 TR = 1.0
 WINDOW_TRS = 100  # duration_trs: 100 s windows, stride 100 s, no overlap
+TEXT_MODEL_NAME = "meta-llama/Llama-3.2-3B"  # from_pretrained swaps in a tiny local random Llama
 
 
 class FeatureExtractor:
-    """Stands in for neuralset's HuggingFaceText / Wav2VecBert: a lazily loaded ``model`` property."""
+    """Stands in for neuralset's Wav2VecBert: a lazily loaded ``model`` property."""
 
     def __init__(self, name: str, device: str = "cuda"):
         self.name = name
@@ -65,7 +69,10 @@ class Data:
     """Holds the extractors and loader settings that ``config_update`` can override."""
 
     def __init__(self):
-        self.text_feature = FeatureExtractor("text")
+        self.text_feature = HuggingFaceText(
+            model_name=TEXT_MODEL_NAME, device="cuda", batch_size=4, layers=[0.5, 0.75, 1.0],
+            layer_aggregation="group_mean", cache_n_layers=20,
+        )
         self.audio_feature = FeatureExtractor("audio")
         self.batch_size = 8
         self.num_workers = 20

@@ -1,0 +1,457 @@
+"""The θ validator: does a generator hit the θ* it is asked for, and can the answer be trusted?
+
+Held-out (θ*, topic) prompts (seeded, disjoint from the training prompts' seed) go to the base generator
+and, if given, to base + adapter with identical sampling and seeds; every completion is simulated
+(speech + brain pipeline) and decoded by the posterior. Reported per model and per dimension, with 95%
+bootstrap CIs that resample prompts (completions of one prompt are not independent; base and tuned stay
+paired by prompt):
+
+- Pearson r and RMSE between requested θ* and the posterior mean, and the Bayes RMSE (charges spread);
+- calibration of θ* under the posterior: rank u = P_q(θ < θ*), coverage of the central 50% / 90%
+  intervals, KS distance of the ranks from uniform (with its p-value);
+- out-of-distribution scores (``brainrl.sbi.ood``): fraction flagged, median distance and p-value;
+- the θ-target reward −E_q‖θ − θ*‖² (all six dims), and tuned − base differences.
+
+Writes ``validation.json``, ``completions.jsonl`` and figures (requested-vs-decoded scatter per dim,
+OOD histogram, rank ECDFs); ``print_validation`` prints the base-vs-tuned table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from brainrl.brain.pipeline import PipelineConfig
+from brainrl.policy.sampling import SamplingConfig
+from brainrl.provenance import versions
+from brainrl.sbi.ood import DEFAULT_THRESHOLD, OODReference, summarize_scores
+from brainrl.sbi.prior import PARAM_NAMES
+from brainrl.sbi.theta_prompts import SYSTEM_PROMPT, build_theta_prompts
+from brainrl.sbi.topics import TOPICS
+
+log = logging.getLogger(__name__)
+
+VALIDATION_FILE = "validation.json"
+PACKAGES = ("brainrl", "numpy", "torch", "transformers", "peft", "keras", "bayesflow", "scikit-learn")
+
+
+@dataclass
+class ValidateConfig:
+    """Settings of one validation (all recorded in the output)."""
+
+    n: int = 64  # held-out prompts
+    seed: int = 1000  # θ* draws and sampling seeds; training prompts use seed 0
+    topics: list[str] = field(default_factory=lambda: list(TOPICS))
+    completions_per_prompt: int = 1
+    batch_prompts: int = 16
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=1.0, max_new_tokens=160))
+    system_prompt: str | None = SYSTEM_PROMPT
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    n_samples: int = 200  # posterior draws per completion
+    posterior_seed: int = 0
+    ood_threshold: float = DEFAULT_THRESHOLD
+    bootstrap: int = 1000
+    dtype: str = "auto"
+
+
+# -- statistics -------------------------------------------------------------------------------------
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def dimension_stats(targets: np.ndarray, draws: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-dimension point statistics of one set of items: targets (n, d), draws (n, S, d)."""
+    means = draws.mean(axis=1)
+    ranks = np.mean(draws < targets[:, None, :], axis=1)  # P_q(θ < θ*) per item and dim
+    return {
+        "pearson_r": np.array([_pearson(targets[:, j], means[:, j]) for j in range(targets.shape[1])]),
+        "rmse": np.sqrt(np.mean((means - targets) ** 2, axis=0)),
+        "bayes_rmse": np.sqrt(np.mean((draws - targets[:, None, :]) ** 2, axis=(0, 1))),
+        "coverage_50": np.mean(np.abs(ranks - 0.5) <= 0.25, axis=0),
+        "coverage_90": np.mean(np.abs(ranks - 0.5) <= 0.45, axis=0),
+    }
+
+
+def _ci(values: np.ndarray) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
+    if len(values) < 10:
+        return float("nan"), float("nan")
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _interval(point: float, boots: np.ndarray) -> dict[str, float]:
+    low, high = _ci(boots)
+    return {"value": float(point), "ci_low": low, "ci_high": high}
+
+
+@dataclass
+class ModelDecoding:
+    """One model's decoded validation items (rows = completions; NaN rows = failed maps)."""
+
+    texts: list[str]
+    prompt_index: np.ndarray  # (N,) which prompt each completion answers
+    targets: np.ndarray  # (N, 6)
+    draws: np.ndarray  # (N, S, 6), NaN where failed
+    ok: np.ndarray  # (N,) bool
+    failures: dict[int, str]
+    ood: Any  # OODScores over the ok rows (or None)
+
+
+def bootstrap_model(dec: ModelDecoding, names: Sequence[str], n_boot: int, seed: int,
+                    resamples: list[np.ndarray]) -> dict[str, Any]:
+    """Point values and bootstrap CIs (prompts resampled with ``resamples``) of one model's statistics."""
+    ok = dec.ok
+    stats = dimension_stats(dec.targets[ok], dec.draws[ok])
+    reward = -np.mean(np.sum((dec.draws - dec.targets[:, None, :]) ** 2, axis=-1), axis=1)  # (N,), NaN if failed
+    flagged = np.full(len(ok), np.nan)
+    if dec.ood is not None:
+        flagged[ok] = dec.ood.flagged.astype(float)
+    boots = {k: [] for k in stats}
+    boot_reward, boot_flag = [], []
+    for rows in resamples:
+        rows = rows[ok[rows]]
+        if len(rows) < 3:
+            continue
+        s = dimension_stats(dec.targets[rows], dec.draws[rows])
+        for k in stats:
+            boots[k].append(s[k])
+        boot_reward.append(np.mean(reward[rows]))
+        boot_flag.append(np.nanmean(flagged[rows]) if dec.ood is not None else np.nan)
+    per_dim = {}
+    for j, name in enumerate(names):
+        per_dim[name] = {k: _interval(stats[k][j], np.array([b[j] for b in boots[k]])) for k in stats}
+    ranks = np.mean(dec.draws[ok] < dec.targets[ok][:, None, :], axis=1)
+    calibration = {}
+    from scipy.stats import kstest
+
+    for j, name in enumerate(names):
+        if len(ranks) >= 3:
+            test = kstest(ranks[:, j], "uniform")
+            calibration[name] = {"ks_statistic": float(test.statistic), "ks_pvalue": float(test.pvalue)}
+        else:
+            calibration[name] = {"ks_statistic": float("nan"), "ks_pvalue": float("nan")}
+    return {
+        "n_completions": int(len(ok)), "n_decoded": int(ok.sum()), "n_failed": int((~ok).sum()),
+        "failure_reasons": sorted(set(dec.failures.values()))[:5],
+        "per_dimension": per_dim, "calibration": calibration,
+        "reward": _interval(float(np.nanmean(reward)) if ok.any() else float("nan"), np.array(boot_reward)),
+        "ood": {**summarize_scores(dec.ood),
+                "fraction_flagged_ci": list(_ci(np.array(boot_flag)))} if dec.ood is not None else None,
+        "completion_words_mean": float(np.mean([len(t.split()) for t in dec.texts])) if dec.texts else 0.0,
+    }
+
+
+def paired_differences(base: ModelDecoding, tuned: ModelDecoding, names: Sequence[str],
+                       resamples: list[np.ndarray]) -> dict[str, Any]:
+    """tuned − base of RMSE and r per dim and of the reward, on completions where both decoded."""
+    both = base.ok & tuned.ok
+    if both.sum() < 3:
+        return {"n_pairs": int(both.sum())}
+
+    def stats(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        sb, st = dimension_stats(base.targets[rows], base.draws[rows]), dimension_stats(tuned.targets[rows], tuned.draws[rows])
+        rb = -np.mean(np.sum((base.draws[rows] - base.targets[rows, None, :]) ** 2, -1))
+        rt = -np.mean(np.sum((tuned.draws[rows] - tuned.targets[rows, None, :]) ** 2, -1))
+        return st["rmse"] - sb["rmse"], st["pearson_r"] - sb["pearson_r"], float(rt - rb)
+
+    point = stats(np.flatnonzero(both))
+    boots = [stats(rows[both[rows]]) for rows in resamples if both[rows].sum() >= 3]
+    out: dict[str, Any] = {"n_pairs": int(both.sum()), "reward": _interval(point[2], np.array([b[2] for b in boots]))}
+    out["rmse"] = {n: _interval(point[0][j], np.array([b[0][j] for b in boots])) for j, n in enumerate(names)}
+    out["pearson_r"] = {n: _interval(point[1][j], np.array([b[1][j] for b in boots])) for j, n in enumerate(names)}
+    return out
+
+
+def prompt_resamples(prompt_index: np.ndarray, n_boot: int, seed: int) -> list[np.ndarray]:
+    """Row indices of ``n_boot`` bootstrap samples that resample whole prompts with replacement."""
+    prompts = np.unique(prompt_index)
+    rows_of = {p: np.flatnonzero(prompt_index == p) for p in prompts}
+    rng = np.random.default_rng(seed)
+    return [np.concatenate([rows_of[p] for p in rng.choice(prompts, len(prompts), replace=True)]) for _ in range(n_boot)]
+
+
+# -- generation, simulation, decoding ------------------------------------------------------------------
+def generate_texts(model, tokenizer, prompts: Sequence[str], config: ValidateConfig,
+                   adapter: bool) -> dict[str, tuple[list[str], list[int]]]:
+    """Completions of base (and tuned, when the model carries an adapter) with identical seeds."""
+    from brainrl.policy import sample_completions
+
+    out: dict[str, tuple[list[str], list[int]]] = {"base": ([], [])}
+    if adapter:
+        out["tuned"] = ([], [])
+    for b, start in enumerate(range(0, len(prompts), config.batch_prompts)):
+        batch = list(prompts[start:start + config.batch_prompts])
+        seed = config.seed * 1009 + b
+        kwargs = dict(num_completions=config.completions_per_prompt, system=config.system_prompt, seed=seed)
+        if adapter:
+            tuned = sample_completions(model, tokenizer, batch, config.sampling, **kwargs)
+            with model.disable_adapter():
+                base = sample_completions(model, tokenizer, batch, config.sampling, **kwargs)
+            runs = {"base": base, "tuned": tuned}
+        else:
+            runs = {"base": sample_completions(model, tokenizer, batch, config.sampling, **kwargs)}
+        for name, samples in runs.items():
+            out[name][0].extend(samples.texts)
+            out[name][1].extend(start + int(g) for g in samples.group)
+    return out
+
+
+def decode_texts(texts: list[str], prompt_index: np.ndarray, targets: np.ndarray, pipeline: Callable,
+                 posterior: Any, ood: OODReference | None, config: ValidateConfig) -> ModelDecoding:
+    from brainrl.brain.base import BrainMap
+
+    maps = pipeline(texts)
+    ok = np.array([isinstance(m, BrainMap) for m in maps])
+    failures = {i: getattr(m, "reason", repr(m)) for i, m in enumerate(maps) if not ok[i]}
+    n_params = targets.shape[1]
+    draws = np.full((len(texts), config.n_samples, n_params), np.nan)
+    scores = None
+    if ok.any():
+        good = [m for m, flag in zip(maps, ok) if flag]
+        inputs = posterior.prepare(good)
+        draws[ok] = posterior.sample(inputs, config.n_samples, seed=config.posterior_seed)
+        if ood is not None:
+            scores = ood.score(posterior.summaries(inputs), config.ood_threshold)
+    return ModelDecoding(texts, prompt_index, targets[prompt_index], draws, ok, failures, scores)
+
+
+def _load_ood(posterior: Any, posterior_dir: str | Path | None) -> OODReference | None:
+    stored = getattr(posterior, "ood_reference", None)
+    if stored is not None:
+        return stored
+    if posterior_dir is None:
+        log.warning("no OOD statistics for the injected posterior; OOD scores are skipped")
+        return None
+    try:
+        return OODReference.load(posterior_dir)
+    except FileNotFoundError:
+        from brainrl.sbi.ood import fit_ood
+
+        log.info("no OOD statistics in %s yet; fitting them from the posterior's training campaign", posterior_dir)
+        return fit_ood(posterior, None, posterior_dir)
+
+
+def validate(posterior: Any, base: str, out_dir: str | Path, adapter: str | Path | None = None,
+             config: ValidateConfig | None = None, *, model=None, tokenizer=None, pipeline: Callable | None = None,
+             ood: OODReference | None = None) -> dict[str, Any]:
+    """Validate a generator (``base`` spec, optionally + ``adapter``) against a posterior; writes ``out_dir``.
+
+    ``posterior`` is a folder or a loaded posterior; ``model``/``tokenizer``/``pipeline`` may be injected
+    (tests, notebooks), otherwise they come from ``base`` and ``config.pipeline``.
+    """
+    import torch
+
+    config = config or ValidateConfig()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    posterior_dir = None
+    if isinstance(posterior, (str, Path)):
+        from brainrl.sbi.estimator import Posterior
+
+        posterior_dir = Path(posterior)
+        posterior = Posterior.load(posterior_dir)
+    ood = ood or _load_ood(posterior, posterior_dir)
+    names = tuple(getattr(posterior, "param_names", PARAM_NAMES))
+    rows = build_theta_prompts(config.n, config.seed, config.topics)
+    prompts = [r["prompt"] for r in rows]
+    targets = np.array([r["theta_target"] for r in rows], dtype=float)
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if model is None:
+        from brainrl.policy import load_policy
+
+        model, tokenizer = load_policy(base, config.dtype, device)
+    from brainrl.policy import neutralise_generation_config
+
+    neutralise_generation_config(model, tokenizer)
+    if adapter is not None:
+        from peft import PeftModel
+
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{adapter} holds no adapter_config.json; pass a run's adapter/ folder.")
+        model = PeftModel.from_pretrained(model, str(adapter))
+    model.eval()
+    t0 = time.perf_counter()
+    generated = generate_texts(model, tokenizer, prompts, config, adapter is not None)
+    generation_s = time.perf_counter() - t0
+    if pipeline is None:
+        from brainrl.brain.pipeline import BrainPipeline
+
+        pipeline = BrainPipeline.shared(config.pipeline)
+    t0 = time.perf_counter()
+    decoded = {name: decode_texts(texts, np.array(index), targets, pipeline, posterior, ood, config)
+               for name, (texts, index) in generated.items()}
+    decode_s = time.perf_counter() - t0
+    resamples = prompt_resamples(decoded["base"].prompt_index, config.bootstrap, config.seed)
+    result: dict[str, Any] = {
+        "posterior": str(posterior_dir) if posterior_dir else repr(posterior),
+        "posterior_data": (getattr(posterior, "meta", {}) or {}).get("data"),
+        "base": str(base), "adapter": str(adapter) if adapter else None,
+        "param_names": list(names), "n_prompts": len(prompts),
+        "config": {**asdict(config), "pipeline": asdict(config.pipeline)},
+        "bootstrap": {"n": config.bootstrap, "resampled_unit": "prompt", "interval": "95% percentile"},
+        "ood_reference": None if ood is None else {**ood.meta, "cutoff": ood.cutoff(config.ood_threshold)},
+        "models": {name: bootstrap_model(dec, names, config.bootstrap, config.seed, resamples)
+                   for name, dec in decoded.items()},
+    }
+    if "tuned" in decoded:
+        result["difference_tuned_minus_base"] = paired_differences(decoded["base"], decoded["tuned"], names, resamples)
+    result.update({"generation_s": round(generation_s, 2), "decode_s": round(decode_s, 2),
+                   "seconds": round(time.perf_counter() - started, 2), "versions": versions(PACKAGES),
+                   "brain_pipeline": pipeline.describe() if hasattr(pipeline, "describe") else repr(pipeline)})
+    result["figures"] = write_figures(decoded, names, ood, config.ood_threshold, out_dir)
+    (out_dir / VALIDATION_FILE).write_text(json.dumps(result, indent=1, default=_json_default))
+    _write_completions(out_dir / "completions.jsonl", rows, decoded)
+    return result
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def _write_completions(path: Path, rows: list[dict[str, Any]], decoded: dict[str, ModelDecoding]) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for name, dec in decoded.items():
+            ood_rows = np.cumsum(dec.ok) - 1
+            for i, text in enumerate(dec.texts):
+                p = int(dec.prompt_index[i])
+                record = {"model": name, "prompt_id": p, "topic": rows[p]["topic"], "theta_target": rows[p]["theta_target"],
+                          "completion": text, "decoded_mean": None, "ood": None, "failure": dec.failures.get(i)}
+                if dec.ok[i]:
+                    record["decoded_mean"] = [round(float(v), 4) for v in dec.draws[i].mean(axis=0)]
+                    if dec.ood is not None:
+                        record["ood"] = dec.ood.record(int(ood_rows[i]))
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+# -- figures and table ------------------------------------------------------------------------------------
+def write_figures(decoded: dict[str, ModelDecoding], names: Sequence[str], ood: OODReference | None,
+                  threshold: float, out_dir: Path) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"base": "tab:grey", "tuned": "tab:blue"}
+    figures = {}
+    fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 3.2))
+    for j, (ax, name) in enumerate(zip(np.atleast_1d(axes), names)):
+        for model, dec in decoded.items():
+            ok = dec.ok
+            means = dec.draws[ok].mean(axis=1)[:, j]
+            ax.scatter(dec.targets[ok, j], means, s=10, alpha=0.7, color=colours.get(model), label=model)
+        ax.plot([0, 1], [0, 1], color="k", lw=0.8)
+        ax.set(xlim=(0, 1), ylim=(0, 1), title=name, xlabel="requested θ*")
+    np.atleast_1d(axes)[0].set_ylabel("decoded posterior mean")
+    np.atleast_1d(axes)[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / "requested_vs_decoded.png", dpi=100)
+    plt.close(fig)
+    figures["requested_vs_decoded"] = "requested_vs_decoded.png"
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    if ood is not None:
+        all_d = np.concatenate([ood.reference] + [d.ood.distance for d in decoded.values() if d.ood is not None])
+        bins = np.linspace(0, float(np.max(all_d)) * 1.05 + 1e-9, 30)
+        ax.hist(ood.reference, bins=bins, density=True, alpha=0.5, color="tab:green", label="held-out simulations")
+        for model, dec in decoded.items():
+            if dec.ood is not None and len(dec.ood):
+                ax.hist(dec.ood.distance, bins=bins, density=True, histtype="step", lw=1.5,
+                        color=colours.get(model), label=f"{model} ({100 * dec.ood.flagged.mean():.0f}% flagged)")
+        ax.axvline(ood.cutoff(threshold), color="tab:red", ls="--", lw=1, label=f"p < {threshold:g}")
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no OOD statistics", ha="center", transform=ax.transAxes)
+    ax.set(xlabel="Mahalanobis distance of the summary", ylabel="density", title="Out-of-distribution scores")
+    fig.tight_layout()
+    fig.savefig(out_dir / "ood_histogram.png", dpi=100)
+    plt.close(fig)
+    figures["ood_histogram"] = "ood_histogram.png"
+
+    fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 3))
+    grid = np.linspace(0, 1, 101)
+    for j, (ax, name) in enumerate(zip(np.atleast_1d(axes), names)):
+        for model, dec in decoded.items():
+            ranks = np.sort(np.mean(dec.draws[dec.ok] < dec.targets[dec.ok][:, None, :], axis=1)[:, j])
+            if len(ranks):
+                ax.plot(grid, np.searchsorted(ranks, grid, side="right") / len(ranks) - grid,
+                        color=colours.get(model), label=model)
+        n = max(int(max(d.ok.sum() for d in decoded.values())), 1)
+        band = 1.36 / math.sqrt(n)  # pointwise-in-spirit 95% KS band for the ECDF difference
+        ax.fill_between(grid, -band, band, color="k", alpha=0.08)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set(title=name, xlabel="rank of θ* (P_q(θ < θ*))", ylim=(-0.6, 0.6))
+    np.atleast_1d(axes)[0].set_ylabel("ECDF − uniform")
+    np.atleast_1d(axes)[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / "rank_ecdf.png", dpi=100)
+    plt.close(fig)
+    figures["rank_ecdf"] = "rank_ecdf.png"
+    return figures
+
+
+def _fmt(stat: dict[str, float] | None, digits: int = 3) -> str:
+    if not stat or stat.get("value") is None or not np.isfinite(stat["value"]):
+        return "n/a"
+    low, high = stat["ci_low"], stat["ci_high"]
+    ci = f" [{low:+.{digits}f}, {high:+.{digits}f}]" if np.isfinite(low) else ""
+    return f"{stat['value']:+.{digits}f}{ci}"
+
+
+def print_validation(result: dict[str, Any], console=None) -> None:
+    """The base-vs-tuned table (rich): r and RMSE per dimension with 95% CIs, coverage, OOD, reward."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(width=160)
+    models = result["models"]
+    diff = result.get("difference_tuned_minus_base")
+    table = Table(title=f"θ validation: {result['n_prompts']} held-out prompts; base {result['base']}"
+                        + (f" vs tuned {result['adapter']}" if result.get("adapter") else ""))
+    table.add_column("dimension")
+    for model in models:
+        table.add_column(f"r ({model})")
+        table.add_column(f"RMSE ({model})")
+        table.add_column(f"cov90 ({model})")
+    if diff and "rmse" in diff:
+        table.add_column("Δ RMSE (tuned − base)")
+    for name in result["param_names"]:
+        row = [name]
+        for model, stats in models.items():
+            dim = stats["per_dimension"][name]
+            row += [_fmt(dim["pearson_r"], 2), _fmt(dim["rmse"]), f"{dim['coverage_90']['value']:.2f}"]
+        if diff and "rmse" in diff:
+            row.append(_fmt(diff["rmse"][name]))
+        table.add_row(*row)
+    table.add_section()
+    reward_row = ["reward −E‖θ−θ*‖²"]
+    ood_row = ["OOD flagged"]
+    failed_row = ["failed maps"]
+    for stats in models.values():
+        reward_row += [_fmt(stats["reward"]), "", ""]
+        ood = stats.get("ood")
+        ood_row += [f"{100 * ood['fraction_flagged']:.0f}% (p<{ood['threshold']:g})" if ood and ood.get("n") else "n/a",
+                    f"median d {ood['distance_median']:.1f}" if ood and ood.get("n") else "", ""]
+        failed_row += [f"{stats['n_failed']}/{stats['n_completions']}", "", ""]
+    if diff and "rmse" in diff:
+        reward_row.append(_fmt(diff["reward"]))
+        ood_row.append("")
+        failed_row.append("")
+    for row in (reward_row, ood_row, failed_row):
+        table.add_row(*row)
+    console.print(table)

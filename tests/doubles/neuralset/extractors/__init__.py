@@ -1,0 +1,1 @@
+"""Double of neuralset.extractors (text only)."""

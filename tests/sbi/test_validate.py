@@ -1,0 +1,138 @@
+"""The θ validator: statistics on known posteriors, a fast end-to-end run with tiny components, and (slow)
+a run through the CLI with a real fitted posterior and the offline brain pipeline."""
+
+import json
+
+import numpy as np
+import pytest
+
+from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
+from brainrl.policy.sampling import SamplingConfig
+from brainrl.sbi.ood import OODReference
+from brainrl.sbi.validate import ValidateConfig, dimension_stats, print_validation, validate
+from tests.helpers import CountingSpeech, LengthBrain
+from theta_fakes import KnownPosterior
+
+
+def test_dimension_stats_recover_known_behaviour():
+    rng = np.random.default_rng(0)
+    theta = rng.uniform(size=(400, 6))
+    sd = 0.1
+    centre = theta + sd * rng.normal(size=theta.shape)  # posterior centred at a noisy version of θ*
+    calibrated = centre[:, None, :] + sd * rng.normal(size=(400, 300, 6))
+    stats = dimension_stats(theta, calibrated)
+    assert np.all(stats["pearson_r"] > 0.9) and np.allclose(stats["rmse"], sd, atol=0.02)
+    assert np.allclose(stats["coverage_90"], 0.9, atol=0.05) and np.allclose(stats["coverage_50"], 0.5, atol=0.07)
+    assert np.allclose(stats["bayes_rmse"], np.sqrt(2) * sd, atol=0.02)
+    overconfident = centre[:, None, :] + 0.02 * rng.normal(size=(400, 300, 6))
+    assert np.all(dimension_stats(theta, overconfident)["coverage_90"] < 0.4)
+    unrelated = rng.uniform(size=(400, 1, 6)) + 0.05 * rng.normal(size=(400, 300, 6))
+    assert np.all(np.abs(dimension_stats(theta, unrelated)["pearson_r"]) < 0.2)
+
+
+@pytest.fixture
+def tiny_parts(tmp_path):
+    from brainrl.policy import LoraSettings, attach_lora
+    from brainrl.policy.tiny import tiny_policy
+
+    model, tokenizer = tiny_policy(seed=0)
+    adapter_dir = tmp_path / "adapter"
+    attach_lora(model, LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
+                ).save_pretrained(adapter_dir)
+    base, tokenizer = tiny_policy(seed=0)
+    pipeline = BrainPipeline(PipelineConfig(cache_dir=""), speech=CountingSpeech(out_dir=tmp_path), model=LengthBrain())
+    post = KnownPosterior()
+    rng = np.random.default_rng(0)
+    maps = pipeline([" ".join(["w"] * int(n)) for n in rng.integers(2, 30, size=90)])
+    z = post.summaries(maps)
+    post.ood_reference = OODReference.fit(z[:60], z[60:])
+    return base, tokenizer, adapter_dir, pipeline, post
+
+
+def test_end_to_end_base_vs_tuned_with_tiny_components(tmp_path, tiny_parts, capsys):
+    base, tokenizer, adapter_dir, pipeline, post = tiny_parts
+    config = ValidateConfig(n=6, seed=5, completions_per_prompt=2, batch_prompts=4, n_samples=20, bootstrap=200,
+                            sampling=SamplingConfig(max_new_tokens=12), system_prompt=None)
+    result = validate(post, "tiny", tmp_path / "out", adapter=adapter_dir, config=config, model=base,
+                      tokenizer=tokenizer, pipeline=pipeline)
+    saved = json.loads((tmp_path / "out" / "validation.json").read_text())
+    assert saved["n_prompts"] == 6 and set(saved["models"]) == {"base", "tuned"}
+    for name in ("requested_vs_decoded.png", "ood_histogram.png", "rank_ecdf.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 1000
+    lines = (tmp_path / "out" / "completions.jsonl").read_text().splitlines()
+    assert len(lines) == 2 * 6 * 2
+    records = [json.loads(line) for line in lines]
+    # a fresh LoRA adapter is the identity and the sampling is identical: tuned texts == base texts
+    base_texts = [r["completion"] for r in records if r["model"] == "base"]
+    assert base_texts == [r["completion"] for r in records if r["model"] == "tuned"]
+    diff = result["difference_tuned_minus_base"]
+    assert diff["reward"]["value"] == pytest.approx(0.0, abs=1e-9)
+    decoded = result["models"]["base"]
+    assert decoded["n_decoded"] + decoded["n_failed"] == 12
+    for name in post.param_names:
+        dim = decoded["per_dimension"][name]
+        assert 0.0 <= dim["coverage_90"]["value"] <= 1.0 and dim["rmse"]["value"] >= 0
+        if decoded["n_decoded"] >= 3:
+            assert dim["rmse"]["ci_low"] <= dim["rmse"]["value"] + 1e-9
+    assert decoded["ood"]["n"] == decoded["n_decoded"] and 0 <= decoded["ood"]["fraction_flagged"] <= 1
+    # θ* are the held-out draws, recorded with each completion
+    from brainrl.sbi.theta_prompts import build_theta_prompts
+
+    rows = build_theta_prompts(6, seed=5)
+    assert records[0]["theta_target"] == rows[records[0]["prompt_id"]]["theta_target"]
+    print_validation(result)
+    out = capsys.readouterr().out
+    assert "valence" in out and "formality" in out and "OOD flagged" in out
+
+
+def test_missing_adapter_is_a_clear_error(tmp_path, tiny_parts):
+    base, tokenizer, _, pipeline, post = tiny_parts
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        validate(post, "tiny", tmp_path / "o", adapter=tmp_path / "none", config=ValidateConfig(n=2), model=base,
+                 tokenizer=tokenizer, pipeline=pipeline)
+
+
+@pytest.mark.slow
+def test_cli_validate_with_a_real_fitted_posterior_and_offline_pipeline(tmp_path):
+    """Real BayesFlow posterior (tiny fit on hand-made projected data over fsaverage5), `brainrl ood-fit`,
+    the θ reward through `Posterior.load`, and `brainrl validate` with espeak + the synthetic model."""
+    from brainrl.brain.base import N_VERTICES
+    from brainrl.cli.main import main
+    from brainrl.policy.tiny import tiny_policy
+    from brainrl.rewards import ThetaTargetReward
+    from brainrl.sbi.estimator import EstimatorConfig, fit_posterior
+    from brainrl.sbi.projection import Projection
+
+    rng = np.random.default_rng(0)
+    n, t, k = 160, 12, 8
+    theta = rng.uniform(size=(n, 6)).astype(np.float32)
+    loading = rng.normal(size=(6, k))
+    coeffs = (theta @ loading)[:, None, :] + 0.3 * rng.normal(size=(n, t, k))
+    basis = np.linalg.qr(rng.normal(size=(N_VERTICES, k)))[0].T.astype(np.float32)
+    projection = Projection(mean=np.zeros(N_VERTICES, np.float32), std=np.ones(N_VERTICES, np.float32),
+                            components=basis, t_max=t)
+    arrays = {"coeffs": coeffs.astype(np.float32), "mask": np.ones((n, t), np.float32), "theta": theta,
+              "ids": np.arange(n), "projection": projection, "generator": ["hand-made"]}
+    post_dir = tmp_path / "post"
+    fit_posterior(arrays, post_dir, EstimatorConfig(max_epochs=2, verbose=0, sampler={"method": "euler", "steps": 8}))
+    from brainrl.sbi.ood import fit_ood
+
+    ref = fit_ood(post_dir, arrays, post_dir)
+    assert ref.meta["reference"] == "held-out" and (post_dir / "ood.npz").is_file()
+
+    model, tokenizer = tiny_policy(seed=0)
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    pipeline = PipelineConfig(cache_dir="")
+    reward = ThetaTargetReward(str(post_dir), n_samples=8, ood="downweight", pipeline=pipeline)
+    values = reward(None, ["Storm warning issued for the coast tonight.", "Council approves bridge budget."],
+                    theta_target=[[0.2] * 6, [0.8] * 6])
+    assert all(v is not None and -6 <= v <= 0 for v in values) and all(r is not None for r in reward.last_ood)
+
+    code = main(["validate", "--posterior", str(post_dir), "--base", str(tmp_path / "tiny"), "--n", "4",
+                 "--n-samples", "16", "--bootstrap", "50", "--max-new-tokens", "16", "--cache-dir", "",
+                 "--out", str(tmp_path / "val")])
+    assert code == 0
+    result = json.loads((tmp_path / "val" / "validation.json").read_text())
+    assert result["models"]["base"]["n_completions"] == 4 and "tuned" not in result["models"]
+    assert result["ood_reference"]["reference"] == "held-out"
