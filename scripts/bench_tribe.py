@@ -14,6 +14,11 @@ on the device, which is faster than TRIBE's from_pretrained disk load), one Llam
 left context in batches of 4, w2v-bert on the clip, fusion on one window. gTTS and WhisperX are not run
 (no network); they are listed as "not run".
 
+Text features on their own (resident Llama, same texts): TRIBE's per-word passes (batches of 4) vs
+one causal pass per text, at batch 1 and batched, with the agreement between them (median per-word r,
+largest difference), the FLOPs each needs (2 x non-embedding parameters x tokens, attention ignored)
+and the throughput reached.
+
     python scripts/bench_tribe.py --device cuda --out bench_tribe.json
     python scripts/bench_tribe.py --device cpu --tiny          # smoke test
 """
@@ -242,6 +247,51 @@ class Pipeline:
         y = y.transpose(1, 2).cpu().numpy()
         return [y[b, : max(1, math.ceil(durations[b]))] for b in range(batch)]
 
+    # -- text features on their own ------------------------------------------------------------------
+    def compare_text_features(self, texts: list[str], batch: int, reps: int) -> dict[str, float]:
+        """ms per text: per-word passes (TRIBE) vs one pass at batch 1 and at ``batch``, resident model."""
+        words = [t.split() for t in texts[:batch]]
+        embed = self.llama.get_input_embeddings().weight.numel()
+        flop_per_token = 2 * (sum(p.numel() for p in self.llama.parameters()) - embed)
+        one_pass_tokens = statistics.mean(len(ids) for ids, _ in self.one_pass.tokenize(words))
+        per_word_tokens = statistics.mean(
+            sum(len(self.tokenizer.encode(" ".join(w[: i + 1]), add_special_tokens=False)) for i in range(len(w)))
+            for w in words
+        )
+
+        def timed(fn) -> float:
+            fn()  # warm-up
+            runs = []
+            for _ in range(reps):
+                self.sync()
+                t0 = time.perf_counter()
+                fn()
+                self.sync()
+                runs.append(time.perf_counter() - t0)
+            return statistics.median(runs)
+
+        per_word = timed(lambda: [reference_word_features(self.llama, self.tokenizer, w, self.text_groups, 4)
+                                  for w in words[: max(1, batch // 8)]]) / max(1, batch // 8)
+        single = timed(lambda: [self.one_pass([w], batch_size=1) for w in words[: max(1, batch // 8)]]) / max(1, batch // 8)
+        batched = timed(lambda: self.one_pass(words, batch_size=batch)) / batch
+        fast = self.one_pass(words[:4], batch_size=4)
+        ref = [reference_word_features(self.llama, self.tokenizer, w, self.text_groups, 4) for w in words[:4]]
+        r = [np.corrcoef(a[i].ravel(), b[i].ravel())[0, 1] for a, b in zip(fast, ref) for i in range(len(a))]
+        out = {
+            "per_word_ms_per_text": 1000 * per_word,
+            "one_pass_batch1_ms_per_text": 1000 * single,
+            f"one_pass_batch{batch}_ms_per_text": 1000 * batched,
+            "speedup_batch1": per_word / single,
+            f"speedup_batch{batch}": per_word / batched,
+            "per_word_tflop_per_text": flop_per_token * per_word_tokens / 1e12,
+            "one_pass_tflop_per_text": flop_per_token * one_pass_tokens / 1e12,
+            f"one_pass_batch{batch}_tflops_reached": flop_per_token * one_pass_tokens / batched / 1e12,
+            "tokens_per_text": one_pass_tokens,
+            "median_word_r": float(np.median(r)),
+            "max_abs_diff": float(max(np.abs(a - b).max() for a, b in zip(fast, ref))),
+        }
+        return out
+
     # -- the two pipelines ---------------------------------------------------------------------------
     def fast(self, texts: list[str], speech: Speech) -> tuple[dict[str, float], list[np.ndarray]]:
         t = {}
@@ -341,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     ref_runs = [pipe.reference_one(t, speech) for t in texts[-args.reference_items :]]
     results["reference"] = {k: 1000 * statistics.median(r[k] for r in ref_runs) if not math.isnan(ref_runs[0][k])
                             else None for k in ref_runs[0]}
+    text_batch = max(batches)
+    text_compare = pipe.compare_text_features(texts[:text_batch], text_batch, max(1, args.reps))
 
     device_name = torch.cuda.get_device_name(0) if pipe.device.type == "cuda" else platform.processor() or "cpu"
     print(f"\nTRIBE v2-shaped pipeline, random weights, {args.words}-word texts (~{tokens_per_text:.0f} tokens), "
@@ -354,12 +406,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nreference reconstruction, ms per completion (median of {args.reference_items}, sequential)")
     for stage, value in results["reference"].items():
         print(f"  {stage:<62} {'not run' if value is None else f'{value:10.1f}'}")
+    print(f"\ntext features alone, resident Llama, ms per text (per-word passes: median over {max(1, text_batch // 8)} texts)")
+    for key, value in text_compare.items():
+        print(f"  {key:<40} {value:12.4g}")
     ref_total = results["reference"]["total_measured"]
     for batch, row in results["fast"].items():
         print(f"  speed-up at batch {batch:>2}: {ref_total / row['total']:.1f}x (measured stages only; WhisperX not run)")
     out = {
         "config": vars(args), "device": device_name, "torch": torch.__version__, "tokens_per_text": tokens_per_text,
-        "speech": speech.name, "params": params, "ms_per_completion": results,
+        "speech": speech.name, "params": params, "ms_per_completion": results, "text_features": text_compare,
         "notes": "random weights; reference reload = random init on device (no disk read); whisperx and gTTS not run",
     }
     Path(args.out).write_text(json.dumps(out, indent=2, default=str))

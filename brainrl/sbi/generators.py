@@ -72,8 +72,13 @@ class LocalChatGenerator:
 
     def __init__(self, model: str = "smollm2", max_new_tokens: int = 200, temperature: float = 0.8,
                  top_p: float = 0.95, batch_size: int = 8, device: str = "cpu", dtype: str = "auto",
-                 stop_strings: list[str] | None = None, model_object: Any = None, tokenizer: Any = None):
+                 stop_strings: list[str] | None = None, model_object: Any = None, tokenizer: Any = None,
+                 prefix_cache: bool = False):
         self.model_spec = str(model)
+        #: reuse the keys/values of the messages every prompt of a batch shares (system prompt, few-shot
+        #: turns): on a CPU the prefill of a long shared prefix costs more than the decoding
+        self.prefix_cache = bool(prefix_cache)
+        self._prefix_kv: dict[str, Any] = {}
         self.max_new_tokens, self.temperature, self.top_p = int(max_new_tokens), float(temperature), float(top_p)
         self.batch_size, self.device, self.dtype = int(batch_size), device, dtype
         self.stop_strings = list(stop_strings) if stop_strings else None
@@ -96,7 +101,9 @@ class LocalChatGenerator:
         for start in range(0, len(conversations), self.batch_size):
             chunk = list(conversations[start:start + self.batch_size])
             prompts = [self._tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in chunk]
-            inputs = self._tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            shared = self._shared_prefix_inputs(prompts) if self.prefix_cache else None
+            inputs = shared or self._tokenizer(prompts, return_tensors="pt", padding=True,
+                                               add_special_tokens=False).to(self.device)
             torch.manual_seed(int(seeds[start]) % 2**63)
             with torch.no_grad():
                 out = self._model.generate(
@@ -108,10 +115,50 @@ class LocalChatGenerator:
             replies.extend(self._tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
         return replies
 
+    def _shared_prefix_inputs(self, prompts: list[str]) -> dict[str, Any] | None:
+        """Generate inputs that start from the cached keys/values of the prompts' common prefix.
+
+        The prefix is cut at the last message boundary all prompts share, so its tokens are exactly
+        those of the full prompts; padding goes between prefix and suffix, where the attention mask
+        hides it and position ids (a cumulative sum of the mask) stay those of the unpadded prompt.
+        ``None`` (plain left-padded batch) when there is no shared message or the tokens do not line up.
+        """
+        import copy
+        import os.path
+
+        import torch
+
+        tok = self._tokenizer
+        common = os.path.commonprefix(prompts)
+        marker = "<|im_start|>" if "<|im_start|>" in common else None
+        cut = common.rfind(marker) if marker else -1
+        if cut <= 0:
+            return None
+        prefix = common[:cut]
+        prefix_ids = tok(prefix, add_special_tokens=False)["input_ids"]
+        suffixes = [tok(p[cut:], add_special_tokens=False)["input_ids"] for p in prompts]
+        if any(tok(p, add_special_tokens=False)["input_ids"] != prefix_ids + s for p, s in zip(prompts, suffixes)):
+            return None
+        if prefix not in self._prefix_kv:
+            self._prefix_kv.clear()  # one prefix at a time: a campaign uses one prompt style
+            with torch.no_grad():
+                self._prefix_kv[prefix] = self._model(torch.tensor([prefix_ids], device=self.device),
+                                                      use_cache=True).past_key_values
+        cache = copy.deepcopy(self._prefix_kv[prefix])
+        cache.batch_repeat_interleave(len(prompts))
+        n_prefix, width = len(prefix_ids), max(map(len, suffixes))
+        ids = torch.full((len(prompts), n_prefix + width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        ids[:, :n_prefix], mask[:, :n_prefix] = torch.tensor(prefix_ids), 1
+        for row, suffix in enumerate(suffixes):
+            ids[row, n_prefix + width - len(suffix):] = torch.tensor(suffix)
+            mask[row, n_prefix + width - len(suffix):] = 1
+        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device), "past_key_values": cache}
+
     def identity(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.model_spec, "max_new_tokens": self.max_new_tokens,
                 "temperature": self.temperature, "top_p": self.top_p, "batch_size": self.batch_size,
-                "stop_strings": self.stop_strings}
+                "stop_strings": self.stop_strings, **({"prefix_cache": True} if self.prefix_cache else {})}
 
 
 # -- OpenAI-compatible ------------------------------------------------------------------------------

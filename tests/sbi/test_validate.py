@@ -33,19 +33,19 @@ def test_dimension_stats_recover_known_behaviour():
 @pytest.fixture
 def tiny_parts(tmp_path):
     from brainrl.policy import LoraSettings, attach_lora
-    from brainrl.policy.tiny import tiny_policy
+    from brainrl.policy.tiny import tiny_llama, tiny_policy
 
     model, tokenizer = tiny_policy(seed=0)
     adapter_dir = tmp_path / "adapter"
     attach_lora(model, LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
                 ).save_pretrained(adapter_dir)
-    base, tokenizer = tiny_policy(seed=0)
+    base = tiny_llama(tokenizer, seed=0)  # the same random weights, without the adapter
     pipeline = BrainPipeline(PipelineConfig(cache_dir=""), speech=CountingSpeech(out_dir=tmp_path), model=LengthBrain())
     post = KnownPosterior()
     rng = np.random.default_rng(0)
-    maps = pipeline([" ".join(["w"] * int(n)) for n in rng.integers(2, 30, size=90)])
+    maps = pipeline([" ".join(["w"] * int(n)) for n in rng.integers(2, 30, size=60)])
     z = post.summaries(maps)
-    post.ood_reference = OODReference.fit(z[:60], z[60:])
+    post.ood_reference = OODReference.fit(z[:40], z[40:])
     return base, tokenizer, adapter_dir, pipeline, post
 
 

@@ -187,6 +187,8 @@ def make_one_pass_get_data(original: Callable, batch_size: int, stats: OnePassSt
         results = one_pass_features(self, events, batch_size, stats)
         missing = [i for i, value in enumerate(results) if value is None]
         if missing:
+            log.info("%d of %d words use TRIBE's per-word text features: %s", len(missing), len(events),
+                     dict(stats.fallback_reasons))
             for index, value in zip(missing, original(self, [events[i] for i in missing])):
                 results[index] = value
         yield from results

@@ -20,3 +20,7 @@ def test_bench_runs_tiny_on_cpu(tmp_path):
     fast = result["ms_per_completion"]["fast"]
     assert set(fast) == {"1", "2"} and all(row["total"] > 0 for row in fast.values())
     assert result["ms_per_completion"]["reference"]["whisperx"] is None  # listed, not run
+    text = result["text_features"]  # one-pass vs per-word, timed separately on the same texts
+    assert text["per_word_ms_per_text"] > 0 and text["one_pass_batch2_ms_per_text"] > 0
+    assert text["median_word_r"] > 0.999 and text["max_abs_diff"] < 1e-4
+    assert text["per_word_tflop_per_text"] > text["one_pass_tflop_per_text"] > 0
