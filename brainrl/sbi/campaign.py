@@ -59,6 +59,8 @@ class WriterConfig:
     max_words: int = 24
     feedback: bool = True
     mode: str = "block"  # or "per_headline" (five one-line requests per item; for small local models)
+    few_shot: bool = False  # per_headline: θ in words after worked examples (HeadlineWriter.few_shot)
+    cleaning: str = "strict"  # or "lenient" (per_headline; brainrl.sbi.parse.clean_headline)
 
 
 @dataclass

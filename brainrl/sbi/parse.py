@@ -65,6 +65,60 @@ def parse_single_headline(text: str, min_words: int = MIN_WORDS, max_words: int 
     return headline
 
 
+# -- lenient cleaning for small local generators (per_headline mode, cleaning="lenient") ---------------
+_LEAD_MARKUP = re.compile(r"^\s*(?:\d+\s*[.):]|[-*\u2022#>]+)\s*")
+_LABEL = re.compile(r"^\s*(?:news\s+)?(?:headline|title)\s*\d*\s*[:\-\u2013\u2014]\s*", re.IGNORECASE)
+#: a sentence ends at . ! ? after two lower-case letters/digits ("U.S." and "Dr." do not end one)
+_SENTENCE_END = re.compile(r"(?<=[a-z0-9%][a-z0-9%][.!?])\s+")
+#: words that show the assistant talking about its task instead of writing a headline
+_META = re.compile(r"\b(?:headlines?|format|answers?|here\s+is|here's|here\s+are|sure|certainly|"
+                   r"as\s+an\s+ai|news\s+article|topic\s*:|style\s*:|premise)\b", re.IGNORECASE)
+_FIRST_PERSON = re.compile(r"\b(?:I|I'm|I've|I'd|I'll)\b")
+#: a line ending on one of these was cut off by the token limit (or is not a complete headline)
+_DANGLING = frozenset("a an the and or but of to in on at for with by from as that which who whose their its "
+                      "his her our your is are was were be been has have had will would could can may might "
+                      "not no into than then so if while".split())
+MIN_UNIQUE_WORD_FRACTION = 0.7
+MAX_EXAMPLE_OVERLAP = 0.5
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def clean_headline(text: str, min_words: int = 5, max_words: int = 40, avoid: Sequence[str] = ()) -> str:
+    """The headline in a small model's reply, or ``FormatViolation`` saying why there is none.
+
+    Lenient about packaging, strict about content: takes the first non-empty line, strips numbering,
+    bullets, markdown, a "Headline:" label and quotes, keeps the first sentence; then rejects meta-text
+    (the model talking about headlines, formats, answers; "Sure", "Here is"; first-person assistant
+    voice), a sentence cut off mid-way, degenerate repetition, a near-copy (word Jaccard >= 0.5) of a
+    text in ``avoid`` (the few-shot examples), and anything outside ``min_words``..``max_words``.
+    """
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    if not lines:
+        raise FormatViolation("empty reply")
+    line = _LEAD_MARKUP.sub("", lines[0].replace("**", "").replace("__", ""))
+    line = _LABEL.sub("", line).strip(_QUOTES + " ")
+    headline = " ".join(_SENTENCE_END.split(line, maxsplit=1)[0].split()).strip(_QUOTES + " ")
+    words = _words(headline)
+    if _META.search(headline):
+        raise FormatViolation(f"meta-text instead of a headline: {headline[:60]!r}")
+    if _FIRST_PERSON.search(headline):
+        raise FormatViolation(f"first-person assistant voice, not a headline: {headline[:60]!r}")
+    if not min_words <= len(words) <= max_words:
+        raise FormatViolation(f"the headline has {len(words)} words (allowed {min_words}-{max_words})")
+    if words[-1] in _DANGLING and headline[-1:] not in ".!?":
+        raise FormatViolation(f"the headline stops mid-sentence at {words[-1]!r}")
+    if len(set(words)) < MIN_UNIQUE_WORD_FRACTION * len(words):
+        raise FormatViolation("the headline repeats its own words")
+    for example in avoid:
+        other = set(_words(example))
+        if len(set(words) & other) >= MAX_EXAMPLE_OVERLAP * len(set(words) | other):
+            raise FormatViolation("the headline copies a few-shot example")
+    return headline
+
+
 _SCORE_LINE = re.compile(r"^\s*([A-Za-z]+)\s*:\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)\s*$")
 
 

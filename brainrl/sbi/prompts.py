@@ -7,6 +7,7 @@ the concrete request. The formats are what ``brainrl.sbi.parse`` accepts, nothin
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -86,6 +87,65 @@ def headline_messages(theta: Sequence[float], topic: str, number: int = 1) -> Me
     user = (f"Topic: {topic}\nTarget properties:\n{scores}\n"
             f"Write news headline number {number} about {topic}: one line, 10 to 20 words, nothing else.")
     return [{"role": "system", "content": HEADLINE_SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+# -- few-shot, one headline per request: the style for small local models ---------------------------
+#: five short verbal levels per dimension (the bins of ``verbal_bin``), in plain words a 135M model follows
+THETA_WORDS: dict[str, tuple[str, str, str, str, str]] = {
+    "valence": ("very bad news", "bad news", "mixed news", "good news", "very good news"),
+    "arousal": ("very calm", "calm", "steady", "lively", "urgent and dramatic"),
+    "dominance": ("people are helpless", "people are struggling", "people cope", "people take charge",
+                  "people are firmly in control"),
+    "subjectivity": ("strictly factual", "mostly factual", "slightly opinionated", "opinionated", "strongly opinionated"),
+    "certainty": ("very uncertain (may, might, unclear)", "uncertain", "fairly sure", "sure", "completely certain"),
+    "formality": ("very casual, slangy", "casual", "neutral register", "formal", "very formal, official"),
+}
+
+FEW_SHOT_SYSTEM_PROMPT = "You are a news editor. You answer with one news headline and nothing else."
+
+
+@dataclass(frozen=True)
+class FewShotExample:
+    theta: tuple[float, ...]
+    topic: str
+    headline: str
+
+
+#: brainrl's own examples, on topics outside the campaign's ten so the model cannot copy one as an answer
+FEW_SHOT_EXAMPLES: tuple[FewShotExample, ...] = (
+    FewShotExample((0.1, 0.9, 0.2, 0.3, 0.8, 0.7), "farming",
+                   "Hailstorm flattens wheat fields overnight as farmers watch a year of work vanish within an hour"),
+    FewShotExample((0.9, 0.2, 0.8, 0.8, 0.6, 0.1), "education",
+                   "Our town's teachers totally nailed it again, and the new reading club is honestly the best thing going"),
+    FewShotExample((0.5, 0.5, 0.5, 0.1, 0.1, 0.9), "transport",
+                   "Officials state that the proposed rail link might reduce commuting times, although the assessment "
+                   "remains preliminary"),
+)
+
+
+def describe_theta(theta: Sequence[float]) -> str:
+    """θ in words, one level per dimension in the prior's order: 'very bad news; calm; ...'."""
+    theta = np.asarray(theta, dtype=float)
+    if theta.shape != (N_PARAMS,):
+        raise ValueError(f"theta must have {N_PARAMS} values ({', '.join(PARAM_NAMES)}); got shape {theta.shape}.")
+    levels = [b for _, b in _BINS]
+    return "; ".join(THETA_WORDS[name][levels.index(verbal_bin(value))] for name, value in zip(PARAM_NAMES, theta))
+
+
+def _style_request(theta: Sequence[float], topic: str) -> str:
+    return f"Topic: {topic}. Style: {describe_theta(theta)}. Headline:"
+
+
+def few_shot_headline_messages(theta: Sequence[float], topic: str) -> Messages:
+    """One headline per request, θ in words, after three worked examples (``few_shot`` writer option).
+
+    Every request of a campaign shares the system prompt and the examples, so a local generator with
+    ``prefix_cache`` computes them once; only the last user turn differs."""
+    messages: Messages = [{"role": "system", "content": FEW_SHOT_SYSTEM_PROMPT}]
+    for example in FEW_SHOT_EXAMPLES:
+        messages += [{"role": "user", "content": _style_request(example.theta, example.topic)},
+                     {"role": "assistant", "content": example.headline}]
+    return [*messages, {"role": "user", "content": _style_request(theta, topic)}]
 
 
 def retry_messages(messages: Messages, bad_output: str, reason: str, what: str) -> Messages:

@@ -1,8 +1,9 @@
 """θ, topic → one block of five unique headlines, through a chat generator with bounded retries.
 
-Format violations and headlines already used in the split are both answered by a retry that shows
-the generator its bad answer and the reason; after ``max_attempts`` the item is ``Failed`` with the
-last reason (logged), never silently dropped.
+Format violations and headlines already used in the split are both answered by a retry: with
+``feedback`` it shows the generator its bad answer and the reason (for capable models), without it the
+same request is resampled with a new seed (small models tend to echo a correction back). After
+``max_attempts`` the item is ``Failed`` with the last reason (logged), never silently dropped.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import numpy as np
 from brainrl.brain.base import Failed
 from brainrl.provenance import content_hash
 from brainrl.sbi.generators import ChatGenerator
-from brainrl.sbi.parse import FormatViolation, parse_headlines, parse_single_headline
-from brainrl.sbi.prompts import (MAX_WORDS, MIN_WORDS, N_HEADLINES, generator_messages, headline_messages,
-                                 retry_messages)
+from brainrl.sbi.parse import FormatViolation, clean_headline, parse_headlines, parse_single_headline
+from brainrl.sbi.prompts import (FEW_SHOT_EXAMPLES, MAX_WORDS, MIN_WORDS, N_HEADLINES, few_shot_headline_messages,
+                                 generator_messages, headline_messages, retry_messages)
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,33 @@ class HeadlineWriter:
     #: "block": one request returns all five numbered headlines (the paper's setup);
     #: "per_headline": five one-line requests per item, for small models that cannot keep the block format
     mode: str = "block"
+    #: per_headline only: ask with θ in words after three worked examples (``few_shot_headline_messages``)
+    few_shot: bool = False
+    #: "strict": the reply must be exactly the headline (``parse_single_headline``/``parse_headlines``);
+    #: "lenient" (per_headline only): ``clean_headline`` strips packaging and rejects meta-text
+    cleaning: str = "strict"
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1; got {self.max_attempts}.")
         if self.mode not in ("block", "per_headline"):
             raise ValueError(f"writer mode must be 'block' or 'per_headline'; got {self.mode!r}.")
+        if self.cleaning not in ("strict", "lenient"):
+            raise ValueError(f"writer cleaning must be 'strict' or 'lenient'; got {self.cleaning!r}.")
+        if self.mode == "block" and (self.few_shot or self.cleaning != "strict"):
+            raise ValueError("few_shot and cleaning='lenient' are per_headline options; block mode parses strictly. "
+                             "Set mode: per_headline or drop them.")
+
+    def _headline_conversation(self, request: "HeadlineRequest", number: int):
+        if self.few_shot:
+            return few_shot_headline_messages(request.theta, request.topic)
+        return headline_messages(request.theta, request.topic, number)
+
+    def _parse_one(self, reply: str) -> str:
+        if self.cleaning == "lenient":
+            avoid = [e.headline for e in FEW_SHOT_EXAMPLES] if self.few_shot else ()
+            return clean_headline(reply, self.min_words, self.max_words, avoid)
+        return parse_single_headline(reply, self.min_words, self.max_words)
 
     def write(self, requests: Sequence[HeadlineRequest], seed: int, seen: set[str]) -> list[list[str] | Failed]:
         """One block (five headlines) or ``Failed`` per request, in order. Adds accepted headlines to ``seen``."""
@@ -63,7 +85,7 @@ class HeadlineWriter:
     def _write_per_headline(self, requests: Sequence[HeadlineRequest], seed: int,
                             seen: set[str]) -> list[list[str] | Failed]:
         units = [(i, slot) for i in range(len(requests)) for slot in range(N_HEADLINES)]
-        conversations = {u: headline_messages(requests[u[0]].theta, requests[u[0]].topic, u[1] + 1) for u in units}
+        conversations = {u: self._headline_conversation(requests[u[0]], u[1] + 1) for u in units}
         accepted: dict[tuple[int, int], str] = {}
         reasons: dict[tuple[int, int], str] = {}
         taken = set(seen)  # also blocks headlines accepted earlier in this batch
@@ -82,7 +104,7 @@ class HeadlineWriter:
                     still.append(unit)
                     continue
                 try:
-                    headline = parse_single_headline(reply, self.min_words, self.max_words)
+                    headline = self._parse_one(reply)
                     if headline in taken:
                         raise FormatViolation(f"headline already used in this split: {headline!r}")
                 except FormatViolation as err:
@@ -91,7 +113,7 @@ class HeadlineWriter:
                              attempt + 1, err.reason)
                     if self.feedback:
                         conversations[unit] = retry_messages(
-                            headline_messages(requests[unit[0]].theta, requests[unit[0]].topic, unit[1] + 1), reply,
+                            self._headline_conversation(requests[unit[0]], unit[1] + 1), reply,
                             err.reason, "one new headline on one line")
                     still.append(unit)
                     continue

@@ -28,16 +28,17 @@ log = logging.getLogger(__name__)
 
 
 def cluster_bootstrap(values: np.ndarray, clusters: np.ndarray, n_boot: int, seed: int,
-                      paired: np.ndarray | None = None) -> dict[str, float]:
-    """Mean of ``values`` (minus the mean of ``paired`` if given) with a 95% percentile CI, resampling
-    whole clusters (prompts) with replacement. NaN values (failed maps) are left out."""
+                      paired: np.ndarray | None = None, statistic: str = "mean") -> dict[str, float]:
+    """Mean (or median) of ``values`` (minus that of ``paired`` if given) with a 95% percentile CI,
+    resampling whole clusters (prompts) with replacement. NaN values (failed maps) are left out."""
     ids = np.unique(clusters)
     rng = np.random.default_rng(seed)
+    reduce = np.nanmedian if statistic == "median" else np.nanmean
 
     def stat(chosen: np.ndarray) -> float:
         rows = np.concatenate([np.flatnonzero(clusters == c) for c in chosen])
-        mean = np.nanmean(values[rows])
-        return float(mean - np.nanmean(paired[rows])) if paired is not None else float(mean)
+        centre = reduce(values[rows])
+        return float(centre - reduce(paired[rows])) if paired is not None else float(centre)
 
     point = stat(ids)
     boots = np.array([stat(rng.choice(ids, size=len(ids), replace=True)) for _ in range(n_boot)])
@@ -156,6 +157,11 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), *, model=No
             key: cluster_bootstrap(values["tuned"][key], cl, paired=values["base"][key], **boot)
             for key in ("roi", "selectivity", "global")
         },
+        # medians resist the rare extreme map (e.g. a long unbroken "word"); difference of medians
+        "median_difference_tuned_minus_base": {
+            key: cluster_bootstrap(values["tuned"][key], cl, paired=values["base"][key], statistic="median", **boot)
+            for key in ("roi", "selectivity")
+        },
         "kl_to_base_per_token": kl_sum / max(kl_batches, 1.0),
         "kl_estimator": "exact full-vocabulary KL(tuned||base) on the tuned completions' tokens",
         "rewards_as_trained": reward_means,
@@ -170,6 +176,8 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), *, model=No
             "roi_mean": cluster_bootstrap(values[name]["roi"], cl, **boot),
             "selectivity": cluster_bootstrap(values[name]["selectivity"], cl, **boot),
             "global_mean": cluster_bootstrap(values[name]["global"], cl, **boot),
+            "roi_median": cluster_bootstrap(values[name]["roi"], cl, statistic="median", **boot),
+            "selectivity_median": cluster_bootstrap(values[name]["selectivity"], cl, statistic="median", **boot),
             "completion_tokens_mean": float(np.mean(tokens[name])),
             "completion_words_mean": float(np.mean([len(t.split()) for t in texts[name]])),
         }
@@ -201,6 +209,11 @@ def print_eval(result: dict[str, Any]) -> None:
                   _fmt(diff["roi"]))
     table.add_row("selectivity (ROI − global)", _fmt(models["base"]["selectivity"]),
                   _fmt(models["tuned"]["selectivity"]), _fmt(diff["selectivity"]))
+    med = result["median_difference_tuned_minus_base"]
+    table.add_row(f"{result['roi']} median", _fmt(models["base"]["roi_median"]), _fmt(models["tuned"]["roi_median"]),
+                  _fmt(med["roi"]))
+    table.add_row("selectivity median", _fmt(models["base"]["selectivity_median"]),
+                  _fmt(models["tuned"]["selectivity_median"]), _fmt(med["selectivity"]))
     table.add_row("global mean", _fmt(models["base"]["global_mean"]), _fmt(models["tuned"]["global_mean"]),
                   _fmt(diff["global"]))
     table.add_row("completion tokens", f"{models['base']['completion_tokens_mean']:.1f}",

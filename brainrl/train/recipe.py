@@ -68,6 +68,11 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             raise RecipeError(f"{where}: expected an integer, got {type(value).__name__} {value!r}.")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecipeError(f"{where}: expected a number, got {type(value).__name__} {value!r}.")
         return float(value)

@@ -146,3 +146,85 @@ def test_config_rejects_unknown_fields_naming_them():
         from_dict(CampaignConfig, {"projection": {"kk": 3}})
     with pytest.raises(ConfigError, match="n_items must be int"):
         from_dict(CampaignConfig, {"n_items": "many"})
+
+
+# -- the small-model path: few-shot prompts, lenient cleaning, resampling ---------------------------
+from brainrl.sbi.parse import clean_headline  # noqa: E402
+from brainrl.sbi.prompts import FEW_SHOT_EXAMPLES, THETA_WORDS, describe_theta, few_shot_headline_messages  # noqa: E402
+
+EXAMPLES = [e.headline for e in FEW_SHOT_EXAMPLES]
+
+
+def test_describe_theta_uses_the_verbal_bins_in_prior_order():
+    assert describe_theta([0.05, 0.95, 0.5, 0.3, 0.7, 0.1]) == (
+        "very bad news; urgent and dramatic; people cope; mostly factual; sure; very casual, slangy")
+    assert all(len(levels) == 5 for levels in THETA_WORDS.values()) and tuple(THETA_WORDS) == PARAM_NAMES
+    with pytest.raises(ValueError, match="6 values"):
+        describe_theta([0.5] * 3)
+
+
+def test_few_shot_messages_share_a_prefix_and_end_with_the_request():
+    a = few_shot_headline_messages(theta_for_index(0, 1), "sports")
+    b = few_shot_headline_messages(theta_for_index(0, 2), "weather")
+    assert a[:-1] == b[:-1] and a[0]["role"] == "system"  # what prefix_cache reuses
+    assert [m["role"] for m in a[1:]] == ["user", "assistant"] * len(FEW_SHOT_EXAMPLES) + ["user"]
+    assert a[-1]["content"].startswith("Topic: sports. Style: ") and describe_theta(theta_for_index(0, 1)) in a[-1]["content"]
+    assert not {e.topic for e in FEW_SHOT_EXAMPLES} & set(TOPICS)  # examples cannot be copied as an on-topic answer
+    for example in FEW_SHOT_EXAMPLES:
+        assert 10 <= len(example.headline.split()) <= 20
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ('1. **"Storm closes three coastal bridges as crews work through the night"**\n', "Storm closes three coastal bridges as crews work through the night"),
+    ("- Headline: Council approves the new bridge after a long public debate\nextra line", "Council approves the new bridge after a long public debate"),
+    ("Flood waters recede in the valley. Residents return to clear their homes.", "Flood waters recede in the valley."),
+    ("The U.S. Senate passes the new transit budget by a wide margin. Next", "The U.S. Senate passes the new transit budget by a wide margin."),
+    ("\n\n# Local museum reopens its doors with a free weekend for families", "Local museum reopens its doors with a free weekend for families"),
+])
+def test_clean_headline_strips_packaging(reply, expected):
+    assert clean_headline(reply, 5, 30, EXAMPLES) == expected
+
+
+@pytest.mark.parametrize("reply, reason", [
+    ("", "empty reply"),
+    ("Here is the headline:\n", "meta-text"),
+    ("Sure! Storm closes three coastal bridges overnight", "meta-text"),
+    ("That answer broke the requested format: one line", "meta-text"),
+    ("This news headline is about a new tech gadget for schools", "meta-text"),
+    ("Premise: researchers find a new enzyme for plastic waste", "meta-text"),
+    ("I think the storm will close three bridges tonight", "first-person"),
+    ("Sounds good. You have written a fine piece today", "has 2 words"),
+    ("Council approves bridge", "has 3 words"),
+    (" ".join(["word"] * 10 + [f"w{i}" for i in range(25)]), "has 35 words"),
+    ("The city council is planning to spend millions on the", "mid-sentence at 'the'"),
+    ("Science science science and more science science today", "repeats its own words"),
+    (FEW_SHOT_EXAMPLES[2].headline.replace("Officials", "Experts"), "copies a few-shot example"),
+])
+def test_clean_headline_rejects_with_reason(reply, reason):
+    with pytest.raises(FormatViolation, match=reason):
+        clean_headline(reply, 5, 30, EXAMPLES)
+
+
+def test_lenient_few_shot_writer_resamples_without_feedback():
+    def reply(messages, seed):
+        assert len(messages) == 2 + 2 * len(FEW_SHOT_EXAMPLES)  # never a correction turn
+        return ("Sure, here is your headline:" if seed % 2 else f'1. "{seeded_headline(seed)}"') + "\n"
+
+    gen = ScriptedGenerator(reply)
+    writer = HeadlineWriter(gen, max_attempts=8, min_words=5, max_words=30, feedback=False, mode="per_headline",
+                            few_shot=True, cleaning="lenient")
+    seen: set[str] = set()
+    blocks = writer.write(_requests(3), 0, seen)
+    assert all(isinstance(b, list) and len(set(b)) == 5 for b in blocks) and len(seen) == 15
+    assert all(not h.startswith(("1.", '"')) for b in blocks for h in b)  # packaging stripped
+    assert gen.calls > 1  # the meta-text replies were resampled with new seeds
+    stuck = HeadlineWriter(ScriptedGenerator(lambda m, s: "Here is the headline"), max_attempts=2, feedback=False,
+                           mode="per_headline", few_shot=True, cleaning="lenient").write(_requests(1), 0, set())
+    assert isinstance(stuck[0], Failed) and "after 2 attempts" in stuck[0].reason and "meta-text" in stuck[0].reason
+
+
+def test_writer_refuses_lenient_options_in_block_mode():
+    with pytest.raises(ValueError, match="per_headline options"):
+        HeadlineWriter(ScriptedGenerator(), mode="block", cleaning="lenient")
+    with pytest.raises(ValueError, match="cleaning must be"):
+        HeadlineWriter(ScriptedGenerator(), mode="per_headline", cleaning="loose")

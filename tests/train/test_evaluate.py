@@ -21,6 +21,10 @@ def test_cluster_bootstrap_ci_covers_mean_and_pairs():
     assert stat["ci_low"] < stat["mean"] < stat["ci_high"] and stat["n"] == 40
     diff = cluster_bootstrap(tuned, clusters, 500, seed=1, paired=base)
     assert diff["mean"] == pytest.approx(0.5) and diff["ci_high"] - diff["ci_low"] < 1e-9  # paired: no spread
+    outlier = base.copy()
+    outlier[0] = 1e3  # one extreme map moves the mean, not the median
+    med = cluster_bootstrap(outlier, clusters, 200, seed=1, statistic="median")
+    assert med["mean"] == pytest.approx(np.median(outlier))
     with_nan = base.copy()
     with_nan[0] = np.nan
     assert cluster_bootstrap(with_nan, clusters, 100, seed=1)["n"] == 39
@@ -45,4 +49,5 @@ def test_evaluate_run_end_to_end_on_tiny_policy(tmp_path):
     assert result["kl_to_base_per_token"] > 0
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert saved["difference_tuned_minus_base"].keys() == {"roi", "selectivity", "global"}
+    assert saved["median_difference_tuned_minus_base"].keys() == {"roi", "selectivity"}
     assert "broca_minus_global" in saved["rewards_as_trained"]["tuned"]

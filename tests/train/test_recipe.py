@@ -65,6 +65,9 @@ def test_overrides_parse_yaml_values_and_validate():
 
 
 def test_int_accepted_for_float_but_bool_rejected_for_int():
+    assert recipe_from_dict(BASE, ["awsft.learning_rate=1e-3"]).awsft.learning_rate == 1e-3  # YAML 1.1 string
+    with pytest.raises(RecipeError, match="expected a number"):
+        recipe_from_dict(BASE, ["awsft.learning_rate=fast"])
     recipe = recipe_from_dict({**BASE, "awsft": {"learning_rate": 1}})
     assert recipe.awsft.learning_rate == 1.0 and isinstance(recipe.awsft.learning_rate, float)
     with pytest.raises(RecipeError, match="expected an integer"):
