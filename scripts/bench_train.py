@@ -269,7 +269,7 @@ def main(argv=None) -> int:
             table.add_row(str(row["G"]), loop, f"{m['step_s']:.2f}", share("generation_s"), share("reward_s"),
                           share("update_s"), f"{m['completion_tokens_mean']:.0f}",
                           f"{row['speedup']:.2f}x" if loop == "brainrl" else "")
-    Console().print(table)
+    Console(width=130).print(table)
     print(f"wrote {out}")
     return 0
 

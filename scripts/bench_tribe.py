@@ -5,9 +5,14 @@ Stand-ins are built from local configs (no hub access): Llama-3.2-3B (LlamaConfi
 (Wav2Vec2BertConfig defaults) and a fusion encoder of TRIBE's size (docs/tribe.md, tribev2.md 3.2) in
 plain torch. Weights are random, so only timings mean anything.
 
-Fast path, per batch of B completions: espeak speech with word timings -> one-pass Llama word features
-batched over texts -> w2v-bert on the clips (batched, per-clip normalisation) -> features on the 2 Hz
-grid -> fusion encoder over B 100 s windows -> (T, 20484) per completion.
+Fast path, per batch of B completions: espeak speech with word timings (a pool of --speech-workers
+processes; checked to give the same stimuli as one process) -> one-pass Llama word features batched
+over texts -> audio front end (22.05 -> 16 kHz resampling, SeamlessM4T fbank with per-clip CMVN): with
+--fbank gpu (default) batched torch ops on --device (brainrl/brain/tribe/audio_frontend.py), with
+--fbank cpu scipy + transformers' extractor one clip at a time -> w2v-bert on the clips (batched,
+masked) -> features on the 2 Hz grid -> fusion encoder over B 100 s windows -> (T, 20484) per completion.
+The two front ends are also timed and compared on the same clips (max |diff| of the fbank features and
+of the w2v-bert features they lead to).
 
 Reference reconstruction, one completion at a time: feature models rebuilt on every call (random init
 on the device, which is faster than TRIBE's from_pretrained disk load), one Llama pass per word on its
@@ -15,12 +20,16 @@ left context in batches of 4, w2v-bert on the clip, fusion on one window. gTTS a
 (no network); they are listed as "not run".
 
 Text features on their own (resident Llama, same texts): TRIBE's per-word passes (batches of 4) vs
-one causal pass per text, at batch 1 and batched, with the agreement between them (median per-word r,
-largest difference), the FLOPs each needs (2 x non-embedding parameters x tokens, attention ignored)
+one causal pass per text, at batch 1 and batched, with the agreement between them (median and smallest
+per-word r, largest difference and the feature scale; in bf16 they can differ visibly, so bf16 needs this
+parity check before use), the FLOPs each needs (2 x non-embedding parameters x tokens, attention ignored)
 and the throughput reached.
 
     python scripts/bench_tribe.py --device cuda --out bench_tribe.json
+    python scripts/bench_tribe.py --device cuda --dtype bfloat16 --out bench_tribe_bf16.json
     python scripts/bench_tribe.py --device cpu --tiny          # smoke test
+
+Needs torch, transformers, numpy, scipy, soundfile, espeakng-loader and brainrl (no torchaudio/librosa).
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import random
 import statistics
@@ -41,6 +51,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from brainrl.brain.tribe.audio_frontend import PolyphaseResampler, SeamlessFbank  # noqa: E402
 from brainrl.brain.tribe.features import (  # noqa: E402
     OnePassTextFeatures,
     build_byte_bpe_tokenizer,
@@ -131,18 +142,44 @@ def make_texts(n: int, words: int, seed: int) -> list[str]:
 
 
 class Speech:
-    """espeak-ng (brainrl's fast speech engine) when available, else a labelled silent placeholder."""
+    """espeak-ng (brainrl's fast speech engine) when available, else a labelled silent placeholder.
 
-    def __init__(self):
+    With ``workers > 1`` a batch is spoken by a pool of processes (EspeakEngine(workers=N)); each text is
+    still spoken by a freshly loaded espeak, so the stimuli equal those of one process (``check_parallel``).
+    """
+
+    def __init__(self, workers: int = 1):
+        self.workers = workers
         try:
             from brainrl.stimulus import get_speech_engine
 
-            self.engine = get_speech_engine("espeak")
+            self.engine = get_speech_engine("espeak", workers=workers)
             self.engine.synthesize_one("warm up")
-            self.name = f"espeak ({self.engine.version})"
+            if workers > 1:  # start every pool process now, not inside a timed run
+                self.engine.synthesize([f"warm up number {i}." for i in range(2 * workers)])
+            self.name = f"espeak ({self.engine.version}), {workers} process{'es' if workers > 1 else ''}"
         except Exception as error:  # noqa: BLE001 - report what ran
             self.engine = None
             self.name = f"placeholder: 0.42 s/word silence (espeak unavailable: {type(error).__name__})"
+
+    def check_parallel(self, texts: list[str]) -> dict[str, object]:
+        """Speak ``texts`` with the pool and with one process: same samples, same word timings?"""
+        if self.engine is None or self.workers == 1:
+            return {"checked": False, "reason": "no pool (espeak unavailable or --speech-workers 1)"}
+        from brainrl.stimulus import get_speech_engine
+
+        pooled = self.engine.synthesize(texts)
+        single = get_speech_engine("espeak", out_dir=self.engine.out_dir, workers=1).synthesize(texts)
+        same_audio = all(np.array_equal(a.load_waveform(), b.load_waveform()) for a, b in zip(pooled, single))
+        same_words = all([(w.text, w.start, w.duration) for w in a.words] == [(w.text, w.start, w.duration)
+                                                                             for w in b.words]
+                         for a, b in zip(pooled, single))
+        return {"checked": True, "texts": len(texts), "identical_waveforms": same_audio,
+                "identical_word_timings": same_words}
+
+    def close(self) -> None:
+        if self.engine is not None and hasattr(self.engine, "close"):
+            self.engine.close()
 
     def __call__(self, texts: list[str]) -> list[tuple[list[tuple[str, float, float]], np.ndarray, int, float]]:
         out = []
@@ -160,12 +197,14 @@ class Speech:
 
 
 def to_16k(waveform: np.ndarray, rate: int) -> np.ndarray:
+    """CPU resampling to 16 kHz, filtered in float64 (scipy filters float32 input in float32, which moves
+    the fbank features by ~1e-4; the GPU front end filters in float64 as well)."""
     if rate == 16000:
         return waveform
     from scipy.signal import resample_poly
 
     g = math.gcd(16000, rate)
-    return resample_poly(waveform, 16000 // g, rate // g).astype(np.float32)
+    return resample_poly(waveform.astype(np.float64), 16000 // g, rate // g).astype(np.float32)
 
 
 # -- stages ------------------------------------------------------------------------------------------
@@ -177,8 +216,11 @@ class Pipeline:
         self.tokenizer = tokenizer
         from transformers import SeamlessM4TFeatureExtractor
 
-        self.fbank = SeamlessM4TFeatureExtractor()
-        self.fbank_seconds = 0.0  # CPU resampling + fbank + CMVN, part of the audio stage
+        self.fbank = SeamlessM4TFeatureExtractor()  # --fbank cpu, and the reference reconstruction
+        self.fbank_torch = SeamlessFbank(self.device, compute_dtype=getattr(torch, args.fbank_dtype))  # --fbank gpu
+        self.resamplers: dict[int, PolyphaseResampler] = {}
+        self.fbank_seconds = 0.0  # resampling + fbank + CMVN, part of the audio stage
+        self.last_clips: list[tuple[np.ndarray, int, float]] = []
         self.llama, self.w2v = self.build_feature_models()
         self.text_groups = layer_groups(self.llama.config.num_hidden_layers)
         n = self.w2v.config.num_hidden_layers  # all n+1 hidden states, groups [n/2, 3n/4) and [3n/4, n]
@@ -199,31 +241,100 @@ class Pipeline:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
 
-    def audio_features(self, clips: list[tuple[np.ndarray, int, float]], w2v=None) -> list[torch.Tensor]:
-        """Per clip (n_groups * d, T at 2 Hz): fbank + CMVN per clip, batched forward with a mask."""
+    def front_end(self, chunk: list[tuple[np.ndarray, int, float]], kind: str) -> dict[str, torch.Tensor]:
+        """Clips -> w2v-bert inputs (B, T, 160) + mask. "cpu": scipy + transformers' extractor per clip;
+        "gpu": batched torch resampling + fbank on the pipeline's device (same numbers, see tests)."""
+        if kind == "cpu":
+            waves = [to_16k(w, r) for w, r, _ in chunk]
+            return self.fbank(waves, sampling_rate=16000, return_tensors="pt", padding=True, return_attention_mask=True)
+        clips_16k: list[torch.Tensor | None] = [None] * len(chunk)
+        rates = [r for _, r, _ in chunk]
+        for rate in sorted(set(rates)):
+            rows = [i for i, r in enumerate(rates) if r == rate]
+            lengths = [len(chunk[i][0]) for i in rows]
+            padded = torch.zeros(len(rows), max(lengths), device=self.device)
+            for k, i in enumerate(rows):
+                padded[k, : lengths[k]] = torch.from_numpy(np.ascontiguousarray(chunk[i][0], np.float32)).to(self.device)
+            if rate not in self.resamplers:
+                self.resamplers[rate] = PolyphaseResampler(rate, 16000, self.device)
+            resampled, out_lengths = self.resamplers[rate](padded, lengths)
+            resampled = resampled.float()  # 16 kHz float32, as the CPU path hands to the extractor
+            for k, i in enumerate(rows):
+                clips_16k[i] = resampled[k, : out_lengths[k]]
+        if len(set(rates)) == 1:
+            return self.fbank_torch.from_padded(resampled, out_lengths)
+        return self.fbank_torch(clips_16k)
+
+    def encode_audio(self, feats: dict[str, torch.Tensor], chunk: list, w2v) -> list[torch.Tensor]:
+        """w2v-bert over one batch of front-end outputs -> per clip (T at 2 Hz, n_groups * d)."""
+        out = []
+        with torch.inference_mode():
+            hidden = w2v(
+                input_features=feats["input_features"].to(self.device, self.dtype),
+                attention_mask=feats["attention_mask"].to(self.device),
+                output_hidden_states=True,
+            ).hidden_states
+            stacked = torch.stack([torch.stack([hidden[i] for i in g]).float().mean(0) for g in self.audio_groups])
+            frames_per_clip = feats["attention_mask"].sum(1).tolist()
+            for row, (_, _, duration) in enumerate(chunk):
+                n_frames = int(frames_per_clip[row])
+                n_steps = max(1, round(GRID_HZ * duration))
+                pick = torch.linspace(0, n_frames - 1, n_steps, device=stacked.device).round().long()  # nearest
+                x = stacked[:, row, pick]  # (groups, T, d)
+                out.append(x.permute(1, 0, 2).reshape(n_steps, -1))
+        return out
+
+    def audio_features(self, clips: list[tuple[np.ndarray, int, float]], w2v=None,
+                       front_end: str | None = None) -> list[torch.Tensor]:
+        """Per clip (T at 2 Hz, n_groups * d): front end with per-clip CMVN, batched forward with a mask."""
         w2v = w2v or self.w2v
+        kind = front_end or self.args.fbank
         out = []
         step = self.args.audio_batch
         for begin in range(0, len(clips), step):
             chunk = clips[begin : begin + step]
+            self.sync()
             t0 = time.perf_counter()
-            waves = [to_16k(w, r) for w, r, _ in chunk]
-            feats = self.fbank(waves, sampling_rate=16000, return_tensors="pt", padding=True, return_attention_mask=True)
+            feats = self.front_end(chunk, kind)
+            self.sync()
             self.fbank_seconds += time.perf_counter() - t0
-            with torch.inference_mode():
-                hidden = w2v(
-                    input_features=feats["input_features"].to(self.device, self.dtype),
-                    attention_mask=feats["attention_mask"].to(self.device),
-                    output_hidden_states=True,
-                ).hidden_states
-                stacked = torch.stack([torch.stack([hidden[i] for i in g]).float().mean(0) for g in self.audio_groups])
-                frames_per_clip = feats["attention_mask"].sum(1).tolist()
-                for row, (_, _, duration) in enumerate(chunk):
-                    n_frames = int(frames_per_clip[row])
-                    n_steps = max(1, round(GRID_HZ * duration))
-                    pick = torch.linspace(0, n_frames - 1, n_steps, device=stacked.device).round().long()  # nearest
-                    x = stacked[:, row, pick]  # (groups, T, d)
-                    out.append(x.permute(1, 0, 2).reshape(n_steps, -1))
+            out.extend(self.encode_audio(feats, chunk, w2v))
+        return out
+
+    def compare_front_ends(self, clips: list[tuple[np.ndarray, int, float]], reps: int) -> dict[str, object]:
+        """Both front ends on the same clips: ms per clip, max |diff| of the fbank features, and of the
+        grouped w2v-bert features (2 Hz) they lead to, over each clip's frames."""
+        step = self.args.audio_batch
+        chunks = [clips[b : b + step] for b in range(0, len(clips), step)]
+
+        def timed(kind: str) -> float:
+            runs = []
+            for _ in range(reps + 1):  # the first run warms up
+                self.sync()
+                t0 = time.perf_counter()
+                for chunk in chunks:
+                    self.front_end(chunk, kind)
+                self.sync()
+                runs.append(time.perf_counter() - t0)
+            return statistics.median(runs[1:]) / len(clips)
+
+        out: dict[str, object] = {"clips": len(clips), "gpu_fbank_compute_dtype": self.args.fbank_dtype,
+                                  "cpu_ms_per_clip": 1000 * timed("cpu"), "gpu_ms_per_clip": 1000 * timed("gpu")}
+        feat_diff, masks_equal, w2v_diff, w2v_scale, w2v_r = 0.0, True, 0.0, 0.0, 1.0
+        for chunk in chunks:
+            cpu, gpu = self.front_end(chunk, "cpu"), self.front_end(chunk, "gpu")
+            masks_equal &= bool(torch.equal(cpu["attention_mask"], gpu["attention_mask"].cpu()))
+            if cpu["input_features"].shape != gpu["input_features"].shape:
+                raise RuntimeError(f"front ends disagree in shape: {tuple(cpu['input_features'].shape)} vs "
+                                   f"{tuple(gpu['input_features'].shape)}")
+            feat_diff = max(feat_diff, (cpu["input_features"] - gpu["input_features"].cpu()).abs().max().item())
+            for a, b in zip(self.encode_audio(cpu, chunk, self.w2v), self.encode_audio(gpu, chunk, self.w2v)):
+                w2v_diff = max(w2v_diff, (a - b).abs().max().item())
+                w2v_scale = max(w2v_scale, a.abs().max().item())
+                w2v_r = min(w2v_r, float(np.corrcoef(a.ravel().cpu().numpy(), b.ravel().cpu().numpy())[0, 1]))
+        out.update({"fbank_max_abs_diff": feat_diff, "masks_equal": masks_equal,
+                    "w2v_features_max_abs_diff": w2v_diff, "w2v_features_max_abs": w2v_scale,
+                    "w2v_features_min_clip_r": w2v_r})
         return out
 
     def fuse(self, word_feats: list[np.ndarray | torch.Tensor], words: list, audio: list[torch.Tensor],
@@ -288,7 +399,10 @@ class Pipeline:
             f"one_pass_batch{batch}_tflops_reached": flop_per_token * one_pass_tokens / batched / 1e12,
             "tokens_per_text": one_pass_tokens,
             "median_word_r": float(np.median(r)),
+            "min_word_r": float(np.min(r)),
             "max_abs_diff": float(max(np.abs(a - b).max() for a, b in zip(fast, ref))),
+            "max_abs_feature": float(max(np.abs(b).max() for b in ref)),
+            "compute_dtype": self.args.dtype,
         }
         return out
 
@@ -306,9 +420,10 @@ class Pipeline:
         t["text_features"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         self.fbank_seconds = 0.0
-        audio = self.audio_features([(s[1], s[2], s[3]) for s in spoken])
+        self.last_clips = [(s[1], s[2], s[3]) for s in spoken]
+        audio = self.audio_features(self.last_clips)
         self.sync()
-        t["audio_fbank_cpu"] = self.fbank_seconds
+        t[f"audio_fbank_{self.args.fbank}"] = self.fbank_seconds
         t["audio_w2v_bert"] = time.perf_counter() - t0 - self.fbank_seconds
         t0 = time.perf_counter()
         maps = self.fuse(text_feats, words, audio, [s[3] for s in spoken])
@@ -333,7 +448,7 @@ class Pipeline:
         self.sync()
         t["text_features (per-word contexts, batches of 4)"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        audio = self.audio_features([(wave, rate, duration)], w2v=w2v)
+        audio = self.audio_features([(wave, rate, duration)], w2v=w2v, front_end="cpu")  # TRIBE's way
         self.sync()
         t["audio_features"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -347,6 +462,15 @@ class Pipeline:
         return t
 
 
+def versions() -> dict[str, str]:
+    import scipy
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "numpy": np.__version__, "scipy": scipy.__version__,
+            "cuda": torch.version.cuda or "none"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -357,6 +481,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3, help="timed repetitions per batch size (after a warm-up)")
     parser.add_argument("--reference-items", type=int, default=2, help="completions through the reference path")
     parser.add_argument("--audio-batch", type=int, default=8, help="clips per w2v-bert forward")
+    parser.add_argument("--speech-workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="espeak processes for batch synthesis (default min(8, CPU count); 1 = sequential)")
+    parser.add_argument("--fbank", default="gpu", choices=["gpu", "cpu"],
+                        help="audio front end: gpu = batched torch resampling + fbank on --device; "
+                             "cpu = scipy + transformers' SeamlessM4TFeatureExtractor, one clip at a time")
+    parser.add_argument("--fbank-dtype", default="float64", choices=["float64", "float32"],
+                        help="compute dtype of the torch front end (float64 matches the extractor to ~1e-6)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench_tribe.json")
     args = parser.parse_args(argv)
@@ -368,7 +499,10 @@ def main(argv: list[str] | None = None) -> int:
     texts = make_texts(sum(b * (args.reps + 1) for b in batches) + args.reference_items, args.words, args.seed)
     tokenizer = build_byte_bpe_tokenizer(texts, vocab_size=4000 if not args.tiny else 1000)
     tokens_per_text = statistics.mean(len(tokenizer.encode(t, add_special_tokens=False)) for t in texts[:32])
-    speech = Speech()
+    if args.speech_workers < 1:
+        parser.error(f"--speech-workers must be at least 1, got {args.speech_workers}")
+    speech = Speech(args.speech_workers)
+    speech_check = speech.check_parallel(texts[: max(2, min(4, args.speech_workers))])
     pipe = Pipeline(args, tokenizer)
     params = {
         "llama": sum(p.numel() for p in pipe.llama.parameters()),
@@ -393,11 +527,15 @@ def main(argv: list[str] | None = None) -> int:
                             else None for k in ref_runs[0]}
     text_batch = max(batches)
     text_compare = pipe.compare_text_features(texts[:text_batch], text_batch, max(1, args.reps))
+    front_end_compare = pipe.compare_front_ends(pipe.last_clips, max(1, args.reps))  # last run of the largest batch
+    speech.close()
 
     device_name = torch.cuda.get_device_name(0) if pipe.device.type == "cuda" else platform.processor() or "cpu"
     print(f"\nTRIBE v2-shaped pipeline, random weights, {args.words}-word texts (~{tokens_per_text:.0f} tokens), "
           f"{args.dtype} on {device_name}{' [tiny configs]' if args.tiny else ''}")
     print(f"speech: {speech.name}; params: " + ", ".join(f"{k} {v / 1e6:.1f} M" for k, v in params.items()))
+    print(f"audio front end: {args.fbank} ({'torch on ' + str(pipe.device) + ', ' + args.fbank_dtype if args.fbank == 'gpu' else 'scipy + SeamlessM4TFeatureExtractor'})"
+          f"; parallel speech vs one process: {speech_check}")
     stages = list(next(iter(results["fast"].values())))
     print("\nfast path, ms per completion (median of %d runs)" % args.reps)
     print(f"{'batch':>6} " + " ".join(f"{s:>15}" for s in stages))
@@ -408,17 +546,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {stage:<62} {'not run' if value is None else f'{value:10.1f}'}")
     print(f"\ntext features alone, resident Llama, ms per text (per-word passes: median over {max(1, text_batch // 8)} texts)")
     for key, value in text_compare.items():
-        print(f"  {key:<40} {value:12.4g}")
+        if isinstance(value, str):
+            print(f"  {key:<40} {value:>12}")
+        elif key.endswith("_r"):
+            print(f"  {key:<40} {value:12.6f}")
+        else:
+            print(f"  {key:<40} {value:12.4g}")
     ref_total = results["reference"]["total_measured"]
     for batch, row in results["fast"].items():
         print(f"  speed-up at batch {batch:>2}: {ref_total / row['total']:.1f}x (measured stages only; WhisperX not run)")
+    print(f"\naudio front end alone, {front_end_compare['clips']} clips (batches of {args.audio_batch}), "
+          f"median of {max(1, args.reps)}")
+    for key, value in front_end_compare.items():
+        if key == "clips":
+            continue
+        text = f"{value:12.4g}" if isinstance(value, float) and not key.endswith("_r") else (
+            f"{value:12.6f}" if isinstance(value, float) else f"{value!s:>12}")
+        print(f"  {key:<40} {text}")
+    goal = results["fast"].get(32)
+    goal_met = None if goal is None else bool(goal["total"] <= 100.0)
     out = {
         "config": vars(args), "device": device_name, "torch": torch.__version__, "tokens_per_text": tokens_per_text,
-        "speech": speech.name, "params": params, "ms_per_completion": results, "text_features": text_compare,
+        "speech": speech.name, "speech_parallel_check": speech_check, "params": params,
+        "ms_per_completion": results, "text_features": text_compare, "audio_front_end": front_end_compare,
+        "goal_100ms_at_batch32_met": goal_met, "versions": versions(),
         "notes": "random weights; reference reload = random init on device (no disk read); whisperx and gTTS not run",
     }
     Path(args.out).write_text(json.dumps(out, indent=2, default=str))
     print(f"\nwrote {args.out}")
+    print("goal ≤ 100 ms at batch 32: " + ("not measured (batch 32 not run)" if goal is None else
+          f"{'met' if goal_met else 'not met'} ({goal['total']:.1f} ms per completion, {args.dtype}, "
+          f"fbank {args.fbank}{' [tiny configs]' if args.tiny else ''})"))
     return 0
 
 

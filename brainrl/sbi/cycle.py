@@ -13,7 +13,7 @@ from brainrl.brain.base import Failed
 from brainrl.sbi.generators import ChatGenerator, GeneratorSpec
 from brainrl.sbi.parse import FormatViolation, parse_scores
 from brainrl.sbi.prior import N_PARAMS, PARAM_NAMES
-from brainrl.sbi.prompts import evaluator_messages, retry_messages
+from brainrl.sbi.prompts import evaluator_messages, few_shot_evaluator_messages, retry_messages
 from brainrl.sbi.simulator import attempt_seed
 
 log = logging.getLogger(__name__)
@@ -22,12 +22,20 @@ log = logging.getLogger(__name__)
 @dataclass
 class CycleConfig:
     """Which evaluator LLM, how many attempts per block. ``kwargs`` of a local evaluator default to
-    greedy-ish settings (low temperature) since rating is not a creative task."""
+    greedy-ish settings (low temperature) since rating is not a creative task.
+
+    ``few_shot`` (two worked ratings before the request) and ``feedback`` (show the evaluator its broken
+    answer on the retry, else resample with a new seed) default to what suits the backend: ``None``
+    means few-shot without feedback for ``local`` (small models echo corrections), the zero-shot prompt
+    with feedback for API models. The parsing is strict either way."""
 
     evaluator: GeneratorSpec = field(default_factory=lambda: GeneratorSpec(
-        "local", {"model": "smollm2", "temperature": 0.2, "max_new_tokens": 60}))
+        "local", {"model": "smollm2", "temperature": 0.2, "max_new_tokens": 60, "batch_size": 16,
+                  "prefix_cache": True}))
     max_attempts: int = 3
     seed: int = 0
+    few_shot: bool | None = None
+    feedback: bool | None = None
 
 
 @dataclass
@@ -43,20 +51,28 @@ class CycleResult:
 class CycleEvaluator:
     """Scores headline blocks with strict parsing (``name: number`` ×6 in [0, 1]) and bounded retries."""
 
-    def __init__(self, generator: ChatGenerator, max_attempts: int = 3, seed: int = 0):
+    def __init__(self, generator: ChatGenerator, max_attempts: int = 3, seed: int = 0, few_shot: bool = False,
+                 feedback: bool = True):
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1; got {max_attempts}.")
         self.generator, self.max_attempts, self.seed = generator, int(max_attempts), int(seed)
+        self.few_shot, self.feedback = bool(few_shot), bool(feedback)
 
     @classmethod
     def from_config(cls, config: CycleConfig) -> "CycleEvaluator":
-        return cls(config.evaluator.build(), config.max_attempts, config.seed)
+        local = config.evaluator.name == "local"
+        few_shot = local if config.few_shot is None else config.few_shot
+        feedback = (not local) if config.feedback is None else config.feedback
+        return cls(config.evaluator.build(), config.max_attempts, config.seed, few_shot, feedback)
+
+    def _messages(self, block: Sequence[str] | str):
+        return few_shot_evaluator_messages(block) if self.few_shot else evaluator_messages(block)
 
     def evaluate(self, blocks: Sequence[Sequence[str] | str], ids: Sequence[int] | None = None) -> CycleResult:
         ids = list(range(len(blocks))) if ids is None else [int(i) for i in ids]
         scores = np.full((len(blocks), N_PARAMS), np.nan)
         reasons: list[str | None] = [None] * len(blocks)
-        conversations = {i: evaluator_messages(b) for i, b in enumerate(blocks)}
+        conversations = {i: self._messages(b) for i, b in enumerate(blocks)}
         pending = list(range(len(blocks)))
         for attempt in range(self.max_attempts):
             if not pending:
@@ -75,8 +91,9 @@ class CycleEvaluator:
                 except FormatViolation as err:
                     reasons[i] = err.reason
                     log.info("cycle item %d attempt %d rejected: %s", ids[i], attempt + 1, err.reason)
-                    conversations[i] = retry_messages(evaluator_messages(blocks[i]), reply, err.reason,
-                                                      "exactly six 'name: number' lines")
+                    if self.feedback:
+                        conversations[i] = retry_messages(self._messages(blocks[i]), reply, err.reason,
+                                                          "exactly six 'name: number' lines")
                     still.append(i)
             pending = still
         for i in pending:

@@ -77,7 +77,8 @@ _FIRST_PERSON = re.compile(r"\b(?:I|I'm|I've|I'd|I'll)\b")
 #: a line ending on one of these was cut off by the token limit (or is not a complete headline)
 _DANGLING = frozenset("a an the and or but of to in on at for with by from as that which who whose their its "
                       "his her our your is are was were be been has have had will would could can may might "
-                      "not no into than then so if while".split())
+                      "not no into than then so if while very more most being it's they're there's that's "
+                      "we're he's she's".split())
 MIN_UNIQUE_WORD_FRACTION = 0.7
 MAX_EXAMPLE_OVERLAP = 0.5
 
@@ -86,11 +87,27 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", text.lower())
 
 
+_CLAUSE_END = re.compile(r"\s*(?:[,;:]|\s[\u2013\u2014-])\s")
+
+
+def _trim_to_clause(sentence: str, min_words: int, max_words: int) -> str:
+    """The longest run of leading clauses (cut at , ; : or a dash) with at most ``max_words`` words;
+    what follows the cut is dropped whole, so a reply cut off by the token limit loses only its tail."""
+    best = sentence
+    for match in _CLAUSE_END.finditer(sentence):
+        head = sentence[:match.start()]
+        if len(_words(head)) > max_words:
+            break
+        best = head
+    return best if len(_words(best)) >= min_words else sentence
+
+
 def clean_headline(text: str, min_words: int = 5, max_words: int = 40, avoid: Sequence[str] = ()) -> str:
     """The headline in a small model's reply, or ``FormatViolation`` saying why there is none.
 
     Lenient about packaging, strict about content: takes the first non-empty line, strips numbering,
-    bullets, markdown, a "Headline:" label and quotes, keeps the first sentence; then rejects meta-text
+    bullets, markdown, a "Headline:" label and quotes, keeps the first sentence (a sentence longer than
+    ``max_words`` is cut back to its leading clauses, see ``_trim_to_clause``); then rejects meta-text
     (the model talking about headlines, formats, answers; "Sure", "Here is"; first-person assistant
     voice), a sentence cut off mid-way, degenerate repetition, a near-copy (word Jaccard >= 0.5) of a
     text in ``avoid`` (the few-shot examples), and anything outside ``min_words``..``max_words``.
@@ -101,6 +118,8 @@ def clean_headline(text: str, min_words: int = 5, max_words: int = 40, avoid: Se
     line = _LEAD_MARKUP.sub("", lines[0].replace("**", "").replace("__", ""))
     line = _LABEL.sub("", line).strip(_QUOTES + " ")
     headline = " ".join(_SENTENCE_END.split(line, maxsplit=1)[0].split()).strip(_QUOTES + " ")
+    if len(_words(headline)) > max_words:
+        headline = _trim_to_clause(headline, min_words, max_words)
     words = _words(headline)
     if _META.search(headline):
         raise FormatViolation(f"meta-text instead of a headline: {headline[:60]!r}")

@@ -173,3 +173,45 @@ def evaluator_messages(headlines: Sequence[str] | str) -> Messages:
         raise ValueError("the headline block to rate is empty.")
     user = f"Headlines:\n{block}\n\nRate the six properties of this block."
     return [{"role": "system", "content": EVALUATOR_SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+FEW_SHOT_EVALUATOR_SYSTEM_PROMPT = (
+    "You rate news headlines. Answer with six lines, each 'name: number' with a number from 0 to 1, "
+    f"in this order: {', '.join(PARAM_NAMES)}. Nothing else.")
+
+#: brainrl's own rated blocks (topics outside the campaign's ten): one grim/urgent/formal, one upbeat/calm/casual
+FEW_SHOT_EVALUATOR_EXAMPLES: tuple[tuple[tuple[str, ...], tuple[float, ...]], ...] = (
+    (("Hailstorm flattens wheat fields overnight as farmers watch a year of work vanish",
+      "Grain prices surge after storms destroy harvests across three provinces",
+      "Ministry confirms emergency aid for farms ruined by record hail",
+      "Rural families face ruin as insurers reject storm damage claims",
+      "Officials warn that crop losses will exceed all previous estimates"),
+     (0.1, 0.85, 0.2, 0.3, 0.8, 0.75)),
+    (("Our town's teachers totally nailed it again with the new reading club",
+      "Kids are loving the school garden and honestly who can blame them",
+      "Parents say the new library hours are the best thing going this year",
+      "Local school rocks the science fair, maybe its best showing yet",
+      "The new bus route to school is a small win, and we'll take it"),
+     (0.85, 0.3, 0.75, 0.8, 0.55, 0.15)),
+)
+
+
+def _scores_text(values: Sequence[float]) -> str:
+    return "\n".join(f"{name}: {value:.2f}" for name, value in zip(PARAM_NAMES, values))
+
+
+def _rating_request(headlines: Sequence[str] | str) -> str:
+    block = headlines if isinstance(headlines, str) else "\n".join(f"- {h}" for h in headlines)
+    if not block.strip():
+        raise ValueError("the headline block to rate is empty.")
+    return f"Headlines:\n{block}\nScores:"
+
+
+def few_shot_evaluator_messages(headlines: Sequence[str] | str) -> Messages:
+    """The inverse evaluator's request after two worked ratings (for small local models); the reply
+    format is the same six ``name: number`` lines ``parse_scores`` accepts."""
+    messages: Messages = [{"role": "system", "content": FEW_SHOT_EVALUATOR_SYSTEM_PROMPT}]
+    for block, scores in FEW_SHOT_EVALUATOR_EXAMPLES:
+        messages += [{"role": "user", "content": _rating_request(block)},
+                     {"role": "assistant", "content": _scores_text(scores)}]
+    return [*messages, {"role": "user", "content": _rating_request(headlines)}]

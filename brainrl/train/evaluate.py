@@ -162,6 +162,12 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), *, model=No
             key: cluster_bootstrap(values["tuned"][key], cl, paired=values["base"][key], statistic="median", **boot)
             for key in ("roi", "selectivity")
         },
+        # same prompt, same sample index (same seed): share of pairs where the tuned map scores higher
+        "paired_win_rate": {
+            key: float(np.nanmean(np.where(np.isfinite(values["tuned"][key] - values["base"][key]),
+                                           values["tuned"][key] > values["base"][key], np.nan)))
+            for key in ("roi", "selectivity")
+        },
         "kl_to_base_per_token": kl_sum / max(kl_batches, 1.0),
         "kl_estimator": "exact full-vocabulary KL(tuned||base) on the tuned completions' tokens",
         "rewards_as_trained": reward_means,
@@ -216,8 +222,10 @@ def print_eval(result: dict[str, Any]) -> None:
                   _fmt(models["tuned"]["selectivity_median"]), _fmt(med["selectivity"]))
     table.add_row("global mean", _fmt(models["base"]["global_mean"]), _fmt(models["tuned"]["global_mean"]),
                   _fmt(diff["global"]))
+    wins = result["paired_win_rate"]
+    table.add_row("pairs with tuned > base", "", "", f"ROI {wins['roi']:.0%}, selectivity {wins['selectivity']:.0%}")
     table.add_row("completion tokens", f"{models['base']['completion_tokens_mean']:.1f}",
                   f"{models['tuned']['completion_tokens_mean']:.1f}", "")
     table.add_row("KL(tuned‖base) per token", "", f"{result['kl_to_base_per_token']:.4f}", "")
     table.add_row("failed maps", str(result["failed_maps"]["base"]), str(result["failed_maps"]["tuned"]), "")
-    Console().print(table)
+    Console(width=130).print(table)

@@ -228,3 +228,32 @@ def test_writer_refuses_lenient_options_in_block_mode():
         HeadlineWriter(ScriptedGenerator(), mode="block", cleaning="lenient")
     with pytest.raises(ValueError, match="cleaning must be"):
         HeadlineWriter(ScriptedGenerator(), mode="per_headline", cleaning="loose")
+
+
+def test_few_shot_cycle_evaluator_resamples_and_parses_strictly(monkeypatch):
+    from brainrl.sbi.cycle import CycleConfig, CycleEvaluator
+    from brainrl.sbi.generators import GeneratorSpec
+    from brainrl.sbi.prompts import FEW_SHOT_EVALUATOR_EXAMPLES
+
+    from sbi_fakes import scores_reply
+
+    def reply(messages, seed):
+        assert len(messages) == 2 + 2 * len(FEW_SHOT_EVALUATOR_EXAMPLES)  # worked ratings, no correction turn
+        assert messages[-1]["content"].startswith("Headlines:\n- ")
+        return "Sure! The scores are high." if seed % 2 else scores_reply([0.2, 0.4, 0.6, 0.8, 0.5, 0.1])
+
+    gen = ScriptedGenerator(reply)
+    result = CycleEvaluator(gen, max_attempts=6, few_shot=True, feedback=False).evaluate(
+        [["a b c", "d e f"], ["g h i"]], ids=[3, 4])
+    assert result.valid.all() and np.allclose(result.scores[0], [0.2, 0.4, 0.6, 0.8, 0.5, 0.1])
+    failed = CycleEvaluator(ScriptedGenerator(lambda m, s: "valence: 0.5"), max_attempts=2, few_shot=True,
+                            feedback=False).evaluate([["a b c"]])
+    assert not failed.valid.any() and "after 2 attempts" in failed.reasons[0] and "expected 6" in failed.reasons[0]
+    # backend-dependent defaults: few-shot + resampling for the small local model, zero-shot + feedback for APIs
+    local = CycleEvaluator.from_config(CycleConfig())
+    assert (local.few_shot, local.feedback) == (True, False)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    api = CycleEvaluator.from_config(CycleConfig(evaluator=GeneratorSpec("openai", {"model": "m"})))
+    assert (api.few_shot, api.feedback) == (False, True)
+    forced = CycleEvaluator.from_config(CycleConfig(few_shot=False, feedback=True))
+    assert (forced.few_shot, forced.feedback) == (False, True)

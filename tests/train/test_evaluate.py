@@ -50,4 +50,5 @@ def test_evaluate_run_end_to_end_on_tiny_policy(tmp_path):
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert saved["difference_tuned_minus_base"].keys() == {"roi", "selectivity", "global"}
     assert saved["median_difference_tuned_minus_base"].keys() == {"roi", "selectivity"}
+    assert 0.0 <= saved["paired_win_rate"]["roi"] <= 1.0
     assert "broca_minus_global" in saved["rewards_as_trained"]["tuned"]
