@@ -254,7 +254,8 @@ class Pipeline:
             lengths = [len(chunk[i][0]) for i in rows]
             padded = torch.zeros(len(rows), max(lengths), device=self.device)
             for k, i in enumerate(rows):
-                padded[k, : lengths[k]] = torch.from_numpy(np.ascontiguousarray(chunk[i][0], np.float32)).to(self.device)
+                wave = torch.from_numpy(np.ascontiguousarray(chunk[i][0], np.float32))
+                padded[k, : lengths[k]] = wave.to(self.device)
             if rate not in self.resamplers:
                 self.resamplers[rate] = PolyphaseResampler(rate, 16000, self.device)
             resampled, out_lengths = self.resamplers[rate](padded, lengths)
@@ -534,8 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nTRIBE v2-shaped pipeline, random weights, {args.words}-word texts (~{tokens_per_text:.0f} tokens), "
           f"{args.dtype} on {device_name}{' [tiny configs]' if args.tiny else ''}")
     print(f"speech: {speech.name}; params: " + ", ".join(f"{k} {v / 1e6:.1f} M" for k, v in params.items()))
-    print(f"audio front end: {args.fbank} ({'torch on ' + str(pipe.device) + ', ' + args.fbank_dtype if args.fbank == 'gpu' else 'scipy + SeamlessM4TFeatureExtractor'})"
-          f"; parallel speech vs one process: {speech_check}")
+    front_end_name = (f"torch on {pipe.device}, {args.fbank_dtype}" if args.fbank == "gpu"
+                      else "scipy + SeamlessM4TFeatureExtractor")
+    print(f"audio front end: {args.fbank} ({front_end_name}); parallel speech vs one process: {speech_check}")
     stages = list(next(iter(results["fast"].values())))
     print("\nfast path, ms per completion (median of %d runs)" % args.reps)
     print(f"{'batch':>6} " + " ".join(f"{s:>15}" for s in stages))

@@ -44,7 +44,7 @@ from brainrl.stimulus import Stimulus
 log = logging.getLogger(__name__)
 
 #: Bump whenever any output of the model changes for the same (seed, settings, stimulus).
-SYNTHETIC_MODEL_VERSION = 1
+SYNTHETIC_MODEL_VERSION = 2  # 2: word length and rarity saturate (MAX_WORD_LETTERS, MAX_EXTRA_PIECES)
 SYNTHETIC_NOTE = "synthetic stand-in, not a model of real brains"
 
 # Destrieux labels behind the documented sensitivities
@@ -60,6 +60,11 @@ NON_CORTEX_LABELS = ("Unknown", "Medial_wall")
 RIGHT_LANGUAGE_WEIGHT = 0.35
 
 # fixed sensitivities: channel -> (global, IFG, temporal language, auditory) weights
+#: Lexical load saturates, as real responses do: without a cap a single URL-like "word" (dozens of
+#: letters and WordPieces, spelled out for seconds) outscored any sentence.
+MAX_WORD_LETTERS = 15
+MAX_EXTRA_PIECES = 3.0
+
 CHANNELS = ("presence", "envelope", "word_length", "wordpieces", "syntax")
 _ROI_WEIGHTS = {
     #             global  IFG   temporal-language  auditory
@@ -180,7 +185,8 @@ class SyntheticBrainModel(BrainModel):
         wf = word_features(stim, self.settings.text_features)
         first, count = word_bins(stim.words, n_bins)
         semantic = self.loadings.project_semantic(wf.semantic)
-        word_level = np.column_stack([wf.letters / 5.0, np.maximum(wf.wordpieces - 1.0, 0.0), wf.syntactic, semantic])
+        word_level = np.column_stack([np.minimum(wf.letters, MAX_WORD_LETTERS) / 5.0,
+                                      np.clip(wf.wordpieces - 1.0, 0.0, MAX_EXTRA_PIECES), wf.syntactic, semantic])
         placed = place_on_grid(first, count, word_level, n_bins)
         presence = speech_presence(first, count, n_bins)
         wave = stim.load_waveform() if waveform is None else waveform

@@ -209,3 +209,17 @@ def test_contextual_minilm_variant(regions):
     assert first[0].data.tobytes() == again[1].data.tobytes()
     assert roi_minus_global(first[1], regions["broca"], regions["cortex"]) > roi_minus_global(
         first[0], regions["broca"], regions["cortex"])
+
+
+def test_lexical_load_saturates_so_a_url_cannot_outscore_syntax():
+    """A single huge 'word' (spelled out for seconds) must not beat a clause-rich sentence on Broca."""
+    from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
+    from brainrl.rewards import ROIReward
+
+    reward = ROIReward("broca", "minus_global").use_pipeline(BrainPipeline(PipelineConfig(cache_dir="")))
+    url, sentence = reward(None, [
+        "def:https://en.wikipedia.org/wiki/Special:Search?search=something_very_long_and_odd&go=Go",
+        "The committee, which had met in secret since the spring, announced that although the budget was "
+        "approved, the bridge would wait.",
+    ])
+    assert url < sentence

@@ -88,7 +88,8 @@ class SeamlessFbank:
         power = spectrum.real.square() + spectrum.imag.square()
         return (power @ self.mel_filters).clamp_min(c.mel_floor).log().to(torch.float32)
 
-    def __call__(self, waveforms: Sequence[np.ndarray | torch.Tensor], sampling_rate: int = 16000) -> dict[str, torch.Tensor]:
+    def __call__(self, waveforms: Sequence[np.ndarray | torch.Tensor],
+                 sampling_rate: int = 16000) -> dict[str, torch.Tensor]:
         c = self.config
         if sampling_rate != c.sample_rate:
             raise ValueError(f"SeamlessFbank expects {c.sample_rate} Hz audio, got {sampling_rate} Hz: resample "
@@ -100,7 +101,7 @@ class SeamlessFbank:
         self._check_lengths(lengths)
         padded = torch.zeros(len(clips), max(lengths), dtype=self.compute_dtype, device=self.device)
         for row, clip in enumerate(clips):
-            padded[row, : lengths[row]] = clip.to(self.device, self.compute_dtype, non_blocking=True)
+            padded[row, : lengths[row]] = clip.to(self.device).to(self.compute_dtype)
         return self.from_padded(padded, lengths)
 
     def _check_lengths(self, lengths: Sequence[int]) -> None:
