@@ -1,0 +1,146 @@
+"""Typed configs from YAML: mappings -> dataclasses, with strict validation and dotted overrides.
+
+Every key is checked against the dataclass fields before anything runs, so a typo fails at once with the
+field's path and the closest valid name instead of being ignored. Recipes (brainrl.train), campaign and
+estimator configs (brainrl.sbi) all go through here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Sequence, TypeVar, Union
+
+import yaml
+
+from brainrl.registry import closest_names
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A config field is unknown, has the wrong type or an invalid value."""
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (and build nested dataclasses)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arg, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}.")
+    if origin is Literal:
+        if value not in args:
+            close = closest_names(str(value), [str(a) for a in args])
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}.{hint}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where)
+    if origin in (list, Sequence, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}.")
+        item = args[0] if args else Any
+        items = [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}.")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}.")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}.")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}.")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}.")
+        return value
+    return value
+
+
+def build(cls: type, data: Any, where: str = "config") -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of fields, got {type(data).__name__} {data!r}.")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = closest_names(str(key), names)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"Unknown field {where}.{key}.{hint} Valid fields of {where}: {', '.join(names)}.")
+        kwargs[key] = _convert(value, hints[key], f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except (ValueError, KeyError, TypeError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        raise ConfigError(f"{where}: {message}") from err
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"awsft.steps=10"`` → (["awsft", "steps"], 10); the value is parsed as YAML."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"Override {item!r} must look like section.field=value, e.g. awsft.steps=10.")
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Set dotted keys in the raw recipe mapping (validation happens when it is built)."""
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            if isinstance(node, list):
+                node = node[int(part)]
+                continue
+            node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise ConfigError(f"Override {item!r}: {part!r} is not a section.")
+        if isinstance(node, list):
+            node[int(path[-1])] = value
+        else:
+            node[path[-1]] = value
+    return data
+
+
+def load_yaml(cls: type[C], path: str | Path, overrides: Sequence[str] = (), where: str = "config") -> C:
+    """Read a YAML mapping, apply ``section.field=value`` overrides, build ``cls``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Config file {str(path)!r} not found.")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of fields at the top level.")
+    return build(cls, apply_overrides(data, overrides), where)
