@@ -13,6 +13,7 @@ import sys
 
 #: Explicit list of sub-command modules (no import-time discovery).
 COMMAND_MODULES = (
+    "brainrl.cli.demo",  # demo
     "brainrl.cli.predict",  # predict, reward
     "brainrl.cli.rois",  # rois list|show, plot
     "brainrl.cli.train",  # train, evaluate
