@@ -1,50 +1,79 @@
 #!/usr/bin/env python
 """Seconds per training step, brainrl's AWSFT loop vs a reconstruction of the anchor experiment's loop.
 
-Both loops run in the same process on the same policy weights, the same prompt and the same reward
-model (the recipe's brain pipeline with every cache off, so each loop pays for every map):
+Both loops run in the same process on the same policy weights, the same prompt, the same sampling
+settings (the anchor's: T 1.0, top-p 0.8, top-k 20, repetition penalty 1.05), the same max_new_tokens
+and the same reward model:
 
-- brainrl: one batched ``generate``; all rewards in one pipeline call; the reference = the same model
-  with its LoRA adapter disabled; one batched forward/backward with the k3 KL (brainrl.train.awsft).
+- brainrl: one batched ``generate``; all rewards in one call; the reference = the same model with its
+  LoRA adapter disabled; one batched forward/backward with the k3 KL (brainrl.train.awsft).
 - anchor (reconstructed from its documented behaviour; see docs/training.md): one batched ``generate`` of
-  n copies of the prompt with Qwen's inherited sampling defaults; rewards one completion at a time;
-  a second deep-copied frozen reference model; per-completion forward passes of policy and reference
-  with the full-vocabulary KL (``F.kl_div(..., log_target=True, reduction="batchmean")``); one backward.
+  n copies of the prompt; rewards one completion at a time; a second deep-copied frozen reference model;
+  per-completion forward passes of policy and reference with the full-vocabulary KL
+  (``F.kl_div(..., log_target=True, reduction="batchmean")``); LoRA dropout on; one backward.
+
+Rewards (``--reward``; left-Broca mean of each map in both cases):
+
+- ``synthetic`` (default on CPU): the recipe's brain pipeline with the synthetic model, every cache off;
+  both loops call the same object (brainrl with the whole batch, the anchor with one text per call).
+- ``tribe-standin`` (default on CUDA): one TRIBE v2-shaped random-weight stand-in built once from
+  scripts/bench_tribe.py (Llama-3.2-3B text model, w2v-bert-2.0, TRIBE's fusion encoder; fp32 by
+  default). brainrl scores the G completions in one fast-path call with resident models (espeak speech
+  pool, one-pass text features batched over texts, batched w2v-bert, fusion over G windows), which is
+  what brainrl's tribe backend does. The anchor scores each completion separately through the
+  reconstructed reference path (feature models rebuilt on every call, one Llama pass per word on its
+  left context in batches of 4, per-clip CPU fbank + w2v-bert, fusion on one window). gTTS and WhisperX
+  cannot run offline: espeak speaks instead of gTTS, WhisperX is not run, and the rebuild is a random
+  init on the device (no disk read), so the anchor's measured reward is a lower bound of its real one.
+  Only measured stages enter the totals; a separate, labelled line adds the anchor log's WhisperX median
+  (15.4 s per call) for context.
 
 Examples:
     python scripts/bench_train.py --device cpu --tiny                  # smoke test (seconds)
-    python scripts/bench_train.py --device cpu --policy smollm2 --groups 4 --max-new-tokens 64
-    python scripts/bench_train.py --device cuda --policy qwen2.5-0.5b --groups 4 8 --max-new-tokens 200
-    python scripts/bench_train.py --device cuda --policy qwen2.5-3b --groups 4 8 --max-new-tokens 200
-The Qwen policies are random-weight models built from local configs with the real dimensions (no hub);
-their token ids decode through a local pseudo-word vocabulary so the speech engine has words to say.
+    python scripts/bench_train.py --device cpu --tiny --reward tribe-standin --speech-workers 1
+    python scripts/bench_train.py --device cpu --policy smollm2 --groups 4 --max-new-tokens 64 --steps 1
+    python scripts/bench_train.py --device cuda --policy qwen2.5-0.5b --groups 4 8 --max-new-tokens 200 --steps 1
+    python scripts/bench_train.py --device cuda --policy qwen2.5-3b --groups 4 8 --max-new-tokens 200 --steps 1
+The Qwen policies are random-weight models built from local configs with the real dimensions (no hub).
+Their token ids decode through a local vocabulary of English word pieces (3 in 4 ids start a word, the
+rest are suffixes and punctuation), so 200 tokens make about 150 spoken words, as English text does.
+The GPU run needs torch, transformers, peft, accelerate, numpy, scipy, soundfile, espeakng-loader and
+brainrl (not trl, datasets, nilearn or rich).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import itertools
+import dataclasses
+import gc
 import json
+import math
 import os
 import platform
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))  # bench_tribe's stand-in classes
 
 ANCHOR_PROMPT = ("Tell a rich, detailed story about a moment when language revealed something surprising about "
                  "the nature of the mind.")
 ANCHOR_SYSTEM = ("You are a highly articulate assistant. Respond with vivid, detailed, syntactically rich sentences. "
                  "Use concrete imagery and complex but clear language.")
-#: Qwen2.5 generation_config defaults the anchor inherited
+#: Qwen2.5 generation_config defaults the anchor inherited; both loops sample with them
 ANCHOR_SAMPLING = {"do_sample": True, "temperature": 1.0, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}
+#: median WhisperX time per call in the anchor's log (shared/docs/anchor-experiment.md); context only, never measured
+ANCHOR_WHISPERX_MEDIAN_S = 15.4
+REWARDS = ("synthetic", "tribe-standin")
 
 QWEN_SHAPES = {  # Qwen2.5-{0.5B,3B}-Instruct config.json dimensions
     "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
@@ -53,29 +82,38 @@ QWEN_SHAPES = {  # Qwen2.5-{0.5B,3B}-Instruct config.json dimensions
     "qwen2.5-3b": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
                        num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True, rope_theta=1e6,
                        max_position_embeddings=32768, rms_norm_eps=1e-6),
+    # Qwen2.5's vocabulary and tokenizer path with a 2-layer body: a CPU smoke test of the Qwen code path
+    "qwen2-tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True, rope_theta=1e6,
+                       max_position_embeddings=4096, rms_norm_eps=1e-6),
 }
+#: pieces that continue the previous word (1 id in 4 decodes to one of these)
+WORD_CONTINUATIONS = ("s", ",", "ed", ".", "ly", ";", "er")
 
 
-def pseudo_word_tokenizer(vocab_size: int):
-    """A word-level tokenizer with ``vocab_size`` speakable pseudo-words (consonant-vowel syllables)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+def word_piece_tokenizer(vocab_size: int):
+    """A tokenizer whose ``vocab_size`` ids decode to English word pieces, for random-weight policies.
+
+    Id i decodes to a word from bench_tribe's VOCAB with a leading space when i % 4 != 3, else to a
+    suffix or punctuation mark glued to the previous word; so a random policy's 200 tokens make ~150
+    words, as English does with Qwen's tokenizer, and the stand-in's text tokenizer (trained on the same
+    words) sees ~1.1 tokens per word. Vocabulary entries carry a ``#id`` tag so they stay distinct; the
+    decoder drops it."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
+    from bench_tribe import VOCAB
     from brainrl.policy.tiny import CHATML_TEMPLATE
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    syllables = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
-    words: list[str] = []
-    for n in (1, 2, 3, 4):
-        for combo in itertools.product(syllables, repeat=n):
-            words.append("".join(combo))
-            if len(words) >= vocab_size - len(specials):
-                break
-        if len(words) >= vocab_size - len(specials):
-            break
-    vocab = {tok: i for i, tok in enumerate(specials + words)}
+    vocab = {tok: i for i, tok in enumerate(specials)}
+    for i in range(len(specials), vocab_size):
+        piece = WORD_CONTINUATIONS[(i // 4) % len(WORD_CONTINUATIONS)] if i % 4 == 3 else "\u2581" + VOCAB[i % len(VOCAB)]
+        vocab[f"{piece}#{i}"] = i
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.Sequence([decoders.Replace(Regex("#[0-9]+"), ""),
+                                     decoders.Metaspace(replacement="\u2581", prepend_scheme="always")])
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                    bos_token="<|im_start|>", padding_side="left", chat_template=CHATML_TEMPLATE)
 
@@ -89,7 +127,7 @@ def build_policy(name: str, device: str, dtype):
     if name in QWEN_SHAPES:
         from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-        tok = pseudo_word_tokenizer(QWEN_SHAPES[name]["vocab_size"])
+        tok = word_piece_tokenizer(QWEN_SHAPES[name]["vocab_size"])
         config = Qwen2Config(**QWEN_SHAPES[name], eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                              bos_token_id=tok.bos_token_id)
         torch.manual_seed(0)
@@ -102,6 +140,146 @@ def build_policy(name: str, device: str, dtype):
     return load_policy(name, "float32" if dtype == torch.float32 else "bfloat16", device)
 
 
+# -- rewards ------------------------------------------------------------------------------------------
+def synthetic_reward(brain_model: str):
+    """The recipe's brain pipeline (every cache off) with the left-Broca mean: one object for both loops."""
+    from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
+    from brainrl.rewards import ROIReward
+
+    pipeline = BrainPipeline(PipelineConfig(model=brain_model, cache_dir="", memory_items=0))
+    reward = ROIReward("broca", statistic="mean", name="broca_mean").use_pipeline(pipeline)
+    reward(prompts=None, completions=["A warm-up sentence so model loading is not timed."])
+    description = {"kind": "synthetic", "brain_model": pipeline.model.identity(), "speech": pipeline.speech.describe(),
+                   "statistic": "left Broca mean over vertices and frames"}
+    return reward, reward, description
+
+
+def _make_standin_reward_class():
+    from brainrl.rewards import ROIReward, completion_text
+    from brainrl.rewards.base import Reward
+
+    class StandinBrocaReward(Reward):
+        """Left-Broca mean of the TRIBE-shaped stand-in's map: a TRL-style batch reward.
+
+        ``path="fast"`` scores the whole batch in one fast-path call with resident models (brainrl's tribe
+        backend); ``path="reference"`` scores each text on its own through the reconstructed per-call
+        pipeline (the anchor's TRIBE calls minus gTTS/WhisperX). Seconds per stage add up in
+        ``stage_seconds`` (reset by the benchmark before each measured step). Empty texts and failed
+        items score ``None`` with a logged reason; a failed batch is retried one item at a time."""
+
+        def __init__(self, pipe, speech, path: str):
+            if path not in ("fast", "reference"):
+                raise ValueError(f"path must be 'fast' or 'reference', got {path!r}")
+            super().__init__(f"broca_mean_standin_{path}")
+            self.pipe, self.speech, self.path = pipe, speech, path
+            self.roi = ROIReward("broca", statistic="mean")
+            self.stage_seconds: dict[str, float] = defaultdict(float)
+            self.calls = 0
+
+        def _add(self, timings: dict[str, float]) -> None:
+            self.calls += 1
+            for stage, seconds in timings.items():
+                if not stage.startswith("total") and not math.isnan(seconds):
+                    self.stage_seconds[stage.split(" (")[0]] += seconds
+
+        def _predict(self, texts: list[str]) -> list:
+            if self.path == "fast":
+                timings, maps = self.pipe.fast(texts, self.speech)
+                self._add(timings)
+                return list(maps)
+            out = []
+            for text in texts:  # one call per completion, as the anchor did
+                timings, brain_map = self.pipe.reference_predict(text, self.speech)
+                self._add(timings)
+                out.append(brain_map)
+            return out
+
+        def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **columns: Any
+                     ) -> list[float | None]:
+            self.last_failures = {}
+            texts = [completion_text(c).strip() for c in completions]
+            values: list[float | None] = [None] * len(texts)
+            todo = []
+            for i, text in enumerate(texts):
+                if text.split():
+                    todo.append(i)
+                else:
+                    self._fail(i, "empty completion: nothing to speak")
+            try:
+                maps = list(zip(todo, self._predict([texts[i] for i in todo]))) if todo else []
+            except Exception as err:  # noqa: BLE001 - retry item by item so one bad text fails alone
+                if len(todo) == 1:
+                    self._fail(todo[0], f"{type(err).__name__}: {err}")
+                    return values
+                maps = []
+                for i in todo:
+                    try:
+                        maps.append((i, self._predict([texts[i]])[0]))
+                    except Exception as item_err:  # noqa: BLE001
+                        self._fail(i, f"{type(item_err).__name__}: {item_err}")
+            for i, brain_map in maps:
+                value = float(self.roi.value(brain_map))
+                if math.isnan(value):
+                    self._fail(i, "reward is NaN")
+                else:
+                    values[i] = value
+            return values
+
+    return StandinBrocaReward
+
+
+def standin_rewards(device: str, tiny: bool, dtype: str, fbank: str, speech_workers: int, audio_batch: int, seed: int):
+    """Build the TRIBE-shaped stand-in once; return (brainrl's fast-path reward, the anchor's per-call reward,
+    a description). Both rewards share the same models, tokenizer and speech engine."""
+    from bench_tribe import Pipeline, Speech, build_byte_bpe_tokenizer, make_texts
+
+    torch.manual_seed(seed)
+    corpus = make_texts(200, 100, seed)
+    tokenizer = build_byte_bpe_tokenizer(corpus, vocab_size=1000 if tiny else 4000)
+    speech = Speech(speech_workers)
+    # feature_seed: the anchor path's per-call rebuilds draw the resident models' weights, so both loops
+    # score with one and the same model
+    options = argparse.Namespace(device=device, dtype=dtype, tiny=tiny, fbank=fbank, fbank_dtype="float64",
+                                 audio_batch=audio_batch, feature_seed=seed)
+    pipe = Pipeline(options, tokenizer)
+    reward_cls = _make_standin_reward_class()
+    fast, reference = reward_cls(pipe, speech, "fast"), reward_cls(pipe, speech, "reference")
+    warm = make_texts(2, 20, seed + 1)  # kernels, allocator, pool processes: not inside a timed step
+    fast(completions=warm)
+    reference(completions=warm[:1])
+    if speech.engine is None:
+        print(f"WARNING: {speech.name}; install espeakng-loader for real speech", file=sys.stderr)
+    description = {
+        "kind": "tribe-standin",
+        "models": "random-weight stand-ins of TRIBE v2's shapes (scripts/bench_tribe.py): Llama-3.2-3B text "
+                  "model, w2v-bert-2.0, fusion encoder" + (" [tiny configs]" if tiny else ""),
+        "params": {"llama": sum(p.numel() for p in pipe.llama.parameters()),
+                   "w2v_bert": sum(p.numel() for p in pipe.w2v.parameters()),
+                   "fusion": sum(p.numel() for p in pipe.fusion.parameters())},
+        "dtype": dtype, "speech": speech.name,
+        "brainrl_path": f"one fast-path call per step: speech pool ({speech_workers} workers), one-pass text features "
+                        f"batched over texts, audio front end '{fbank}' + w2v-bert in batches of {audio_batch}, "
+                        "fusion over G windows; resident models",
+        "anchor_path": "one reference call per completion: feature models rebuilt (random init on the device, no "
+                       "disk read), per-word Llama passes in batches of 4, CPU fbank + w2v-bert on the clip, fusion "
+                       "on one window",
+        "not_run": "gTTS (espeak speaks instead) and WhisperX: no network",
+        "statistic": "left Broca mean over vertices and frames (brainrl ROIReward 'broca', 'mean')",
+        "text_tokenizer": f"byte BPE trained on bench_tribe texts, vocab {len(tokenizer)}",
+    }
+    return fast, reference, description
+
+
+def stage_snapshot(reward) -> dict[str, float]:
+    return dict(getattr(reward, "stage_seconds", {}))
+
+
+def reset_stages(reward) -> None:
+    if hasattr(reward, "stage_seconds"):
+        reward.stage_seconds.clear()
+
+
+# -- the two loops ------------------------------------------------------------------------------------
 class AnchorLoop:
     """The anchor's step, reconstructed: sequential scoring, a deep-copied reference, full-vocab KL."""
 
@@ -161,13 +339,16 @@ class AnchorLoop:
             log_p = F.log_softmax(ref_logits, -1)
             kl = F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
             total = total + adv * ce + beta * kl
-        (total / n).backward()
+        if torch.is_tensor(total):
+            (total / n).backward()
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 0.5)
         self.optimizer.step()
         _sync(self.device)
         t3 = time.perf_counter()
         return {"generation_s": t1 - t0, "reward_s": t2 - t1, "update_s": t3 - t2, "step_s": t3 - t0,
-                "completion_tokens_mean": sum(map(len, completions)) / n}
+                "completion_tokens_mean": sum(map(len, completions)) / n,
+                "completion_words_mean": sum(len(t.split()) for t in texts) / n,
+                "rewards_failed": sum(r is None for r in rewards)}
 
 
 def _sync(device) -> None:
@@ -175,102 +356,209 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def brainrl_loop(model, tokenizer, reward, lora, lr, max_new_tokens, device, workdir):
+def brainrl_trainer(model, tokenizer, reward, lora, lr, max_new_tokens, n, workdir):
+    """brainrl's AWSFTTrainer on the anchor's prompt, with the anchor's sampling settings."""
     from brainrl.policy.sampling import SamplingConfig
     from brainrl.rewards.loading import RewardSpec
     from brainrl.train.awsft import AWSFTTrainer
     from brainrl.train.config import AWSFTConfig, DataConfig, LoggingConfig, PolicyConfig, RecipeConfig
 
-    def make(n: int) -> AWSFTTrainer:
-        recipe = RecipeConfig(
-            name="bench", output_dir=str(Path(workdir) / f"brainrl-{n}"), rewards=[RewardSpec(path="bench")],
-            policy=PolicyConfig(lora=lora), data=DataConfig(system_prompt=ANCHOR_SYSTEM),
-            awsft=AWSFTConfig(steps=1000, prompts_per_step=1, completions_per_prompt=n, learning_rate=lr, beta=0.1),
-            sampling=SamplingConfig(max_new_tokens=max_new_tokens), logging=LoggingConfig(report_to=[], progress=False))
-        return AWSFTTrainer(recipe, model=model, tokenizer=tokenizer, reward_funcs=[reward], train_prompts=[ANCHOR_PROMPT])
+    sampling = SamplingConfig(temperature=ANCHOR_SAMPLING["temperature"], top_p=ANCHOR_SAMPLING["top_p"],
+                              top_k=ANCHOR_SAMPLING["top_k"], repetition_penalty=ANCHOR_SAMPLING["repetition_penalty"],
+                              max_new_tokens=max_new_tokens, do_sample=True)
+    recipe = RecipeConfig(
+        name="bench", output_dir=str(Path(workdir) / f"brainrl-{n}"), rewards=[RewardSpec(path="bench")],
+        policy=PolicyConfig(lora=lora), data=DataConfig(system_prompt=ANCHOR_SYSTEM),
+        awsft=AWSFTConfig(steps=1000, prompts_per_step=1, completions_per_prompt=n, learning_rate=lr, beta=0.1),
+        sampling=sampling, logging=LoggingConfig(report_to=[], progress=False))
+    return AWSFTTrainer(recipe, model=model, tokenizer=tokenizer, reward_funcs=[reward], train_prompts=[ANCHOR_PROMPT])
 
-    return make
+
+LOOP_KEYS = ("generation_s", "reward_s", "update_s", "step_s", "completion_tokens_mean", "completion_words_mean",
+             "rewards_failed")
+
+
+def _mean_rows(measured: list[dict[str, Any]], stages: list[dict[str, float]]) -> dict[str, Any]:
+    row = {k: sum(float(m[k]) for m in measured) / len(measured) for k in LOOP_KEYS}
+    names = sorted({name for s in stages for name in s})
+    row["reward_stages_s"] = {name: sum(s.get(name, 0.0) for s in stages) / len(stages) for name in names}
+    return row
+
+
+def run_brainrl(args, n, reward, lora, dtype, workdir) -> dict[str, Any]:
+    _reset_peak(args.device)
+    model, tok = build_policy(args.policy, args.device, dtype)
+    trainer = brainrl_trainer(model, tok, reward, lora, 5e-5, args.max_new_tokens, n, workdir)
+    full = trainer.recipe.sampling
+    trainer.recipe.sampling = dataclasses.replace(full, max_new_tokens=min(args.warmup_tokens, args.max_new_tokens))
+    trainer.train_step(0)  # warm-up (kernels, allocator), short completions
+    trainer.recipe.sampling = full
+    measured, stages = [], []
+    for s in range(1, args.steps + 1):
+        reset_stages(reward)
+        measured.append(trainer.train_step(s))
+        stages.append(stage_snapshot(reward))
+    del trainer, model
+    return _finish(args.device, _mean_rows(measured, stages))
+
+
+def run_anchor(args, n, reward, lora, dtype) -> dict[str, Any]:
+    _reset_peak(args.device)
+    model, tok = build_policy(args.policy, args.device, dtype)
+    anchor = AnchorLoop(model, tok, reward, lora, 5e-5, args.max_new_tokens, args.device)
+    anchor.max_new_tokens = min(args.warmup_tokens, args.max_new_tokens)
+    anchor.step(n)  # warm-up, short completions
+    anchor.max_new_tokens = args.max_new_tokens
+    measured, stages = [], []
+    for _ in range(args.steps):
+        reset_stages(reward)
+        measured.append(anchor.step(n))
+        stages.append(stage_snapshot(reward))
+    del anchor, model
+    return _finish(args.device, _mean_rows(measured, stages))
+
+
+def _reset_peak(device) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _finish(device, row: dict[str, Any]) -> dict[str, Any]:
+    """Record the loop's peak GPU memory (reward models included), then free its models."""
+    if str(device).startswith("cuda"):
+        row["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    gc.collect()
+    if str(device).startswith("cuda"):
+        torch.cuda.empty_cache()
+    return row
+
+
+# -- report -------------------------------------------------------------------------------------------
+def print_report(args, results: list[dict[str, Any]], reward_info: dict[str, Any]) -> None:
+    print(f"\nseconds per step: {args.policy} on {args.device}, {args.max_new_tokens} new tokens, reward "
+          f"{reward_info['kind']} (mean of {args.steps} measured step(s) after a "
+          f"{min(args.warmup_tokens, args.max_new_tokens)}-token warm-up)")
+    if reward_info["kind"] == "tribe-standin":
+        print(f"  speech: {reward_info['speech']}; stand-in dtype {reward_info['dtype']}; not run: {reward_info['not_run']}")
+    head = f"{'G':>3} {'loop':<8} {'step s':>8} {'generation':>17} {'reward':>17} {'update':>17} {'tokens':>7} {'words':>6}"
+    print(head)
+    print("-" * len(head))
+    for row in results:
+        for loop in ("anchor", "brainrl"):
+            m = row[loop]
+            share = lambda k: f"{m[k]:7.2f} s ({100 * m[k] / m['step_s']:3.0f}%)"  # noqa: E731
+            print(f"{row['G']:>3} {loop:<8} {m['step_s']:8.2f} {share('generation_s'):>17} {share('reward_s'):>17} "
+                  f"{share('update_s'):>17} {m['completion_tokens_mean']:7.0f} {m['completion_words_mean']:6.0f}")
+        print(f"{'':>3} anchor/brainrl: {row['speedup']:.2f}x per step (measured stages only)"
+              + (f"; goal >= 10x {'met' if row['speedup'] >= 10 else 'not met'}" if args.device == "cuda" else ""))
+        if "anchor_with_whisperx" in row:
+            w = row["anchor_with_whisperx"]
+            print(f"{'':>3} with the anchor's logged WhisperX median of {ANCHOR_WHISPERX_MEDIAN_S} s per call added "
+                  f"(context, not measured): anchor {w['step_s']:.2f} s/step, {w['speedup']:.2f}x")
+        for loop in ("anchor", "brainrl"):
+            stages = row[loop]["reward_stages_s"]
+            peak = row[loop].get("peak_gpu_gib")
+            if stages or peak is not None:
+                print(f"{'':>3} {loop}: " + ("reward stages (s per step) " + ", ".join(
+                    f"{k} {v:.2f}" for k, v in stages.items()) if stages else "")
+                      + (f"; peak GPU memory {peak:.1f} GiB (reward models included)" if peak is not None else ""))
+        if any(row[loop]["rewards_failed"] for loop in ("anchor", "brainrl")):
+            print(f"{'':>3} rewards failed per step: anchor {row['anchor']['rewards_failed']:.0f}, "
+                  f"brainrl {row['brainrl']['rewards_failed']:.0f} (see the log)")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--policy", default="smollm2", help="smollm2 | qwen2.5-0.5b | qwen2.5-3b | tiny | a folder")
-    parser.add_argument("--tiny", action="store_true", help="tiny random policy, few tokens: a smoke test")
+    parser.add_argument("--policy", default="smollm2", help="smollm2 | qwen2.5-0.5b | qwen2.5-3b | qwen2-tiny | tiny | a folder")
+    parser.add_argument("--tiny", action="store_true", help="tiny random policy (and tiny stand-in), few tokens: a smoke test")
     parser.add_argument("--groups", type=int, nargs="+", default=[4, 8], help="completions per step (G)")
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--steps", type=int, default=2, help="measured steps per loop and G (after one warm-up)")
-    parser.add_argument("--brain-model", default="synthetic")
-    parser.add_argument("--out", default=None, help="JSON output (default: runs/bench/bench_<policy>_<device>.json)")
+    parser.add_argument("--warmup-tokens", type=int, default=32,
+                        help="max_new_tokens of the untimed warm-up step of each loop (default 32)")
+    parser.add_argument("--reward", default=None, choices=REWARDS,
+                        help="synthetic (default on cpu) or tribe-standin (default on cuda)")
+    parser.add_argument("--brain-model", default="synthetic", help="brain model of --reward synthetic")
+    parser.add_argument("--tiny-standin", action="store_true",
+                        help="tiny configs for the TRIBE stand-in (implied by --tiny): a CPU smoke test")
+    parser.add_argument("--standin-dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="dtype of the TRIBE stand-in (fp32 = brainrl's tribe default; bf16 needs a parity check)")
+    parser.add_argument("--standin-fbank", default="cpu", choices=["cpu", "gpu"],
+                        help="audio front end of brainrl's fast path: cpu = TRIBE's extractor (what the tribe "
+                             "backend runs), gpu = brainrl/brain/tribe/audio_frontend.py; the anchor path always "
+                             "uses cpu")
+    parser.add_argument("--speech-workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="espeak processes of the stand-in's speech pool (default min(8, CPU count))")
+    parser.add_argument("--audio-batch", type=int, default=8, help="clips per w2v-bert forward in the fast path")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None,
+                        help="JSON output (default: runs/bench/bench_<policy>_<device>_<reward>.json)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.tiny:
+        args.tiny_standin = True
         args.policy = "tiny"
         args.max_new_tokens = min(args.max_new_tokens, 16)
         args.steps = min(args.steps, 1)
+    if args.reward is None:
+        args.reward = "tribe-standin" if args.device == "cuda" else "synthetic"
+    for name in ("steps", "warmup_tokens", "max_new_tokens", "speech_workers", "audio_batch"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if any(g < 2 for g in args.groups):
+        parser.error(f"--groups needs G >= 2 (advantages are normalised within a group), got {args.groups}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but no CUDA device is visible")
 
-    from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
     from brainrl.policy import LoraSettings
     from brainrl.provenance import versions
-    from brainrl.rewards import ROIReward
 
+    started = time.perf_counter()
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
-    pipeline = BrainPipeline(PipelineConfig(model=args.brain_model, cache_dir="", memory_items=0))
-    reward = ROIReward("broca", statistic="mean", name="broca_mean").use_pipeline(pipeline)
-    reward(prompts=None, completions=["A warm-up sentence so model loading is not timed."])
+    if args.reward == "synthetic":
+        brainrl_reward, anchor_reward, reward_info = synthetic_reward(args.brain_model)
+    else:
+        brainrl_reward, anchor_reward, reward_info = standin_rewards(
+            args.device, args.tiny_standin, args.standin_dtype, args.standin_fbank, args.speech_workers, args.audio_batch,
+            args.seed)
     lora = LoraSettings(r=32, alpha=64, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"])
     results = []
-    with tempfile.TemporaryDirectory() as workdir:
-        for n in args.groups:
-            row = {"G": n}
-            # brainrl loop
-            model, tok = build_policy(args.policy, args.device, dtype)
-            trainer = brainrl_loop(model, tok, reward, lora, 5e-5, args.max_new_tokens, args.device, workdir)(n)
-            trainer.train_step(0)  # warm-up
-            measured = [trainer.train_step(s) for s in range(1, args.steps + 1)]
-            row["brainrl"] = {k: sum(m[k] for m in measured) / len(measured) for k in
-                              ("generation_s", "reward_s", "update_s", "step_s", "completion_tokens_mean")}
-            del trainer, model
-            # anchor loop
-            model, tok = build_policy(args.policy, args.device, dtype)
-            anchor = AnchorLoop(model, tok, reward, lora, 5e-5, args.max_new_tokens, args.device)
-            anchor.step(n)
-            measured = [anchor.step(n) for _ in range(args.steps)]
-            row["anchor"] = {k: sum(m[k] for m in measured) / len(measured) for k in measured[0]}
-            del anchor, model
-            if args.device == "cuda":
-                torch.cuda.empty_cache()
-            row["speedup"] = row["anchor"]["step_s"] / row["brainrl"]["step_s"]
-            results.append(row)
+    try:
+        with tempfile.TemporaryDirectory() as workdir:
+            for n in args.groups:
+                row: dict[str, Any] = {"G": n}
+                row["brainrl"] = run_brainrl(args, n, brainrl_reward, lora, dtype, workdir)
+                row["anchor"] = run_anchor(args, n, anchor_reward, lora, dtype)
+                row["speedup"] = row["anchor"]["step_s"] / row["brainrl"]["step_s"]
+                if args.reward == "tribe-standin":
+                    added = ANCHOR_WHISPERX_MEDIAN_S * n  # one WhisperX call per completion in the anchor
+                    step = row["anchor"]["step_s"] + added
+                    row["anchor_with_whisperx"] = {
+                        "note": f"context only: the anchor log's WhisperX median ({ANCHOR_WHISPERX_MEDIAN_S} s per "
+                                "call) times G, added to the measured anchor step; not measured here",
+                        "added_s": added, "step_s": step, "speedup": step / row["brainrl"]["step_s"]}
+                results.append(row)
+    finally:
+        speech = getattr(brainrl_reward, "speech", None)
+        if speech is not None:
+            speech.close()
     report = {
-        "policy": args.policy, "device": args.device, "dtype": str(dtype), "max_new_tokens": args.max_new_tokens,
-        "measured_steps": args.steps, "brain_model": pipeline.model.identity(), "speech": pipeline.speech.describe(),
-        "torch_threads": torch.get_num_threads(), "host": platform.node(),
+        "policy": args.policy, "device": args.device, "policy_dtype": str(dtype), "max_new_tokens": args.max_new_tokens,
+        "measured_steps": args.steps, "warmup_tokens": args.warmup_tokens, "seed": args.seed,
+        "sampling": {**ANCHOR_SAMPLING, "note": "the same settings in both loops"}, "prompt": ANCHOR_PROMPT,
+        "reward": reward_info, "torch_threads": torch.get_num_threads(), "host": platform.node(),
         "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
-        "versions": versions(), "results": results,
+        "versions": versions(), "wall_s": time.perf_counter() - started, "results": results,
     }
-    out = Path(args.out or ROOT / "runs" / "bench" / f"bench_{args.policy.replace('/', '_')}_{args.device}.json")
+    out = Path(args.out or ROOT / "runs" / "bench" /
+               f"bench_{args.policy.replace('/', '_')}_{args.device}_{args.reward}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str))
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"seconds per step: {args.policy} on {args.device}, {args.max_new_tokens} new tokens")
-    for col in ("G", "loop", "step s", "generation", "reward", "update", "tokens", "anchor/brainrl"):
-        table.add_column(col)
-    for row in results:
-        for loop in ("anchor", "brainrl"):
-            m = row[loop]
-            share = lambda k: f"{m[k]:.2f} s ({100 * m[k] / m['step_s']:.0f}%)"  # noqa: E731
-            table.add_row(str(row["G"]), loop, f"{m['step_s']:.2f}", share("generation_s"), share("reward_s"),
-                          share("update_s"), f"{m['completion_tokens_mean']:.0f}",
-                          f"{row['speedup']:.2f}x" if loop == "brainrl" else "")
-    Console(width=130).print(table)
-    print(f"wrote {out}")
+    print_report(args, results, reward_info)
+    print(f"wall {report['wall_s']:.0f} s; wrote {out}")
     return 0
 
 

@@ -221,6 +221,8 @@ class Pipeline:
         self.resamplers: dict[int, PolyphaseResampler] = {}
         self.fbank_seconds = 0.0  # resampling + fbank + CMVN, part of the audio stage
         self.last_clips: list[tuple[np.ndarray, int, float]] = []
+        # set: every (re)build draws the same weights, so the reference path's reloads equal the resident models
+        self.feature_seed: int | None = getattr(args, "feature_seed", None)
         self.llama, self.w2v = self.build_feature_models()
         self.text_groups = layer_groups(self.llama.config.num_hidden_layers)
         n = self.w2v.config.num_hidden_layers  # all n+1 hidden states, groups [n/2, 3n/4) and [3n/4, n]
@@ -230,6 +232,14 @@ class Pipeline:
         self.one_pass = OnePassTextFeatures(self.llama, tokenizer, self.text_groups)
 
     def build_feature_models(self):
+        if self.feature_seed is None:
+            return self._init_feature_models()
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # the caller's random stream is left as it was
+            torch.manual_seed(self.feature_seed)
+            return self._init_feature_models()
+
+    def _init_feature_models(self):
         from transformers import LlamaModel, Wav2Vec2BertModel
 
         with torch.device(self.device):
@@ -434,6 +444,10 @@ class Pipeline:
         return t, maps
 
     def reference_one(self, text: str, speech: Speech) -> dict[str, float]:
+        return self.reference_predict(text, speech)[0]
+
+    def reference_predict(self, text: str, speech: Speech) -> tuple[dict[str, float], np.ndarray]:
+        """One completion through the reference reconstruction: stage seconds and its (T, 20484) map."""
         t = {}
         t0 = time.perf_counter()
         [(words, wave, rate, duration)] = speech([text])
@@ -453,14 +467,14 @@ class Pipeline:
         self.sync()
         t["audio_features"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        self.fuse([feats], [words], audio, [duration])
+        [brain_map] = self.fuse([feats], [words], audio, [duration])
         self.sync()
         t["fusion"] = time.perf_counter() - t0
         del llama, w2v
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         t["total_measured"] = sum(v for v in t.values() if not math.isnan(v))
-        return t
+        return t, brain_map
 
 
 def versions() -> dict[str, str]:
