@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +23,13 @@ from brainrl.stimulus import Stimulus
 log = logging.getLogger(__name__)
 
 TRANSIENT_STATUS = {429, 502, 503, 504}
+CLIENT_HEADER = "X-Brainrl-Client"
+
+
+def client_id() -> str:
+    """Who is asking, for the server's per-client counters: host, process and launcher rank (if any)."""
+    rank = os.environ.get("RANK")
+    return f"{socket.gethostname()}/pid{os.getpid()}" + (f"/rank{rank}" if rank is not None else "")
 
 
 class RemoteError(RuntimeError):
@@ -59,7 +67,7 @@ class RemoteBrainModel(BrainModel):
     # -- HTTP ----------------------------------------------------------------------------------------
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         data = json.dumps(body).encode("utf-8") if body is not None else None
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", CLIENT_HEADER: client_id()}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         request = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)

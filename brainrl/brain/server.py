@@ -1,7 +1,8 @@
 """Serve any BrainModel over HTTP so several training ranks share one loaded model (``brainrl serve``).
 
 Endpoints (JSON):
-  GET  /health   -> {"status", "model", "identity", "versions", "uptime_s", "served_items", "batches"}
+  GET  /health   -> {"status", "model", "identity", "versions", "uptime_s", "served_items", "batches",
+                     "clients": {client id: {"requests", "items"}}}  (id from the X-Brainrl-Client header)
   POST /predict  <- {"stimuli": [stimulus dict with "waveform_npy_b64"]} or {"texts": [...]} (needs a
                     speech engine on the server)
                  -> {"identity", "items": [{"data_npy_b64", "provenance"} | {"error": reason}]}
@@ -31,6 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from brainrl.brain.base import BrainMap, BrainModel, Failed
+from brainrl.brain.remote import CLIENT_HEADER
 from brainrl.brain.tribe.protocol import array_to_npy, npy_to_array, stimulus_from_dict
 from brainrl.provenance import versions
 from brainrl.stimulus import EmptyTextError, SpeechEngine, Stimulus
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_ENV = "BRAINRL_SERVE_TOKEN"
 MAX_BODY_BYTES = 512 * 1024 * 1024
+MAX_TRACKED_CLIENTS = 256
 
 
 def is_loopback(host: str) -> bool:
@@ -146,6 +149,9 @@ class BrainServer:
         if speech is not None:
             self.identity_with_speech = {**self.identity, "speech": speech.describe()}
         self.started = time.time()
+        #: POST /predict requests and items per client (e.g. one per training rank), oldest dropped past 256
+        self.clients: dict[str, dict[str, int]] = {}
+        self._clients_lock = threading.Lock()
         self.batcher = _Batcher(model, max_batch, batch_window_s)
         self.httpd = ThreadingHTTPServer((host, port), self._handler_class())
         self.httpd.daemon_threads = True
@@ -184,7 +190,21 @@ class BrainServer:
             "uptime_s": round(time.time() - self.started, 3),
             "served_items": self.batcher.items,
             "batches": self.batcher.batches,
+            "clients": self.client_counts(),
         }
+
+    def count_client(self, client: str, n_items: int) -> None:
+        with self._clients_lock:
+            entry = self.clients.pop(client, {"requests": 0, "items": 0})
+            entry["requests"] += 1
+            entry["items"] += n_items
+            self.clients[client] = entry  # re-inserted: the dict's order is last use
+            while len(self.clients) > MAX_TRACKED_CLIENTS:
+                self.clients.pop(next(iter(self.clients)))
+
+    def client_counts(self) -> dict[str, dict[str, int]]:
+        with self._clients_lock:
+            return {client: dict(entry) for client, entry in self.clients.items()}
 
     def _stimuli_from_request(self, body: dict[str, Any]) -> tuple[list[Stimulus | None], list[str | None]]:
         stimuli: list[Stimulus | None] = []
@@ -297,7 +317,10 @@ class BrainServer:
                     body = json.loads(self.rfile.read(length))
                     if not isinstance(body, dict):
                         raise ValueError("the body must be a JSON object")
-                    self._send(200, server.predict_body(body))
+                    reply = server.predict_body(body)
+                    server.count_client(self.headers.get(CLIENT_HEADER) or self.address_string(),
+                                        len(reply["items"]))
+                    self._send(200, reply)
                 except (ValueError, json.JSONDecodeError) as error:
                     self._send(400, {"error": str(error)})
                 except TimeoutError:

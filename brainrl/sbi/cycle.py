@@ -9,12 +9,11 @@ from typing import Sequence
 
 import numpy as np
 
-from brainrl.brain.base import Failed
 from brainrl.sbi.generators import ChatGenerator, GeneratorSpec
-from brainrl.sbi.parse import FormatViolation, parse_scores
+from brainrl.sbi.parse import parse_scores
 from brainrl.sbi.prior import N_PARAMS, PARAM_NAMES
 from brainrl.sbi.prompts import evaluator_messages, few_shot_evaluator_messages, retry_messages
-from brainrl.sbi.simulator import attempt_seed
+from brainrl.sbi.simulator import ask_until_parsed, attempt_seed
 
 log = logging.getLogger(__name__)
 
@@ -73,30 +72,17 @@ class CycleEvaluator:
         scores = np.full((len(blocks), N_PARAMS), np.nan)
         reasons: list[str | None] = [None] * len(blocks)
         conversations = {i: self._messages(b) for i, b in enumerate(blocks)}
-        pending = list(range(len(blocks)))
-        for attempt in range(self.max_attempts):
-            if not pending:
-                break
-            replies = self.generator.generate([conversations[i] for i in pending],
-                                              [attempt_seed(self.seed, ids[i], attempt) for i in pending])
-            still = []
-            for i, reply in zip(pending, replies):
-                if isinstance(reply, Failed):
-                    reasons[i] = reply.reason
-                    still.append(i)
-                    continue
-                try:
-                    scores[i] = parse_scores(reply, PARAM_NAMES)
-                    reasons[i] = None
-                except FormatViolation as err:
-                    reasons[i] = err.reason
-                    log.info("cycle item %d attempt %d rejected: %s", ids[i], attempt + 1, err.reason)
-                    if self.feedback:
-                        conversations[i] = retry_messages(self._messages(blocks[i]), reply, err.reason,
-                                                          "exactly six 'name: number' lines")
-                    still.append(i)
-            pending = still
-        for i in pending:
-            reasons[i] = f"no valid scores after {self.max_attempts} attempts; last: {reasons[i]}"
+
+        def retry(i: int, reply: str, reason: str):
+            return retry_messages(self._messages(blocks[i]), reply, reason, "exactly six 'name: number' lines")
+
+        accepted, failed = ask_until_parsed(
+            self.generator, conversations, lambda i, a: attempt_seed(self.seed, ids[i], a),
+            lambda i, reply: parse_scores(reply, PARAM_NAMES), self.max_attempts,
+            retry if self.feedback else None, lambda i: f"cycle item {ids[i]}")
+        for i, values in accepted.items():
+            scores[i] = values
+        for i, last in failed.items():
+            reasons[i] = f"no valid scores after {self.max_attempts} attempts; last: {last}"
             log.warning("cycle item %d failed: %s", ids[i], reasons[i])
         return CycleResult(scores, reasons)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 
@@ -27,6 +27,42 @@ log = logging.getLogger(__name__)
 def attempt_seed(seed: int, index: int, attempt: int) -> int:
     """Sampling seed of one attempt at one item, independent of batch layout."""
     return int(content_hash({"seed": seed, "index": index, "attempt": attempt}, length=15), 16)
+
+
+def ask_until_parsed(generator: ChatGenerator, conversations: dict[Hashable, list], seed_of: Callable[[Any, int], int],
+                     parse: Callable[[Any, str], Any], max_attempts: int, retry: Callable[[Any, str, str], list] | None,
+                     label: Callable[[Any], str]) -> tuple[dict[Any, Any], dict[Any, str]]:
+    """Ask ``generator`` once per pending key per attempt, in one batch, until ``parse(key, reply)``
+    accepts the reply (it raises ``FormatViolation`` otherwise).
+
+    ``retry(key, reply, reason)`` gives the conversation for the next attempt (feedback), or, when None,
+    the same conversation is resampled with a new seed. Returns (accepted values, last reason per key that
+    never parsed); ``conversations`` is updated in place."""
+    accepted: dict[Any, Any] = {}
+    reasons: dict[Any, str] = {}
+    pending = list(conversations)
+    for attempt in range(max_attempts):
+        if not pending:
+            break
+        replies = generator.generate([conversations[k] for k in pending], [seed_of(k, attempt) for k in pending])
+        if len(replies) != len(pending):
+            raise RuntimeError(f"generator returned {len(replies)} replies for {len(pending)} conversations")
+        still = []
+        for key, reply in zip(pending, replies):
+            if isinstance(reply, Failed):
+                reasons[key] = reply.reason
+                still.append(key)
+                continue
+            try:
+                accepted[key] = parse(key, reply)
+            except FormatViolation as err:
+                reasons[key] = err.reason
+                log.info("%s attempt %d rejected: %s", label(key), attempt + 1, err.reason)
+                if retry is not None:
+                    conversations[key] = retry(key, reply, err.reason)
+                still.append(key)
+        pending = still
+    return accepted, {key: reasons.get(key, "unknown") for key in pending}
 
 
 @dataclass
@@ -86,47 +122,29 @@ class HeadlineWriter:
                             seen: set[str]) -> list[list[str] | Failed]:
         units = [(i, slot) for i in range(len(requests)) for slot in range(N_HEADLINES)]
         conversations = {u: self._headline_conversation(requests[u[0]], u[1] + 1) for u in units}
-        accepted: dict[tuple[int, int], str] = {}
-        reasons: dict[tuple[int, int], str] = {}
         taken = set(seen)  # also blocks headlines accepted earlier in this batch
-        pending = units
-        for attempt in range(self.max_attempts):
-            if not pending:
-                break
-            seeds = [attempt_seed(seed, requests[i].index * N_HEADLINES + slot, attempt) for i, slot in pending]
-            replies = self.generator.generate([conversations[u] for u in pending], seeds)
-            if len(replies) != len(pending):
-                raise RuntimeError(f"generator returned {len(replies)} replies for {len(pending)} conversations")
-            still = []
-            for unit, reply in zip(pending, replies):
-                if isinstance(reply, Failed):
-                    reasons[unit] = reply.reason
-                    still.append(unit)
-                    continue
-                try:
-                    headline = self._parse_one(reply)
-                    if headline in taken:
-                        raise FormatViolation(f"headline already used in this split: {headline!r}")
-                except FormatViolation as err:
-                    reasons[unit] = err.reason
-                    log.info("item %d headline %d attempt %d rejected: %s", requests[unit[0]].index, unit[1] + 1,
-                             attempt + 1, err.reason)
-                    if self.feedback:
-                        conversations[unit] = retry_messages(
-                            self._headline_conversation(requests[unit[0]], unit[1] + 1), reply,
-                            err.reason, "one new headline on one line")
-                    still.append(unit)
-                    continue
-                taken.add(headline)
-                accepted[unit] = headline
-            pending = still
-        failed_items = {i for i, _ in pending}
+
+        def parse(unit, reply: str) -> str:
+            headline = self._parse_one(reply)
+            if headline in taken:
+                raise FormatViolation(f"headline already used in this split: {headline!r}")
+            taken.add(headline)
+            return headline
+
+        def retry(unit, reply: str, reason: str):
+            return retry_messages(self._headline_conversation(requests[unit[0]], unit[1] + 1), reply, reason,
+                                  "one new headline on one line")
+
+        accepted, failed = ask_until_parsed(
+            self.generator, conversations, lambda u, a: attempt_seed(seed, requests[u[0]].index * N_HEADLINES + u[1], a),
+            parse, self.max_attempts, retry if self.feedback else None,
+            lambda u: f"item {requests[u[0]].index} headline {u[1] + 1}")
         results: list[list[str] | Failed] = []
         for i in range(len(requests)):
-            if i in failed_items:
-                slot = min(s for j, s in pending if j == i)
-                reason = (f"headline {slot + 1}: no valid answer after {self.max_attempts} attempts; "
-                          f"last: {reasons.get((i, slot), 'unknown')}")
+            slots = [slot for j, slot in failed if j == i]
+            if slots:
+                reason = (f"headline {slots[0] + 1}: no valid answer after {self.max_attempts} attempts; "
+                          f"last: {failed[(i, slots[0])]}")
                 log.warning("item %d failed: %s", requests[i].index, reason)
                 results.append(Failed(reason))
             else:
@@ -136,42 +154,29 @@ class HeadlineWriter:
         return results
 
     def _write_blocks(self, requests: Sequence[HeadlineRequest], seed: int, seen: set[str]) -> list[list[str] | Failed]:
-        results: list[list[str] | Failed | None] = [None] * len(requests)
         conversations = {i: generator_messages(r.theta, r.topic) for i, r in enumerate(requests)}
-        reasons: dict[int, str] = {}
-        pending = list(range(len(requests)))
-        for attempt in range(self.max_attempts):
-            if not pending:
-                break
-            seeds = [attempt_seed(seed, requests[i].index, attempt) for i in pending]
-            replies = self.generator.generate([conversations[i] for i in pending], seeds)
-            if len(replies) != len(pending):
-                raise RuntimeError(f"generator returned {len(replies)} replies for {len(pending)} conversations")
-            still = []
-            for i, reply in zip(pending, replies):
-                if isinstance(reply, Failed):
-                    reasons[i] = reply.reason
-                    still.append(i)
-                    continue
-                try:
-                    headlines = parse_headlines(reply, N_HEADLINES, self.min_words, self.max_words)
-                    used = [h for h in headlines if h in seen]
-                    if used:
-                        raise FormatViolation(f"headline already used in this split: {used[0]!r}")
-                except FormatViolation as err:
-                    reasons[i] = err.reason
-                    log.info("item %d attempt %d rejected: %s", requests[i].index, attempt + 1, err.reason)
-                    if self.feedback:
-                        conversations[i] = retry_messages(
-                            generator_messages(requests[i].theta, requests[i].topic), reply, err.reason,
-                            f"exactly {N_HEADLINES} new numbered headlines")
-                    still.append(i)
-                    continue
-                seen.update(headlines)
-                results[i] = headlines
-            pending = still
-        for i in pending:
-            reason = f"no valid block after {self.max_attempts} attempts; last: {reasons.get(i, 'unknown')}"
-            log.warning("item %d failed: %s", requests[i].index, reason)
-            results[i] = Failed(reason)
-        return results  # type: ignore[return-value]
+
+        def parse(i: int, reply: str) -> list[str]:
+            headlines = parse_headlines(reply, N_HEADLINES, self.min_words, self.max_words)
+            used = [h for h in headlines if h in seen]
+            if used:
+                raise FormatViolation(f"headline already used in this split: {used[0]!r}")
+            seen.update(headlines)
+            return headlines
+
+        def retry(i: int, reply: str, reason: str):
+            return retry_messages(generator_messages(requests[i].theta, requests[i].topic), reply, reason,
+                                  f"exactly {N_HEADLINES} new numbered headlines")
+
+        accepted, failed = ask_until_parsed(
+            self.generator, conversations, lambda i, a: attempt_seed(seed, requests[i].index, a), parse,
+            self.max_attempts, retry if self.feedback else None, lambda i: f"item {requests[i].index}")
+        results: list[list[str] | Failed] = []
+        for i in range(len(requests)):
+            if i in failed:
+                reason = f"no valid block after {self.max_attempts} attempts; last: {failed[i]}"
+                log.warning("item %d failed: %s", requests[i].index, reason)
+                results.append(Failed(reason))
+            else:
+                results.append(accepted[i])
+        return results

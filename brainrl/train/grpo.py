@@ -155,6 +155,8 @@ def train_grpo(recipe: RecipeConfig, *, model=None, tokenizer=None, reward_funcs
             "algorithm": {"name": "grpo", "implementation": "trl.GRPOTrainer", "beta": args.beta,
                           "loss_type": args.loss_type, "reference": "base model with the LoRA adapter disabled"},
             "grpo_config": {k: v for k, v in args.to_dict().items() if isinstance(v, (int, float, str, bool, list, type(None)))},
+            "accelerate": {"num_processes": trainer.accelerator.num_processes, "device": str(trainer.accelerator.device),
+                           "distributed_type": str(trainer.accelerator.distributed_type)},
         })
     result = trainer.train(resume_from_checkpoint=True if resume and _has_checkpoint(output_dir) else None)
     summary = {"steps": trainer.state.global_step, "train_seconds": result.metrics.get("train_runtime"),

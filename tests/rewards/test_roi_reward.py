@@ -1,7 +1,6 @@
 import logging
 import pickle
 
-import numpy as np
 import pytest
 
 from brainrl.brain.pipeline import BrainPipeline, PipelineConfig

@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from brainrl.policy.tiny import tiny_policy
 from brainrl.train.awsft import AWSFTTrainer
