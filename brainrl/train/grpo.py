@@ -132,7 +132,9 @@ def train_grpo(recipe: RecipeConfig, *, model=None, tokenizer=None, reward_funcs
         reward_funcs, reward_weights = runs.build_rewards(recipe)
     reward_weights = list(reward_weights) if reward_weights is not None else [1.0] * len(reward_funcs)
     args = grpo_config(recipe, reward_weights)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    from accelerate import PartialState
+
+    device = str(PartialState().device)  # this rank's own GPU (or the CPU), so no rank lands on GPU 0 first
     if model is None:
         model, tokenizer = load_policy(recipe.policy.model, recipe.policy.dtype, device,
                                        trust_remote_code=recipe.policy.trust_remote_code)
