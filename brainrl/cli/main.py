@@ -26,7 +26,7 @@ COMMAND_MODULES = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="brainrl", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         try:
@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (KeyError, ValueError, FileNotFoundError) as err:  # user errors: one clear line, no traceback
+        if args.verbose:
+            raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         print(f"brainrl {args.command}: error: {message}", file=sys.stderr)
         return 2
