@@ -10,7 +10,9 @@ paired by prompt):
 - calibration of θ* under the posterior: rank u = P_q(θ < θ*), coverage of the central 50% / 90%
   intervals, KS distance of the ranks from uniform (with its p-value);
 - out-of-distribution scores (``brainrl.sbi.ood``): fraction flagged, median distance and p-value;
-- the θ-target reward −E_q‖θ − θ*‖² (all six dims), and tuned − base differences.
+- the θ-target reward −E_q‖θ − θ*‖² (all six dims), and tuned − base differences;
+- a prior-only reference: what a decoder that ignores the text (the prior as every posterior) scores on
+  the same items, and each model's reward gain over it (no gain = the maps carry no θ* information).
 
 Writes ``validation.json``, ``completions.jsonl`` and figures (requested-vs-decoded scatter per dim,
 OOD histogram, rank ECDFs); ``print_validation`` prints the base-vs-tuned table.
@@ -148,6 +150,46 @@ def bootstrap_model(dec: ModelDecoding, names: Sequence[str], n_boot: int, seed:
         "ood": {**summarize_scores(dec.ood),
                 "fraction_flagged_ci": list(_ci(np.array(boot_flag)))} if dec.ood is not None else None,
         "completion_words_mean": float(np.mean([len(t.split()) for t in dec.texts])) if dec.texts else 0.0,
+    }
+
+
+def prior_expected_sq(targets: np.ndarray, prior: Any) -> np.ndarray:
+    """(n, d) E_prior[(θ − θ*)²] = (prior mean − θ*)² + prior variance, per item and dimension."""
+    centre = (prior.low + prior.high) / 2.0
+    return (centre - targets) ** 2 + prior.variance
+
+
+def prior_reference(dec: ModelDecoding, names: Sequence[str], resamples: list[np.ndarray], prior: Any = None
+                    ) -> dict[str, Any]:
+    """What a decoder that ignores the text scores on the same items: the prior as every item's posterior.
+
+    A model's decoded θ carries information about θ* only where it beats this (lower RMSE than the prior
+    mean, reward above the prior's); a posterior close to the prior scores about the same as this for any
+    generator. ``reward_gain`` = model reward − prior reward on the model's decoded items, paired by item.
+    """
+    from brainrl.sbi.prior import ThetaPrior
+
+    prior = prior or ThetaPrior(names=tuple(names))
+    ok = dec.ok
+    sq = prior_expected_sq(dec.targets, prior)  # (N, d)
+    centre_sq = (((prior.low + prior.high) / 2.0) - dec.targets) ** 2
+    prior_reward = -np.sum(sq, axis=1)
+    model_reward = -np.mean(np.sum((dec.draws - dec.targets[:, None, :]) ** 2, axis=-1), axis=1)
+
+    def point(rows: np.ndarray) -> tuple[np.ndarray, float, float]:
+        return np.sqrt(np.mean(centre_sq[rows], axis=0)), float(np.mean(prior_reward[rows])), \
+            float(np.mean(model_reward[rows] - prior_reward[rows]))
+
+    rows_ok = np.flatnonzero(ok)
+    if len(rows_ok) == 0:
+        return {"n": 0}
+    rmse, reward, gain = point(rows_ok)
+    boots = [point(rows[ok[rows]]) for rows in resamples if ok[rows].sum() >= 3]
+    return {
+        "n": int(len(rows_ok)), "prior": {"low": prior.low, "high": prior.high},
+        "rmse_of_prior_mean": {n: _interval(rmse[j], np.array([b[0][j] for b in boots])) for j, n in enumerate(names)},
+        "reward": _interval(reward, np.array([b[1] for b in boots])),
+        "reward_gain": _interval(gain, np.array([b[2] for b in boots])),
     }
 
 
@@ -305,6 +347,8 @@ def validate(posterior: Any, base: str, out_dir: str | Path, adapter: str | Path
         "models": {name: bootstrap_model(dec, names, config.bootstrap, config.seed, resamples)
                    for name, dec in decoded.items()},
     }
+    for name, dec in decoded.items():  # the text-ignoring baseline on each model's decoded items
+        result["models"][name]["prior_reference"] = prior_reference(dec, names, resamples)
     if "tuned" in decoded:
         result["difference_tuned_minus_base"] = paired_differences(decoded["base"], decoded["tuned"], names, resamples)
     result.update({"generation_s": round(generation_s, 2), "decode_s": round(decode_s, 2),
@@ -452,6 +496,12 @@ def print_validation(result: dict[str, Any], console=None) -> None:
         reward_row.append(_fmt(diff["reward"]))
         ood_row.append("")
         failed_row.append("")
-    for row in (reward_row, ood_row, failed_row):
+    prior_row = ["reward − prior-only"]
+    for stats in models.values():
+        ref = stats.get("prior_reference") or {}
+        prior_row += [_fmt(ref.get("reward_gain")), f"prior-only {_fmt(ref.get('reward'))}" if ref.get("n") else "", ""]
+    if diff and "rmse" in diff:
+        prior_row.append("")
+    for row in (reward_row, prior_row, ood_row, failed_row):
         table.add_row(*row)
     console.print(table)

@@ -82,7 +82,9 @@ def test_end_to_end_base_vs_tuned_with_tiny_components(tmp_path, tiny_parts, cap
     assert records[0]["theta_target"] == rows[records[0]["prompt_id"]]["theta_target"]
     print_validation(result)
     out = capsys.readouterr().out
-    assert "valence" in out and "formality" in out and "OOD flagged" in out
+    assert "valence" in out and "formality" in out and "OOD flagged" in out and "prior-only" in out
+    ref = decoded["prior_reference"]
+    assert ref["n"] == decoded["n_decoded"] and np.isfinite(ref["reward_gain"]["value"])
 
 
 def test_missing_adapter_is_a_clear_error(tmp_path, tiny_parts):
@@ -136,3 +138,38 @@ def test_cli_validate_with_a_real_fitted_posterior_and_offline_pipeline(tmp_path
     result = json.loads((tmp_path / "val" / "validation.json").read_text())
     assert result["models"]["base"]["n_completions"] == 4 and "tuned" not in result["models"]
     assert result["ood_reference"]["reference"] == "held-out"
+
+
+def test_prior_reference_matches_hand_computation_and_a_prior_posterior_gains_nothing():
+    from brainrl.sbi.validate import ModelDecoding, prior_reference, prompt_resamples
+
+    names = ("valence", "arousal", "dominance", "subjectivity", "certainty", "formality")
+    rng = np.random.default_rng(1)
+    n = 300
+    targets = rng.uniform(size=(n, 6))
+    index = np.arange(n)
+    resamples = prompt_resamples(index, 300, seed=0)
+
+    def decoding(draws, ok=None):
+        ok = np.ones(n, bool) if ok is None else ok
+        return ModelDecoding([""] * n, index, targets, draws, ok, {}, None)
+
+    # by hand: E_U(0,1)[(θ − t)²] = (0.5 − t)² + 1/12 per dimension
+    prior_like = rng.uniform(size=(n, 400, 6))  # a posterior equal to the prior, ignoring the text
+    ref = prior_reference(decoding(prior_like), names, resamples)
+    expected_reward = -np.mean(np.sum((0.5 - targets) ** 2 + 1 / 12, axis=1))
+    assert ref["reward"]["value"] == pytest.approx(expected_reward, rel=1e-12)
+    assert ref["rmse_of_prior_mean"]["valence"]["value"] == pytest.approx(np.sqrt(np.mean((0.5 - targets[:, 0]) ** 2)))
+    gain = ref["reward_gain"]
+    assert abs(gain["value"]) < 0.03 and gain["ci_low"] < 0 < gain["ci_high"]
+    # a posterior concentrated near θ* beats the prior clearly
+    informative = targets[:, None, :] + 0.05 * rng.normal(size=(n, 400, 6))
+    good = prior_reference(decoding(informative), names, resamples)["reward_gain"]
+    assert good["ci_low"] > 0.8  # prior reward ≈ −1, informative ≈ −6·2·0.05²
+    # failed items are left out of both sides
+    ok = np.ones(n, bool)
+    ok[:100] = False
+    draws = informative.copy()
+    draws[:100] = np.nan
+    partial = prior_reference(decoding(draws, ok), names, resamples)
+    assert partial["n"] == 200 and np.isfinite(partial["reward_gain"]["value"])
