@@ -5,7 +5,7 @@ A recipe passes the settings as kwargs, e.g.::
 
     rewards:
       - path: rewards/theta_target.py
-        kwargs: {posterior: runs/sbi/posterior_offline, prompts: [recipes/data/theta_train.jsonl],
+        kwargs: {posterior: runs/sbi_offline/posterior, prompts: [recipes/data/theta_train.jsonl],
                  mode: expected, n_samples: 64, ood: downweight, ood_threshold: 0.05}
 
 Copy this file to change the defaults: a subset of dimensions (``dims: [valence, formality]``),
@@ -15,9 +15,9 @@ per-dimension ``weights``, ``mode: mean`` (distance of the posterior mean only),
 
 from pathlib import Path
 
-from brainrl.rewards import ThetaTargetReward
+from brainrl.sbi.theta_reward import ThetaTargetReward
 
-DEFAULTS = {"posterior": "runs/sbi/posterior_offline", "mode": "expected", "n_samples": 64, "ood": "downweight",
+DEFAULTS = {"posterior": "runs/sbi_offline/posterior", "mode": "expected", "n_samples": 64, "ood": "downweight",
             "ood_threshold": 0.05}
 
 

@@ -7,14 +7,12 @@ from brainrl.rewards.base import BrainReward, Reward, completion_text
 from brainrl.rewards.compose import WeightedSum
 from brainrl.rewards.loading import RewardSpec, describe_reward, load_reward_file, load_rewards
 from brainrl.rewards.roi import ROIReward
-from brainrl.rewards.theta import ThetaTargetReward
 
 __all__ = [
     "BrainReward",
     "Reward",
     "ROIReward",
     "RewardSpec",
-    "ThetaTargetReward",
     "WeightedSum",
     "completion_text",
     "describe_reward",

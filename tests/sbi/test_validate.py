@@ -101,7 +101,7 @@ def test_cli_validate_with_a_real_fitted_posterior_and_offline_pipeline(tmp_path
     from brainrl.brain.base import N_VERTICES
     from brainrl.cli.main import main
     from brainrl.policy.tiny import tiny_policy
-    from brainrl.rewards import ThetaTargetReward
+    from brainrl.sbi.theta_reward import ThetaTargetReward
     from brainrl.sbi.estimator import EstimatorConfig, fit_posterior
     from brainrl.sbi.projection import Projection
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
-from brainrl.rewards import ThetaTargetReward, load_reward_file
+from brainrl.rewards import load_reward_file
+from brainrl.sbi.theta_reward import ThetaTargetReward
 from brainrl.sbi.ood import OODReference
 from brainrl.sbi.theta_prompts import build_theta_prompts, write_theta_prompts
 from tests.helpers import CountingSpeech, LengthBrain
