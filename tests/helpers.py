@@ -6,6 +6,11 @@ real espeak engine and synthetic model are tested with the same pipeline elsewhe
 
 from __future__ import annotations
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
 import numpy as np
 
 from brainrl.brain.base import N_VERTICES, BrainMap, BrainModel, Failed
@@ -58,3 +63,68 @@ class LengthBrain(BrainModel):
             data[:, :500] += 0.1 * len(s.words)
             out.append(BrainMap(data, {"model": "length"}))
         return out
+
+
+class FakeChatServer:
+    """An OpenAI-compatible ``/v1/chat/completions`` on 127.0.0.1 (stdlib http.server in a thread).
+
+    ``script`` is a list of responses served in order (then the last one repeats), or a callable
+    ``script(request_body) -> response``: each response is a string (the assistant content), an int (an
+    HTTP error status) or ``("sleep", seconds, content)``. ``requests`` records every request body.
+    """
+
+    def __init__(self, script: "list[Any] | Callable[[dict], Any]"):
+        self.script = script if callable(script) else list(script)
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append(body)
+                server.headers.append(dict(self.headers))
+                if self.path != "/v1/chat/completions":
+                    self.send_error(404)
+                    return
+                if callable(server.script):
+                    step = server.script(body)
+                else:
+                    step = server.script[min(len(server.requests) - 1, len(server.script) - 1)]
+                if isinstance(step, tuple) and step[0] == "sleep":
+                    import time
+
+                    time.sleep(step[1])
+                    step = step[2]
+                if isinstance(step, int):
+                    self.send_response(step)
+                    self.end_headers()
+                    self.wfile.write(b'{"error": {"message": "scripted failure"}}')
+                    return
+                payload = {"id": "x", "object": "chat.completion", "model": body["model"],
+                           "choices": [{"index": 0, "finish_reason": "stop",
+                                        "message": {"role": "assistant", "content": step}}]}
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -8,13 +8,13 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+
+from tests.helpers import FakeChatServer
 
 ROOT = Path(__file__).resolve().parents[2]
 WORDS = ("river council storm market vaccine bridge orchestra rally festival satellite harbor clinic league "
@@ -116,47 +116,15 @@ def headline_block(seed: int) -> str:
                      for k in range(1, 6))
 
 
-class SeededChatServer:
-    """``POST /v1/chat/completions`` on 127.0.0.1 answering with ``headline_block(body['seed'])``, in the
-    OpenAI response shape; records each request's seed (stdlib http.server in a thread)."""
+class SeededChatServer(FakeChatServer):
+    """The loopback OpenAI-style chat server answering with ``headline_block(body['seed'])``; ``seeds``
+    lists the seed of every request."""
 
     def __init__(self):
-        self.seeds: list[int] = []
-        self._lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if self.path != "/v1/chat/completions" or "seed" not in body:
-                    self.send_error(400, "expected POST /v1/chat/completions with a seed")
-                    return
-                with server._lock:
-                    server.seeds.append(int(body["seed"]))
-                payload = {"id": f"chat-{body['seed']}", "object": "chat.completion", "model": body["model"],
-                           "choices": [{"index": 0, "finish_reason": "stop",
-                                        "message": {"role": "assistant", "content": headline_block(body["seed"])}}]}
-                data = json.dumps(payload).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        super().__init__(lambda body: headline_block(body["seed"]))
 
     @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+    def seeds(self) -> list[int]:
+        return [int(body["seed"]) for body in self.requests]
 
-    def __enter__(self) -> "SeededChatServer":
-        self.thread.start()
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
