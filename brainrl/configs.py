@@ -86,6 +86,17 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def check_field(key: str, names: Sequence[str], where: str, owner: str | None = None) -> None:
+    """Raise ``ConfigError`` naming ``where.key`` and the closest valid name when ``key`` is not in ``names``."""
+    if key in names:
+        return
+    close = closest_names(str(key), list(names))
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    valid = (f"Valid fields of {owner or where}: {', '.join(names)}." if len(names) <= 40
+             else f"See the fields of {owner or where}.")
+    raise ConfigError(f"Unknown field {where}.{key}.{hint} {valid}")
+
+
 def build(cls: type, data: Any, where: str = "config") -> Any:
     """Instantiate dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
     if data is None:
@@ -96,10 +107,7 @@ def build(cls: type, data: Any, where: str = "config") -> Any:
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     kwargs = {}
     for key, value in data.items():
-        if key not in names:
-            close = closest_names(str(key), names)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"Unknown field {where}.{key}.{hint} Valid fields of {where}: {', '.join(names)}.")
+        check_field(key, names, where)
         kwargs[key] = _convert(value, hints[key], f"{where}.{key}")
     try:
         return cls(**kwargs)

@@ -25,6 +25,14 @@ def versions(packages: Iterable[str] = DEFAULT_PACKAGES) -> dict[str, str | None
     return out
 
 
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for results: numpy/torch scalars and arrays as numbers and lists, the
+    rest (paths, enums) as strings."""
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays, torch tensors
+        return obj.tolist()
+    return str(obj)
+
+
 def stable_json(obj: Any) -> str:
     """Canonical JSON (sorted keys, no whitespace) so equal content hashes equally."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)

@@ -19,7 +19,8 @@ from brainrl.sbi.prior import PARAM_NAMES, PRIOR_VARIANCE
 log = logging.getLogger(__name__)
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r, NaN when fewer than 3 cases or a constant side."""
     if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
         return float("nan")
     return float(np.corrcoef(a, b)[0, 1])
@@ -46,7 +47,7 @@ def point_metrics(estimates: np.ndarray, theta: np.ndarray, names: Sequence[str]
     off = cross[~np.eye(len(names), dtype=bool)]
     return {
         "n_cases": int(len(theta)),
-        "pearson_r": {n: _pearson(estimates[:, j], theta[:, j]) for j, n in enumerate(names)},
+        "pearson_r": {n: pearson(estimates[:, j], theta[:, j]) for j, n in enumerate(names)},
         "rmse": {n: float(rmse[j]) for j, n in enumerate(names)},
         "bayes_rmse": {n: float(rmse[j]) for j, n in enumerate(names)},
         "cross_correlation": cross.tolist(),
@@ -115,7 +116,7 @@ def plot_point_recovery(estimates: np.ndarray, theta: np.ndarray, path: Path, ti
     for j, (ax, name) in enumerate(zip(axes, names)):
         ax.scatter(theta[:, j], estimates[:, j], s=8, alpha=0.6)
         ax.plot([0, 1], [0, 1], color="grey", lw=1)
-        ax.set(xlim=(0, 1), ylim=(0, 1), title=f"{name}\nr = {_pearson(estimates[:, j], theta[:, j]):.2f}",
+        ax.set(xlim=(0, 1), ylim=(0, 1), title=f"{name}\nr = {pearson(estimates[:, j], theta[:, j]):.2f}",
                xlabel="true θ")
     axes[0].set_ylabel("estimate")
     fig.suptitle(title)

@@ -32,7 +32,8 @@ import numpy as np
 
 from brainrl.brain.pipeline import PipelineConfig
 from brainrl.policy.sampling import SamplingConfig
-from brainrl.provenance import versions
+from brainrl.provenance import json_default, versions
+from brainrl.sbi.diagnostics import pearson
 from brainrl.sbi.ood import DEFAULT_THRESHOLD, OODReference, summarize_scores
 from brainrl.sbi.prior import PARAM_NAMES
 from brainrl.sbi.theta_prompts import SYSTEM_PROMPT, build_theta_prompts
@@ -64,18 +65,12 @@ class ValidateConfig:
 
 
 # -- statistics -------------------------------------------------------------------------------------
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
 def dimension_stats(targets: np.ndarray, draws: np.ndarray) -> dict[str, np.ndarray]:
     """Per-dimension point statistics of one set of items: targets (n, d), draws (n, S, d)."""
     means = draws.mean(axis=1)
     ranks = np.mean(draws < targets[:, None, :], axis=1)  # P_q(θ < θ*) per item and dim
     return {
-        "pearson_r": np.array([_pearson(targets[:, j], means[:, j]) for j in range(targets.shape[1])]),
+        "pearson_r": np.array([pearson(targets[:, j], means[:, j]) for j in range(targets.shape[1])]),
         "rmse": np.sqrt(np.mean((means - targets) ** 2, axis=0)),
         "bayes_rmse": np.sqrt(np.mean((draws - targets[:, None, :]) ** 2, axis=(0, 1))),
         "coverage_50": np.mean(np.abs(ranks - 0.5) <= 0.25, axis=0),
@@ -355,17 +350,9 @@ def validate(posterior: Any, base: str, out_dir: str | Path, adapter: str | Path
                    "seconds": round(time.perf_counter() - started, 2), "versions": versions(PACKAGES),
                    "brain_pipeline": pipeline.describe() if hasattr(pipeline, "describe") else repr(pipeline)})
     result["figures"] = write_figures(decoded, names, ood, config.ood_threshold, out_dir)
-    (out_dir / VALIDATION_FILE).write_text(json.dumps(result, indent=1, default=_json_default))
+    (out_dir / VALIDATION_FILE).write_text(json.dumps(result, indent=1, default=json_default))
     _write_completions(out_dir / "completions.jsonl", rows, decoded)
     return result
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.floating, np.integer, np.bool_)):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
 
 
 def _write_completions(path: Path, rows: list[dict[str, Any]], decoded: dict[str, ModelDecoding]) -> None:

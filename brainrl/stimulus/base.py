@@ -152,6 +152,14 @@ class SpeechEngine(abc.ABC):
     def _synthesize_one(self, text: str) -> Stimulus:
         """Synthesize one clean, non-empty text."""
 
+    def _write_wav(self, key: str, samples: np.ndarray, sample_rate: int) -> Path:
+        """A 16-bit WAV named by the stimulus key in ``out_dir`` (content-addressed, so reruns overwrite)."""
+        import soundfile
+
+        path = self.out_dir / f"{key}.wav"
+        soundfile.write(str(path), samples, sample_rate, subtype="PCM_16")
+        return path
+
     def describe(self) -> dict[str, Any]:
         return {"speech_engine": self.name, "speech_engine_version": self.version, "voice": self.voice}
 

@@ -327,13 +327,6 @@ class EspeakEngine(SpeechEngine):
         stim.audio_path = self._write_wav(stim.key(), raw.samples, raw.sample_rate)
         return stim
 
-    def _write_wav(self, key: str, samples: np.ndarray, sample_rate: int) -> Path:
-        import soundfile
-
-        path = self.out_dir / f"{key}.wav"
-        soundfile.write(str(path), samples, sample_rate, subtype="PCM_16")
-        return path
-
     def synthesize(self, texts: Sequence[str]) -> list[Stimulus]:
         """Texts -> stimuli in order; with ``workers > 1`` batches are spread over worker processes."""
         if self.workers == 1 or len(texts) < 2:

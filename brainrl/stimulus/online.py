@@ -194,7 +194,7 @@ class GTTSWhisperXEngine(SpeechEngine):
         stim.words = build_words(text, starts, ends, duration, spans)
         stim.duration = duration
         samples = np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
-        stim.audio_path = self._write_wav(key, samples)
+        stim.audio_path = self._write_wav(key, samples, WHISPERX_SAMPLE_RATE)
         # the kept waveform is exactly what reading the 16-bit WAV back gives
         stim.waveform = samples.astype(np.float32) / 32768.0 if self.keep_waveform else None
         return stim
@@ -213,9 +213,3 @@ class GTTSWhisperXEngine(SpeechEngine):
             return list(aligned["word_segments"])
         return [word for segment in aligned["segments"] for word in segment.get("words", [])]
 
-    def _write_wav(self, key: str, samples: np.ndarray) -> Path:
-        import soundfile
-
-        path = self.out_dir / f"{key}.wav"
-        soundfile.write(str(path), samples, WHISPERX_SAMPLE_RATE, subtype="PCM_16")
-        return path

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from brainrl.provenance import json_default
 from brainrl.train import runs
 from brainrl.train.recipe import read_prompts, recipe_from_dict, resolve_path
 
@@ -188,7 +189,7 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), *, model=No
             "completion_words_mean": float(np.mean([len(t.split()) for t in texts[name]])),
         }
     if write:
-        (run_dir / "eval.json").write_text(json.dumps(result, indent=2, default=runs._json_default))
+        (run_dir / "eval.json").write_text(json.dumps(result, indent=2, default=json_default))
         writer = runs.JsonlWriter(run_dir / "eval_completions.jsonl")
         writer.path.unlink(missing_ok=True)
         for i in range(len(texts["tuned"])):

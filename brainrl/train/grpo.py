@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from brainrl.registry import closest_names
+from brainrl.configs import check_field
 from brainrl.train import runs
 from brainrl.train.config import RecipeConfig
 from brainrl.train.recipe import RecipeError, read_prompts, resolve_path
@@ -40,10 +40,7 @@ def grpo_config(recipe: RecipeConfig, reward_weights: Sequence[float], output_di
                           "remove it or use trainer: awsft.")
     names = [f.name for f in dataclasses.fields(GRPOConfig)]
     for key in g.extra:
-        if key not in names:
-            close = closest_names(key, names)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise RecipeError(f"Unknown field grpo.extra.{key}: not a trl.GRPOConfig field.{hint}")
+        check_field(key, names, "grpo.extra", owner="trl.GRPOConfig")
         if key in MAPPED_FIELDS:
             raise RecipeError(f"grpo.extra.{key} is set from the recipe already; change it there, not in extra.")
     cuda = torch.cuda.is_available()

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from brainrl.provenance import versions
+from brainrl.provenance import json_default, versions
 from brainrl.rewards import BrainReward, describe_reward, load_rewards
 from brainrl.rewards.loading import RewardSpec
 from brainrl.train.config import RecipeConfig
@@ -50,7 +50,7 @@ class JsonlWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, default=_json_default, ensure_ascii=False) + "\n")
+            handle.write(json.dumps(record, default=json_default, ensure_ascii=False) + "\n")
 
     def truncate_after(self, step: int) -> None:
         """Drop records of steps > ``step`` (a resumed run rewrites them)."""
@@ -66,16 +66,6 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, (np.ndarray, torch.Tensor)):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
 
 
 def build_rewards(recipe: RecipeConfig) -> tuple[list[Callable], list[float]]:
@@ -121,7 +111,7 @@ def write_run_card(output_dir: Path, recipe: RecipeConfig, funcs: Sequence[Calla
     }
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     tmp = Path(output_dir) / (RUN_CARD + ".tmp")
-    tmp.write_text(json.dumps(card, indent=2, default=_json_default, ensure_ascii=False))
+    tmp.write_text(json.dumps(card, indent=2, default=json_default, ensure_ascii=False))
     os.replace(tmp, Path(output_dir) / RUN_CARD)
     return card
 
@@ -130,7 +120,7 @@ def update_run_card(output_dir: Path, **fields: Any) -> None:
     path = Path(output_dir) / RUN_CARD
     card = json.loads(path.read_text())
     card.update(fields)
-    path.write_text(json.dumps(card, indent=2, default=_json_default, ensure_ascii=False))
+    path.write_text(json.dumps(card, indent=2, default=json_default, ensure_ascii=False))
 
 
 def read_run_card(run_dir: Path) -> dict[str, Any]:
@@ -182,7 +172,7 @@ def save_checkpoint(output_dir: Path, step: int, model, optimizer, scheduler, st
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(rng_state(), tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, **state}, default=_json_default))
+    (tmp / "state.json").write_text(json.dumps({"step": step, **state}, default=json_default))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     if keep > 0:
