@@ -14,6 +14,11 @@ from brainrl.stimulus import Stimulus
 N_VERTICES = 20484  # fsaverage5: 10,242 per hemisphere, left first
 N_VERTICES_HEMI = 10242
 TR_SECONDS = 1.0
+# Batch invariance: a map depends on its stimulus and the model's identity, not on its batch-mates, the
+# batch size or the process -- up to float32 rounding (batched matmuls may sum in another order). Maps
+# compared across batches or processes agree within these tolerances; the cache relies on that promise.
+MAP_RTOL = 1e-5
+MAP_ATOL = 1e-6
 
 
 @dataclass

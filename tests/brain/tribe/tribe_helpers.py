@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from brainrl.stimulus import Stimulus, Word
+from brainrl.brain.base import MAP_ATOL, MAP_RTOL
 
 
 def make_stimulus(text: str, folder: Path, *, step: float = 0.4, engine: str = "espeak", sample_rate: int = 16000,
@@ -46,7 +47,7 @@ def assert_matches_double(data: np.ndarray, stimulus: Stimulus) -> None:
     expected = expected_maps(stimulus)
     assert data.shape == expected.shape, (data.shape, expected.shape)
     known = ~np.isnan(expected)
-    np.testing.assert_array_equal(data[known], expected[known])
+    np.testing.assert_allclose(data[known], expected[known], rtol=MAP_RTOL, atol=MAP_ATOL)
     text = data[:, TEXT_COLUMNS]
     assert np.isfinite(text).all()
     with_words = expected[:, 1] > 0
