@@ -106,7 +106,15 @@ class BrainPipeline:
         return self._predict_stimuli(dict(enumerate(stimuli)), [None] * len(stimuli))  # type: ignore[return-value]
 
     def _predict_stimuli(self, stimuli: dict[int, Stimulus], results: list) -> list:
-        identity = self.model.identity()
+        if not stimuli:
+            return results
+        try:
+            identity = self.model.identity()
+        except Exception as err:  # e.g. a remote brain server that is down: these items fail, training goes on
+            log.warning("brain model identity unavailable, %d items fail: %s", len(stimuli), err)
+            for i in stimuli:
+                results[i] = Failed(f"brain model unavailable: {type(err).__name__}: {err}")
+            return results
         keys = {i: self.cache_key(s, identity) for i, s in stimuli.items()}
         todo: dict[str, list[int]] = {}
         for i, key in keys.items():

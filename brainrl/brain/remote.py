@@ -2,7 +2,9 @@
 
 Its identity is the served model's identity, so caches key on the real model. Transient trouble
 (connection refused or reset, timeouts, HTTP 429/502/503/504) is retried a bounded number of times with
-exponential backoff; anything left over becomes ``Failed`` items with the reason, never zeros.
+exponential backoff; anything left over becomes ``Failed`` items with the reason, never zeros. Requests
+are split to fit the limits the server advertises in /health (items, characters, seconds, bytes), so an
+honest client never meets a 413. The wire format is ``brainrl.brain.wire``.
 """
 
 from __future__ import annotations
@@ -18,12 +20,19 @@ import urllib.request
 from typing import Any, Sequence
 
 from brainrl.brain.base import BrainMap, BrainModel, Failed, Prediction
+from brainrl.brain.wire import (
+    CLIENT_HEADER,
+    TOKEN_ENV,
+    TRANSIENT_STATUS,
+    ServeLimits,
+    decode_array,
+    stimulus_to_wire,
+    wire_bytes,
+    wire_seconds,
+)
 from brainrl.stimulus import Stimulus
 
 log = logging.getLogger(__name__)
-
-TRANSIENT_STATUS = {429, 502, 503, 504}
-CLIENT_HEADER = "X-Brainrl-Client"
 
 
 def client_id() -> str:
@@ -56,13 +65,14 @@ class RemoteBrainModel(BrainModel):
         if retries < 0 or timeout <= 0:
             raise ValueError("retries must be >= 0 and timeout > 0.")
         self.url = url.rstrip("/")
-        self.token = token or os.environ.get("BRAINRL_SERVE_TOKEN") or None
+        self.token = token or os.environ.get(TOKEN_ENV) or None
         self.timeout = timeout
         self.retries = retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.max_items_per_request = max_items_per_request
         self._identity: dict[str, Any] | None = None
+        self._limits: ServeLimits | None = None
 
     # -- HTTP ----------------------------------------------------------------------------------------
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -101,7 +111,13 @@ class RemoteBrainModel(BrainModel):
 
     # -- BrainModel ----------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        return self._with_retries("GET", "/health")
+        health = self._with_retries("GET", "/health")
+        if isinstance(health.get("limits"), dict):
+            try:
+                self._limits = ServeLimits.from_dict(health["limits"])
+            except (TypeError, ValueError) as error:
+                log.warning("ignoring the limits %s advertises: %s", self.url, error)
+        return health
 
     def identity(self) -> dict[str, Any]:
         """The served model's identity (raises ``RemoteError`` if the server cannot be reached)."""
@@ -109,31 +125,72 @@ class RemoteBrainModel(BrainModel):
             self._identity = dict(self.health()["identity"])
         return dict(self._identity)
 
-    def predict(self, stimuli: Sequence[Stimulus]) -> list[Prediction]:
-        from brainrl.brain.server import decode_array, stimuli_payload
+    def limits(self) -> ServeLimits:
+        """The server's per-request limits (the defaults if it is older and advertises none)."""
+        if self._limits is None:
+            try:  # one attempt: the POST that follows has its own retries
+                health = self._request("GET", "/health")
+                self._limits = ServeLimits.from_dict(health.get("limits") if isinstance(health, dict) else None)
+            except (RemoteError, TypeError, ValueError):
+                return ServeLimits()
+        return self._limits
 
+    def _chunks(self, stimuli: list[Stimulus]) -> list[list[int]]:
+        """Positions of consecutive runs of stimuli that fit one request under the server's limits (an item that
+        alone breaks a per-item limit travels alone and comes back as that item's error)."""
+        limits = self.limits()
+        max_items = min(self.max_items_per_request, limits.max_items)
+        budget_bytes = limits.max_body_bytes - 4096
+        chunks: list[list[int]] = []
+        chunk: list[int] = []
+        seconds = chars = size = 0.0
+        for position, stimulus in enumerate(stimuli):
+            s, c, b = wire_seconds(stimulus), len(stimulus.text) + sum(len(w.text) for w in stimulus.words), wire_bytes(stimulus)
+            if chunk and (len(chunk) >= max_items or seconds + s > limits.max_seconds_per_request
+                          or chars + c > limits.max_chars_per_request or size + b > budget_bytes):
+                chunks.append(chunk)
+                chunk, seconds, chars, size = [], 0.0, 0.0, 0.0
+            chunk.append(position)
+            seconds, chars, size = seconds + s, chars + c, size + b
+        if chunk:
+            chunks.append(chunk)
+        return chunks
+
+    def predict(self, stimuli: Sequence[Stimulus]) -> list[Prediction]:
         stimuli = list(stimuli)
-        out: list[Prediction] = []
-        for begin in range(0, len(stimuli), self.max_items_per_request):
-            chunk = stimuli[begin : begin + self.max_items_per_request]
+        out: list[Prediction | None] = [None] * len(stimuli)
+        sendable: list[int] = []
+        for index, stimulus in enumerate(stimuli):
             try:
-                reply = self._with_retries("POST", "/predict", {"stimuli": stimuli_payload(chunk)})
-                items = reply.get("items", [])
-                if len(items) != len(chunk):
-                    raise RemoteError(f"server returned {len(items)} items for {len(chunk)} stimuli", transient=False)
-            except RemoteError as error:
-                log.warning("remote predict failed for %d items: %s", len(chunk), error)
-                out.extend(Failed(f"remote brain model: {error}") for _ in chunk)
+                stimulus.load_waveform()
+                sendable.append(index)
+            except Exception as error:  # noqa: BLE001 - unreadable audio loses this item only
+                out[index] = Failed(f"cannot read the stimulus audio to send it ({type(error).__name__}: {error})")
+        for positions in self._chunks([stimuli[i] for i in sendable]) if sendable else []:
+            indices = [sendable[p] for p in positions]
+            for index, prediction in zip(indices, self._predict_chunk([stimuli[i] for i in indices])):
+                out[index] = prediction
+        return out  # type: ignore[return-value]
+
+    def _predict_chunk(self, chunk: list[Stimulus]) -> list[Prediction]:
+        try:
+            reply = self._with_retries("POST", "/predict", {"stimuli": [stimulus_to_wire(s) for s in chunk]})
+            items = reply.get("items", [])
+            if len(items) != len(chunk):
+                raise RemoteError(f"server returned {len(items)} items for {len(chunk)} stimuli", transient=False)
+        except RemoteError as error:
+            log.warning("remote predict failed for %d items: %s", len(chunk), error)
+            return [Failed(f"remote brain model: {error}") for _ in chunk]
+        if self._identity is None and isinstance(reply.get("identity"), dict):
+            self._identity = dict(reply["identity"])
+        out: list[Prediction] = []
+        for item in items:
+            if "error" in item:
+                out.append(Failed(f"remote: {item['error']}"))
                 continue
-            if self._identity is None and isinstance(reply.get("identity"), dict):
-                self._identity = dict(reply["identity"])
-            for item in items:
-                if "error" in item:
-                    out.append(Failed(f"remote: {item['error']}"))
-                    continue
-                try:
-                    out.append(BrainMap(decode_array(item["data_npy_b64"]), provenance=item.get("provenance", {}),
-                                        tr=float(item.get("tr", 1.0))))
-                except (KeyError, ValueError) as error:
-                    out.append(Failed(f"remote: unusable map ({error})"))
+            try:
+                out.append(BrainMap(decode_array(item["data_npy_b64"]), provenance=item.get("provenance", {}),
+                                    tr=float(item.get("tr", 1.0))))
+            except (KeyError, ValueError) as error:
+                out.append(Failed(f"remote: unusable map ({error})"))
         return out

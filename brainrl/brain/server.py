@@ -1,47 +1,65 @@
 """Serve any BrainModel over HTTP so several training ranks share one loaded model (``brainrl serve``).
 
-Endpoints (JSON):
-  GET  /health   -> {"status", "model", "identity", "versions", "uptime_s", "served_items", "batches",
-                     "clients": {client id: {"requests", "items"}}}  (id from the X-Brainrl-Client header)
-  POST /predict  <- {"stimuli": [stimulus dict with "waveform_npy_b64"]} or {"texts": [...]} (needs a
-                    speech engine on the server)
-                 -> {"identity", "items": [{"data_npy_b64", "provenance"} | {"error": reason}]}
+The wire format (endpoints, JSON bodies, limits) lives in ``brainrl.brain.wire``. The HTTP side is
+Starlette under uvicorn (docs/multi-gpu.md says why): an asyncio server, so slow or idle connections cost
+a socket, not a thread. On top of what uvicorn gives (listen backlog, header size cap, keep-alive timeout,
+a connection cap answered with 503), this module adds what a server that one careless client must not take
+down needs, in the order a request meets them:
 
-Requests from concurrent clients are coalesced by one batcher thread into a single ``predict`` call
-(up to ``max_batch`` stimuli, waiting at most ``batch_window_s`` for company), so the model is only
-ever called from one thread. Bound to 127.0.0.1 by default; binding anywhere else needs a bearer token.
+1. a deadline for the request line and headers (``header_timeout_s``), before any other work;
+2. the bearer token, checked on the headers alone;
+3. ``Content-Length`` required and at most ``limits.max_body_bytes`` (411/413), and a byte budget shared by
+   all requests whose bodies are in memory (``max_inflight_bytes``; over it a request waits, then 503);
+4. a deadline for the body (``body_timeout_s`` plus one second per MB);
+5. per-request caps on items, characters and seconds of audio (seconds computed from the audio), 413/400
+   naming the cap; per-item problems (a sample rate of 0, word times outside the audio) become that item's
+   error, never the request's;
+6. one batcher thread that coalesces concurrent requests into ``model.predict`` calls (dynamic batching:
+   up to ``max_batch`` stimuli, waiting at most ``batch_window_s`` for company);
+7. a deadline for sending the reply (``send_timeout_s``): a client that does not read loses its connection.
+
+A client that goes away at any point is dropped with one debug line, never a traceback. Bound to
+127.0.0.1 by default; binding anywhere else needs a bearer token.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import hmac
 import ipaddress
 import json
 import logging
+import math
 import os
 import queue
-import tempfile
+import socket
 import threading
 import time
 from concurrent.futures import Future
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from brainrl.brain.base import BrainMap, BrainModel, Failed
-from brainrl.brain.remote import CLIENT_HEADER
-from brainrl.brain.tribe.protocol import array_to_npy, npy_to_array, stimulus_from_dict
+from brainrl.brain.wire import (
+    CLIENT_HEADER,
+    TOKEN_ENV,
+    RequestRefused,
+    ServeLimits,
+    encode_array,
+    item_chars,
+    stimulus_from_wire,
+)
 from brainrl.provenance import versions
 from brainrl.stimulus import EmptyTextError, SpeechEngine, Stimulus
 
 log = logging.getLogger(__name__)
 
-TOKEN_ENV = "BRAINRL_SERVE_TOKEN"
-MAX_BODY_BYTES = 512 * 1024 * 1024
 MAX_TRACKED_CLIENTS = 256
+_INCOMPLETE_REPLY = "ASGI callable returned without completing response."
 
 
 def is_loopback(host: str) -> bool:
@@ -51,14 +69,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def encode_array(array: np.ndarray) -> str:
-    return base64.b64encode(array_to_npy(array)).decode("ascii")
-
-
-def decode_array(text: str) -> np.ndarray:
-    return npy_to_array(base64.b64decode(text))
 
 
 class _Batcher:
@@ -110,12 +120,98 @@ class _Batcher:
             self.items += len(stimuli)
             offset = 0
             for job_stimuli, future in jobs:
-                future.set_result(results[offset : offset + len(job_stimuli)])
+                if not future.cancelled():
+                    future.set_result(results[offset : offset + len(job_stimuli)])
                 offset += len(job_stimuli)
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+class _ByteBudget:
+    """Bytes of request bodies held in memory at once, shared by all requests (asyncio, one loop)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.used = 0
+        self._changed: asyncio.Condition | None = None
+
+    async def acquire(self, n: int, timeout: float) -> bool:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: self.used + n <= self.capacity), timeout)
+            except TimeoutError:
+                return False
+            self.used += n
+            return True
+
+    async def release(self, n: int) -> None:
+        assert self._changed is not None
+        async with self._changed:
+            self.used -= n
+            self._changed.notify_all()
+
+
+def _deadline_protocol(base: type, header_timeout_s: float) -> type:
+    """uvicorn's HTTP protocol plus a deadline for each request's line and headers.
+
+    uvicorn arms no timer until a first response is sent, and any byte cancels its keep-alive timer, so
+    a client that connects and sends nothing (or one header byte at a time) would hold its connection
+    for ever. Here every connection, and every keep-alive connection after each response, must deliver
+    a complete request head within ``header_timeout_s`` or be closed.
+    """
+
+    class DeadlineProtocol(base):  # type: ignore[misc, valid-type]
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
+            super().connection_made(transport)
+            self._arm_head_deadline()
+
+        def connection_lost(self, exc) -> None:  # type: ignore[no-untyped-def]
+            self._disarm_head_deadline()
+            super().connection_lost(exc)
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._disarm_head_deadline()  # the head arrived; the app's own deadlines take over
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm_head_deadline()
+
+        def _arm_head_deadline(self) -> None:
+            self._disarm_head_deadline()
+            self._head_timer = self.loop.call_later(header_timeout_s, self._head_deadline_passed)
+
+        def _disarm_head_deadline(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_deadline_passed(self) -> None:
+            self._head_timer = None
+            if not self.transport.is_closing():
+                log.debug("closing %s: no complete request head within %.1f s", self.client, header_timeout_s)
+                self.transport.abort()
+
+    return DeadlineProtocol
+
+
+class _QuietAbortedClients(logging.Filter):
+    """uvicorn reports a reply we stopped sending to a client that does not read as an error; our own
+    debug line already says so."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != _INCOMPLETE_REPLY
+
+
+_QUIET_ABORTED_CLIENTS = _QuietAbortedClients()
 
 
 class BrainServer:
@@ -131,7 +227,14 @@ class BrainServer:
         max_batch: int = 64,
         batch_window_s: float = 0.01,
         request_timeout_s: float = 600.0,
-        audio_dir: str | Path | None = None,
+        limits: ServeLimits | None = None,
+        header_timeout_s: float = 10.0,
+        body_timeout_s: float = 30.0,
+        send_timeout_s: float = 60.0,
+        queue_timeout_s: float = 30.0,
+        max_inflight_bytes: int | None = None,
+        max_connections: int = 1000,
+        backlog: int = 2048,
     ):
         token = token or os.environ.get(TOKEN_ENV) or None
         if not is_loopback(host) and not token:
@@ -139,27 +242,63 @@ class BrainServer:
                 f"Refusing to serve on {host!r} without a token: anyone who can reach it could use the model. "
                 f"Pass --token (or set {TOKEN_ENV}), or bind to 127.0.0.1."
             )
+        for name, value in (("max_batch", max_batch), ("max_connections", max_connections), ("backlog", backlog)):
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        for name, value in (("request_timeout_s", request_timeout_s), ("header_timeout_s", header_timeout_s),
+                            ("body_timeout_s", body_timeout_s), ("send_timeout_s", send_timeout_s),
+                            ("queue_timeout_s", queue_timeout_s)):
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}.")
+        if batch_window_s < 0:
+            raise ValueError(f"batch_window_s must be >= 0, got {batch_window_s!r}.")
         self.model = model
         self.token = token
         self.speech = speech
+        self.limits = limits or ServeLimits()
         self.request_timeout_s = request_timeout_s
-        self.audio_dir = Path(audio_dir or tempfile.mkdtemp(prefix="brainrl-serve-audio-"))
-        self.audio_dir.mkdir(parents=True, exist_ok=True)
+        self.body_timeout_s = body_timeout_s
+        self.send_timeout_s = send_timeout_s
+        self.queue_timeout_s = queue_timeout_s
+        self.budget = _ByteBudget(max_inflight_bytes or 4 * self.limits.max_body_bytes)
+        if self.budget.capacity < self.limits.max_body_bytes:
+            raise ValueError("max_inflight_bytes must be at least limits.max_body_bytes (one full request).")
         self.identity = model.identity()
-        if speech is not None:
-            self.identity_with_speech = {**self.identity, "speech": speech.describe()}
+        self.identity_with_speech = {**self.identity, "speech": speech.describe()} if speech is not None else None
         self.started = time.time()
         #: POST /predict requests and items per client (e.g. one per training rank), oldest dropped past 256
         self.clients: dict[str, dict[str, int]] = {}
         self._clients_lock = threading.Lock()
+        #: requests refused or dropped, by reason (for /health and the tests)
+        self.refused: dict[str, int] = {}
         self.batcher = _Batcher(model, max_batch, batch_window_s)
-        self.httpd = ThreadingHTTPServer((host, port), self._handler_class())
-        self.httpd.daemon_threads = True
+        self._socket = socket.create_server((host, port), backlog=backlog, reuse_port=False)
+        self._uvicorn = self._make_uvicorn(header_timeout_s, max_connections, backlog)
         self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def _make_uvicorn(self, header_timeout_s: float, max_connections: int, backlog: int):
+        import uvicorn
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        logging.getLogger("uvicorn.error").addFilter(_QUIET_ABORTED_CLIENTS)  # the same object: added once
+        config = uvicorn.Config(
+            self.asgi_app(),
+            http=_deadline_protocol(H11Protocol, header_timeout_s),
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            backlog=backlog,
+            limit_concurrency=max_connections,
+            timeout_keep_alive=5,
+            h11_max_incomplete_event_size=64 * 1024,
+        )
+        return uvicorn.Server(config)
 
     @property
     def address(self) -> tuple[str, int]:
-        return self.httpd.server_address[:2]
+        return self._socket.getsockname()[:2]
 
     @property
     def url(self) -> str:
@@ -167,19 +306,30 @@ class BrainServer:
         return f"http://{host}:{port}"
 
     def start(self) -> "BrainServer":
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="brainrl-serve", daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, name="brainrl-serve", daemon=True)
         self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._uvicorn.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not self._uvicorn.started:
+            raise RuntimeError("the brainrl server did not start within 30 s")
         return self
 
     def serve_forever(self) -> None:
-        self.httpd.serve_forever()
+        """Serve until ``close()`` (from another thread) or Ctrl-C (in the main thread)."""
+        self._uvicorn.run(sockets=[self._socket])
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        if self._closed:
+            return
+        self._closed = True
+        self._uvicorn.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._socket.close()
         self.batcher.stop()
 
-    # -- request handling ----------------------------------------------------------------------------
+    # -- state ----------------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         return {
             "status": "ok",
@@ -191,6 +341,8 @@ class BrainServer:
             "served_items": self.batcher.items,
             "batches": self.batcher.batches,
             "clients": self.client_counts(),
+            "limits": self.limits.to_dict(),
+            "refused": dict(self.refused),
         }
 
     def count_client(self, client: str, n_items: int) -> None:
@@ -206,54 +358,68 @@ class BrainServer:
         with self._clients_lock:
             return {client: dict(entry) for client, entry in self.clients.items()}
 
-    def _stimuli_from_request(self, body: dict[str, Any]) -> tuple[list[Stimulus | None], list[str | None]]:
+    def _refuse(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    # -- the work of one request (runs in worker threads, never on the event loop) --------------------
+    def parse_body(self, raw: bytes) -> dict[str, Any]:
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise RequestRefused(f"the body is not JSON: {error}") from error
+        if not isinstance(body, dict):
+            raise RequestRefused("the body must be a JSON object with 'stimuli' or 'texts'")
+        return body
+
+    def stimuli_from_request(self, body: dict[str, Any]) -> tuple[list[Stimulus | None], list[str | None]]:
+        """One stimulus (or None) and one error (or None) per item; raises ``RequestRefused`` for a
+        request that breaks a per-request cap."""
+        limits = self.limits
+        key = "texts" if "texts" in body else "stimuli"
+        items = body.get(key)
+        if not isinstance(items, list):
+            raise RequestRefused("the body needs 'stimuli' (a list of stimulus objects) or 'texts' (a list of strings)")
+        if len(items) > limits.max_items:
+            raise RequestRefused(f"{len(items)} items exceed max_items={limits.max_items} per request; "
+                                 "send fewer at a time", status=413)
+        if key == "texts":
+            if self.speech is None:
+                raise RequestRefused("this server has no speech engine; send stimuli, or start it with --speech")
+            if not all(isinstance(t, str) for t in items):
+                raise RequestRefused("'texts' must be a list of strings")
+            chars = sum(len(t) for t in items)
+        else:
+            chars = sum(item_chars(item) for item in items if isinstance(item, dict))
+        if chars > limits.max_chars_per_request:
+            raise RequestRefused(f"{chars} characters exceed max_chars_per_request={limits.max_chars_per_request}; "
+                                 "send fewer or shorter items", status=413)
         stimuli: list[Stimulus | None] = []
         errors: list[str | None] = []
-        if "texts" in body:
-            if self.speech is None:
-                raise ValueError("this server has no speech engine; send stimuli, or start it with --speech")
-            texts = body["texts"]
-            if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-                raise ValueError("'texts' must be a list of strings")
-            for text in texts:
-                try:
-                    stimuli.append(self.speech.synthesize_one(text))
-                    errors.append(None)
-                except (EmptyTextError, RuntimeError, ValueError) as error:
-                    stimuli.append(None)
-                    errors.append(f"speech failed: {error}")
-            return stimuli, errors
-        items = body.get("stimuli")
-        if not isinstance(items, list):
-            raise ValueError("the body needs 'stimuli' (a list) or 'texts'")
         for item in items:
             try:
-                waveform = decode_array(item["waveform_npy_b64"]).astype(np.float32) if item.get("waveform_npy_b64") else None
-                stimulus = stimulus_from_dict({**item, "audio_path": None}, waveform=waveform)
-                if waveform is None:
-                    raise ValueError("a remote stimulus needs its audio as 'waveform_npy_b64'")
-                stimulus.audio_path = self._write_audio(stimulus)
+                if key == "texts":
+                    if len(item) > limits.max_chars_per_item:
+                        raise ValueError(f"{len(item)} characters exceed max_chars_per_item={limits.max_chars_per_item}")
+                    stimulus = self.speech.synthesize_one(item)  # type: ignore[union-attr]
+                    seconds = stimulus.duration
+                    if seconds > limits.max_seconds_per_item:
+                        raise ValueError(f"{seconds:.1f} s of speech exceed max_seconds_per_item="
+                                         f"{limits.max_seconds_per_item:g}")
+                else:
+                    stimulus = stimulus_from_wire(item, limits)
                 stimuli.append(stimulus)
                 errors.append(None)
-            except (KeyError, ValueError, TypeError) as error:
+            except (EmptyTextError, RuntimeError, ValueError, TypeError, KeyError) as error:
                 stimuli.append(None)
-                errors.append(f"bad stimulus: {error}")
+                errors.append(f"{'speech failed' if key == 'texts' else 'bad stimulus'}: {error}")
+        seconds = sum(s.duration for s in stimuli if s is not None)
+        if seconds > limits.max_seconds_per_request:
+            raise RequestRefused(f"{seconds:.1f} s of audio exceed max_seconds_per_request="
+                                 f"{limits.max_seconds_per_request:g}; send fewer items at a time", status=413)
         return stimuli, errors
 
-    def _write_audio(self, stimulus: Stimulus) -> Path:
-        import soundfile
-
-        path = self.audio_dir / f"{stimulus.key()}-{len(stimulus.waveform)}.wav"
-        if not path.exists():
-            tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp.wav")
-            soundfile.write(str(tmp), stimulus.waveform, stimulus.sample_rate)
-            os.replace(tmp, path)
-        return path
-
-    def predict_body(self, body: dict[str, Any]) -> dict[str, Any]:
-        stimuli, errors = self._stimuli_from_request(body)
-        valid = [s for s in stimuli if s is not None]
-        results = self.batcher.submit(valid).result(timeout=self.request_timeout_s) if valid else []
+    def encode_reply(self, body: dict[str, Any], stimuli: list[Stimulus | None], errors: list[str | None],
+                     results: list) -> bytes:
         it = iter(results)
         items = []
         for stimulus, error in zip(stimuli, errors):
@@ -262,88 +428,164 @@ class BrainServer:
                 continue
             result = next(it)
             if isinstance(result, BrainMap):
-                items.append({"data_npy_b64": encode_array(result.data), "provenance": result.provenance, "tr": result.tr})
+                items.append({"data_npy_b64": encode_array(result.data), "provenance": result.provenance,
+                              "tr": result.tr})
             else:
                 reason = result.reason if isinstance(result, Failed) else f"unexpected result {type(result).__name__}"
                 items.append({"error": reason})
         identity = self.identity_with_speech if "texts" in body else self.identity
-        return {"identity": identity, "items": items}
+        return json.dumps({"identity": identity, "items": items}, default=str).encode("utf-8")
 
-    def _handler_class(self):
+    def predict_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The whole POST /predict work for a parsed body, synchronously (for tests and in-process use)."""
+        stimuli, errors = self.stimuli_from_request(body)
+        valid = [s for s in stimuli if s is not None]
+        results = self.batcher.submit(valid).result(timeout=self.request_timeout_s) if valid else []
+        return json.loads(self.encode_reply(body, stimuli, errors, results))
+
+    # -- HTTP -----------------------------------------------------------------------------------------
+    def asgi_app(self):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        def error(status: int, message: str, reason: str, close: bool = False) -> JSONResponse:
+            server._refuse(reason)
+            headers = {"connection": "close"} if close else None  # a body we did not read may follow
+            return JSONResponse({"error": message}, status_code=status, headers=headers)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-                log.debug("%s " + format, self.address_string(), *args)
+        def authorized(request: Request) -> bool:
+            if not server.token:
+                return True
+            given = request.headers.get("authorization", "")
+            return hmac.compare_digest(given.encode(), f"Bearer {server.token}".encode())
 
-            def _send(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload, default=str).encode("utf-8")
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+        async def health(request: Request) -> Response:
+            if not authorized(request):
+                return error(401, "missing or wrong bearer token (Authorization: Bearer <token>)", "unauthorized")
+            return JSONResponse(server.health())
 
-            def _authorized(self) -> bool:
-                if not server.token:
-                    return True
-                given = self.headers.get("Authorization", "")
-                expected = f"Bearer {server.token}"
-                if hmac.compare_digest(given.encode(), expected.encode()):
-                    return True
-                self._send(401, {"error": "missing or wrong bearer token (Authorization: Bearer <token>)"})
-                return False
+        async def read_body(request: Request, length: int) -> bytes:
+            chunks, received = [], 0
+            async with asyncio.timeout(server.body_timeout_s + length / 2**20):
+                async for chunk in request.stream():
+                    received += len(chunk)
+                    if received > length:
+                        raise RequestRefused("the body is longer than its Content-Length")
+                    chunks.append(chunk)
+            if received != length:
+                raise ClientDisconnect()
+            return b"".join(chunks)
 
-            def do_GET(self) -> None:  # noqa: N802 - stdlib name
-                if not self._authorized():
-                    return
-                if self.path.rstrip("/") == "/health":
-                    self._send(200, server.health())
-                else:
-                    self._send(404, {"error": f"no such endpoint {self.path}; use GET /health or POST /predict"})
-
-            def do_POST(self) -> None:  # noqa: N802
-                if not self._authorized():
-                    return
-                if self.path.rstrip("/") != "/predict":
-                    self._send(404, {"error": f"no such endpoint {self.path}; use POST /predict"})
-                    return
+        async def predict(request: Request) -> Response:
+            if not authorized(request):
+                return error(401, "missing or wrong bearer token (Authorization: Bearer <token>)", "unauthorized",
+                             close=True)
+            declared = request.headers.get("content-length")
+            if declared is None or not declared.isdigit():
+                return error(411, "POST /predict needs a Content-Length header", "no_length", close=True)
+            length = int(declared)
+            if length == 0:
+                return error(400, "the body is empty; send JSON with 'stimuli' or 'texts'", "bad_request")
+            if length > server.limits.max_body_bytes:
+                return error(413, f"a body of {length} bytes exceeds max_body_bytes={server.limits.max_body_bytes}; "
+                                  "send fewer items at a time", "too_large", close=True)
+            if not await server.budget.acquire(length, server.queue_timeout_s):
+                return error(503, "the server is busy (request memory budget in use); retry later", "busy",
+                             close=True)
+            try:
                 try:
-                    length = int(self.headers.get("Content-Length", "0"))
-                    if length <= 0 or length > MAX_BODY_BYTES:
-                        raise ValueError(f"Content-Length must be 1..{MAX_BODY_BYTES}")
-                    body = json.loads(self.rfile.read(length))
-                    if not isinstance(body, dict):
-                        raise ValueError("the body must be a JSON object")
-                    reply = server.predict_body(body)
-                    server.count_client(self.headers.get(CLIENT_HEADER) or self.address_string(),
-                                        len(reply["items"]))
-                    self._send(200, reply)
-                except (ValueError, json.JSONDecodeError) as error:
-                    self._send(400, {"error": str(error)})
+                    raw = await read_body(request, length)
                 except TimeoutError:
-                    self._send(503, {"error": "the model did not answer in time"})
-                except Exception as error:  # noqa: BLE001
-                    log.exception("request failed")
-                    self._send(500, {"error": f"{type(error).__name__}: {error}"})
+                    server._refuse("body_timeout")
+                    log.debug("dropping %s: body not received in time", request.client)
+                    return Response(status_code=408)
+                except ClientDisconnect:
+                    server._refuse("client_gone")
+                    log.debug("client %s went away while sending its body", request.client)
+                    return Response(status_code=400)
+                loop = asyncio.get_running_loop()
+                try:
+                    body = await loop.run_in_executor(None, server.parse_body, raw)
+                    del raw
+                    stimuli, errors = await loop.run_in_executor(None, server.stimuli_from_request, body)
+                except RequestRefused as refused:
+                    return error(refused.status, str(refused), "refused")
+                valid = [s for s in stimuli if s is not None]
+                if valid:
+                    future = server.batcher.submit(valid)
+                    try:
+                        results = await asyncio.wait_for(asyncio.wrap_future(future), server.request_timeout_s)
+                    except TimeoutError:
+                        return error(503, "the model did not answer in time", "model_timeout")
+                else:
+                    results = []
+                reply = await loop.run_in_executor(None, server.encode_reply, body, stimuli, errors, results)
+                del body, stimuli, results
+                server.count_client(request.headers.get(CLIENT_HEADER) or str(request.client), len(errors))
+                return _TimedResponse(reply, server.send_timeout_s, media_type="application/json")
+            finally:
+                await server.budget.release(length)
 
-        return Handler
+        async def not_found(request: Request) -> Response:
+            return JSONResponse({"error": f"no such endpoint {request.method} {request.url.path}; "
+                                          "use GET /health or POST /predict"}, status_code=404)
+
+        routes = [Route("/health", health, methods=["GET"]), Route("/health/", health, methods=["GET"]),
+                  Route("/predict", predict, methods=["POST"]), Route("/predict/", predict, methods=["POST"])]
+        app = Starlette(routes=routes)
+        app.add_exception_handler(404, not_found)
+        app.add_exception_handler(405, not_found)
+        return _GuardedApp(app, server)
+
+
+class _TimedResponse(Response):
+    """A reply that a client must read within ``send_timeout_s`` (else its connection is dropped)."""
+
+    def __init__(self, content: bytes, send_timeout_s: float, **kwargs: Any):
+        super().__init__(content, **kwargs)
+        self.send_timeout_s = send_timeout_s
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        try:
+            async with asyncio.timeout(self.send_timeout_s):
+                await super().__call__(scope, receive, send)
+        except TimeoutError:
+            log.debug("client %s did not read its reply within %.0f s; dropped", scope.get("client"),
+                      self.send_timeout_s)
+
+
+class _GuardedApp:
+    """The last line: whatever escapes a handler is answered with a 500 and one log line, and a client
+    that went away is not an error."""
+
+    def __init__(self, app, server: BrainServer):
+        self.app = app
+        self.server = server
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        started = False
+
+        async def tracking_send(message) -> None:  # type: ignore[no-untyped-def]
+            nonlocal started
+            if message.get("type") == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except OSError as error:  # the client's socket went away under us
+            log.debug("client %s gone: %s", scope.get("client"), error)
+        except Exception as error:  # noqa: BLE001
+            log.error("request %s %s failed: %s: %s", scope.get("method"), scope.get("path"),
+                      type(error).__name__, error)
+            self.server._refuse("server_error")
+            if not started:
+                body = json.dumps({"error": f"{type(error).__name__}: {error}"}).encode()
+                await send({"type": "http.response.start", "status": 500,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
 
 
 def serve(model: BrainModel, **kwargs: Any) -> BrainServer:
     """Start a server in a background thread and return it (``close()`` to stop)."""
     return BrainServer(model, **kwargs).start()
-
-
-def stimuli_payload(stimuli: Sequence[Stimulus]) -> list[dict[str, Any]]:
-    """Stimuli as JSON for POST /predict, audio included (the server may be another machine)."""
-    from brainrl.brain.tribe.protocol import stimulus_to_dict
-
-    out = []
-    for stimulus in stimuli:
-        item = stimulus_to_dict(stimulus)
-        item["waveform_npy_b64"] = encode_array(np.asarray(stimulus.load_waveform(), dtype=np.float32))
-        out.append(item)
-    return out
