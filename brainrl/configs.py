@@ -8,6 +8,7 @@ estimator configs (brainrl.sbi) all go through here.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -73,17 +74,39 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}.")
+        if not math.isfinite(value):  # NaN compares False with every bound, so no later check would catch it
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}.")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}.")
         return value
     return value
+
+
+def check_range(where: str, value: Any, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, high_open: bool = False, fix: str = "") -> None:
+    """Raise ``ValueError`` naming ``where`` unless ``value`` is a finite number within the bounds
+    (``low_open``/``high_open`` exclude that bound); ``fix`` says what to do instead."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if ok:
+        return
+    bounds = []
+    if low is not None:
+        bounds.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        bounds.append(f"{'<' if high_open else '<='} {high:g}")
+    raise ValueError(f"{where} must be {' and '.join(bounds) or 'a finite number'}; got {value!r}."
+                     + (f" {fix}" if fix else ""))
 
 
 def check_field(key: str, names: Sequence[str], where: str, owner: str | None = None) -> None:
@@ -113,6 +136,10 @@ def build(cls: type, data: Any, where: str = "config") -> Any:
         return cls(**kwargs)
     except (ValueError, KeyError, TypeError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        parts = where.split(".")
+        for i in range(len(parts)):  # the message already names the field (``lora.alpha ...``): full path once
+            if message.startswith(".".join(parts[i:]) + "."):
+                raise ConfigError(".".join(parts[:i] + [message])) from err
         raise ConfigError(f"{where}: {message}") from err
 
 

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from brainrl.brain.base import BRAIN_MODELS, BrainMap, BrainModel, Failed, Prediction
 from brainrl.brain.cache import MapCache, MemoryCache, key_parts, map_key
+from brainrl.configs import check_range
 from brainrl.provenance import content_hash, versions
 from brainrl.registry import unknown_name_error
 from brainrl.stimulus import MAX_WORDS, SPEECH_ENGINES, EmptyTextError, SpeechEngine, Stimulus
@@ -46,6 +47,9 @@ class PipelineConfig:
         for registry, name in ((SPEECH_ENGINES, self.speech), (BRAIN_MODELS, self.model)):
             if name not in registry:
                 raise unknown_name_error(registry.kind, name, registry.names())
+        check_range("brain.cache_max_gb", self.cache_max_gb, 0, low_open=True)
+        check_range("brain.memory_items", self.memory_items, 0, fix="0 turns the in-memory map cache off.")
+        check_range("brain.max_words", self.max_words, 1)
 
     def key(self) -> str:
         return content_hash(asdict(self))

@@ -48,14 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except (KeyError, ValueError, FileNotFoundError) as err:  # user errors: one clear line, no traceback
-        if args.verbose:
-            raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        print(f"brainrl {args.command}: error: {message}", file=sys.stderr)
-        return 2
+    from brainrl.errors import run_reporting
+
+    # user errors: one clear line, no traceback (unless --verbose)
+    return run_reporting(lambda: args.func(args), f"brainrl {args.command}", args.verbose)
 
 
 if __name__ == "__main__":

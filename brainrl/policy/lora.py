@@ -20,6 +20,8 @@ class LoraSettings:
     def __post_init__(self) -> None:
         if self.r < 1:
             raise ValueError(f"policy.lora.r must be >= 1; got {self.r}.")
+        if not self.alpha > 0:
+            raise ValueError(f"policy.lora.alpha must be > 0; got {self.alpha}.")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"policy.lora.dropout must be in [0, 1); got {self.dropout}.")
 

@@ -5,13 +5,14 @@ Experiment-specific choices (which ROI, which contrast) live in the top-level ``
 
 from brainrl.rewards.base import BrainReward, Reward, completion_text
 from brainrl.rewards.compose import WeightedSum
-from brainrl.rewards.loading import RewardSpec, describe_reward, load_reward_file, load_rewards
+from brainrl.rewards.loading import RewardLoadError, RewardSpec, describe_reward, load_reward_file, load_rewards
 from brainrl.rewards.roi import ROIReward
 
 __all__ = [
     "BrainReward",
     "Reward",
     "ROIReward",
+    "RewardLoadError",
     "RewardSpec",
     "WeightedSum",
     "completion_text",

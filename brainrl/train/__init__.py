@@ -29,18 +29,20 @@ __all__ = [
 def run_recipe(recipe: RecipeConfig, *, resume: bool = False, overwrite: bool = False, evaluate: bool | None = None):
     """Train with the recipe's trainer, then (if ``eval.enabled``) run the held-out evaluation."""
     do_eval = recipe.eval.enabled if evaluate is None else evaluate
-    if do_eval:  # fail before training, not after it, if the held-out prompts are missing
-        from brainrl.train.recipe import read_prompts, resolve_path
+    # everything checkable (prompt files, eval ROI, rewards on a test batch, a resumed recipe) fails here,
+    # before the policy loads
+    from brainrl.train.preflight import preflight
 
-        read_prompts(resolve_path(recipe, recipe.data.heldout))
+    funcs, weights = preflight(recipe, resume=resume, overwrite=overwrite, evaluate=do_eval)
     if recipe.trainer == "awsft":
         from brainrl.train.awsft import AWSFTTrainer
 
-        summary = AWSFTTrainer(recipe, resume=resume, overwrite=overwrite).train()
+        summary = AWSFTTrainer(recipe, reward_funcs=funcs, reward_weights=weights, resume=resume,
+                               overwrite=overwrite).train()
     else:
         from brainrl.train.grpo import train_grpo
 
-        summary = train_grpo(recipe, resume=resume, overwrite=overwrite)
+        summary = train_grpo(recipe, reward_funcs=funcs, reward_weights=weights, resume=resume, overwrite=overwrite)
     result = None
     if do_eval:
         from accelerate import PartialState

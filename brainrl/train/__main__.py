@@ -18,6 +18,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation after training")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's own; 1 on a shared box)")
+    # SUPPRESS: under `brainrl train` the top-level -v/--verbose keeps its value when this one is not given
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="debug logging and full tracebacks")
     return parser
 
 
@@ -36,14 +39,11 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from brainrl.train.recipe import RecipeError
+    verbose = getattr(args, "verbose", False)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from brainrl.errors import run_reporting
 
-    try:
-        return run(args)
-    except (RecipeError, FileNotFoundError) as err:
-        print(f"brainrl.train: error: {err}", file=sys.stderr)
-        return 2
+    return run_reporting(lambda: run(args), "brainrl.train", verbose)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from brainrl.brain.pipeline import PipelineConfig
+from brainrl.configs import check_range
+from brainrl.registry import closest_names
 from brainrl.policy.lora import LoraSettings
 from brainrl.policy.sampling import SamplingConfig
 from brainrl.rewards.loading import RewardSpec
+
+#: what trl.GRPOTrainer (1.14-1.16) implements; GRPOConfig itself accepts any string and fails mid-run
+GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "vespo", "luspo")
+GRPO_SCALE_REWARDS = ("group", "batch", "none")
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful writer. Answer in a few clear, well-formed sentences."
 
@@ -55,14 +61,22 @@ class AWSFTConfig:
     keep_checkpoints: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("steps", "prompts_per_step", "completions_per_prompt"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"awsft.{name} must be >= 1; got {getattr(self, name)}.")
-        if self.completions_per_prompt < 2:
-            raise ValueError("awsft.completions_per_prompt must be >= 2: advantages are normalised within each "
-                             "prompt's group of completions.")
-        if self.beta < 0 or self.learning_rate <= 0 or self.std_floor <= 0:
-            raise ValueError("awsft.beta must be >= 0, awsft.learning_rate and awsft.std_floor > 0.")
+        for name in ("steps", "prompts_per_step"):
+            check_range(f"awsft.{name}", getattr(self, name), 1)
+        check_range("awsft.completions_per_prompt", self.completions_per_prompt, 2,
+                    fix="Advantages are normalised within each prompt's group of completions.")
+        check_range("awsft.learning_rate", self.learning_rate, 0, low_open=True)
+        check_range("awsft.weight_decay", self.weight_decay, 0)
+        check_range("awsft.warmup_steps", self.warmup_steps, 0)
+        check_range("awsft.min_lr_ratio", self.min_lr_ratio, 0, 1)
+        check_range("awsft.beta", self.beta, 0, fix="beta weighs the KL penalty to the base model; 0 turns it off.")
+        check_range("awsft.std_floor", self.std_floor, 0, low_open=True)
+        check_range("awsft.max_grad_norm", self.max_grad_norm, 0, low_open=True,
+                    fix="It is the gradient-clipping norm; a very large value (1e9) effectively turns clipping off.")
+        check_range("awsft.update_batch_size", self.update_batch_size, 0,
+                    fix="It is the completions per forward/backward chunk; 0 = all at once.")
+        check_range("awsft.checkpoint_every", self.checkpoint_every, 0, fix="0 = only the final checkpoint.")
+        check_range("awsft.keep_checkpoints", self.keep_checkpoints, 0, fix="0 = keep all.")
 
 
 @dataclass
@@ -85,10 +99,20 @@ class GRPOSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.num_generations < 2:
-            raise ValueError("grpo.num_generations must be >= 2 (GRPO normalises within a prompt's group).")
-        if self.steps < 1 or self.prompts_per_step < 1:
-            raise ValueError("grpo.steps and grpo.prompts_per_step must be >= 1.")
+        check_range("grpo.num_generations", self.num_generations, 2,
+                    fix="GRPO normalises rewards within a prompt's group of completions.")
+        for name in ("steps", "prompts_per_step", "checkpoint_every"):
+            check_range(f"grpo.{name}", getattr(self, name), 1)
+        check_range("grpo.learning_rate", self.learning_rate, 0, low_open=True)
+        check_range("grpo.beta", self.beta, 0, fix="beta weighs the KL penalty to the base model; 0 turns it off.")
+        check_range("grpo.max_grad_norm", self.max_grad_norm, 0, low_open=True,
+                    fix="It is the gradient-clipping norm; a very large value (1e9) effectively turns clipping off.")
+        check_range("grpo.warmup_steps", self.warmup_steps, 0)
+        for name, valid in (("loss_type", GRPO_LOSS_TYPES), ("scale_rewards", GRPO_SCALE_REWARDS)):
+            if getattr(self, name) not in valid:
+                close = closest_names(str(getattr(self, name)), list(valid))
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"grpo.{name} {getattr(self, name)!r} is not one of {', '.join(valid)}.{hint}")
 
 
 @dataclass
@@ -105,6 +129,12 @@ class EvalConfig:
     #: sampling for evaluation; None = the training sampling (at its starting temperature)
     sampling: SamplingConfig | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("completions_per_prompt", "bootstrap", "batch_prompts"):
+            check_range(f"eval.{name}", getattr(self, name), 1)
+        check_range("eval.min_completions", self.min_completions, 0)
+        check_range("eval.seed", self.seed, 0)
+
 
 @dataclass
 class LoggingConfig:
@@ -114,6 +144,10 @@ class LoggingConfig:
     #: completions written per step to completions.jsonl (0 = none, -1 = all)
     completions_per_step: int = -1
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_range("logging.log_every", self.log_every, 1, fix="Metrics are sent to the trackers every N steps.")
+        check_range("logging.completions_per_step", self.completions_per_step, -1, fix="0 = none, -1 = all.")
 
 
 @dataclass
@@ -137,6 +171,11 @@ class RecipeConfig:
     def __post_init__(self) -> None:
         if not self.rewards:
             raise ValueError("A recipe needs at least one reward: rewards: [{path: rewards/broca.py}].")
+        check_range("recipe.seed", self.seed, 0)
+        for i, spec in enumerate(self.rewards):
+            check_range(f"recipe.rewards[{i}].weight", spec.weight, fix="A reward weight is a finite number.")
+            if not str(spec.path).strip():
+                raise ValueError(f"recipe.rewards[{i}].path is empty; name a reward file, e.g. rewards/broca.py.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
