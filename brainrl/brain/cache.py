@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -143,18 +144,17 @@ class MapCache:
                 self.hits += 1
                 return hit
         data_path, meta_path = self._paths(key)
-        try:
-            meta_text = meta_path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        if not os.path.lexists(meta_path):
             self.misses += 1
             return None
         try:
-            brain_map = self._load(key, meta_text, data_path)
+            brain_map = self._load(key, meta_path.read_bytes(), data_path)
         except FileNotFoundError:  # evicted or cleared by another process between the two reads
             self.misses += 1
             self._delete(key)
             return None
-        except Exception as err:  # anything wrong with the entry: drop it, let the caller recompute
+        except Exception as err:  # anything wrong with the entry (bytes, encoding, JSON, a folder where a
+            # file should be, shapes, checksum): drop it, let the caller recompute
             log.warning("map cache: dropping damaged entry %s (%s: %s)", key, type(err).__name__, err)
             self.corrupt += 1
             self.misses += 1
@@ -162,7 +162,7 @@ class MapCache:
             return None
         try:
             os.utime(meta_path)  # least-recently-used order follows the metadata file's mtime
-        except FileNotFoundError:
+        except OSError:  # gone meanwhile, or a read-only cache: the hit stands
             pass
         self.hits += 1
         if self.memory is not None:
@@ -170,8 +170,8 @@ class MapCache:
         return brain_map
 
     @staticmethod
-    def _load(key: str, meta_text: str, data_path: Path) -> BrainMap:
-        meta = json.loads(meta_text)
+    def _load(key: str, meta_bytes: bytes, data_path: Path) -> BrainMap:
+        meta = json.loads(meta_bytes.decode("utf-8"))
         if not isinstance(meta, dict) or meta.get("key") != key:
             raise ValueError("metadata does not belong to this key")
         if meta.get("format") != CACHE_FORMAT_VERSION:
@@ -187,7 +187,7 @@ class MapCache:
     # -- write ----------------------------------------------------------------------------------
     def put(self, key: str, brain_map: BrainMap, key_parts: dict[str, Any] | None = None) -> bool:
         """Store ``brain_map`` under ``key`` (``key_parts`` are kept for auditing). Returns False when
-        the map alone exceeds ``max_bytes`` and is not stored."""
+        the map alone exceeds ``max_bytes`` or cannot be written (full or read-only disk: logged, not raised)."""
         _check_key(key)
         if not isinstance(brain_map, BrainMap):
             raise TypeError(f"MapCache stores BrainMap objects, got {type(brain_map).__name__}.")
@@ -216,10 +216,17 @@ class MapCache:
                         key, entry_bytes, self.max_bytes)
             return False
         data_path, meta_path = self._paths(key)
-        data_path.parent.mkdir(parents=True, exist_ok=True)
-        # data first, metadata last: a metadata file only ever points at complete data
-        self._atomic_write(data_path, lambda fh: np.save(fh, data, allow_pickle=False))
-        self._atomic_write(meta_path, lambda fh: fh.write(meta_bytes))
+        try:
+            data_path.parent.mkdir(parents=True, exist_ok=True)
+            for path in (meta_path, data_path):  # a damaged entry of another kind (a folder, say) goes first
+                if path.is_dir() and not path.is_symlink():
+                    self._delete(key)
+            # data first, metadata last: a metadata file only ever points at complete data
+            self._atomic_write(data_path, lambda fh: np.save(fh, data, allow_pickle=False))
+            self._atomic_write(meta_path, lambda fh: fh.write(meta_bytes))
+        except OSError as err:  # a full or read-only disk costs the cache entry, not the run
+            log.warning("map cache: cannot store entry %s (%s: %s)", key, type(err).__name__, err)
+            return False
         self.writes += 1
         with self._lock:
             if self._approx_bytes is not None:
@@ -304,9 +311,14 @@ class MapCache:
         data_path, meta_path = self._paths(key)
         for path in (meta_path, data_path):  # metadata first, so no reader trusts a half-deleted entry
             try:
-                path.unlink()
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
             except FileNotFoundError:
                 pass
+            except OSError as err:  # e.g. a read-only cache: the entry stays a miss, the run goes on
+                log.warning("map cache: cannot delete %s (%s)", path, err)
 
     def __contains__(self, key: str) -> bool:
         return self._paths(_check_key(key))[1].exists()

@@ -63,14 +63,26 @@ def double_gamma_hrf(dt: float = 1.0 / GRID_HZ, length_s: float = 32.0, peak: fl
     return h / h.sum()
 
 
-@functools.lru_cache(maxsize=256)
+#: frame matrices are kept for stimuli up to this many seconds (each is T x 2T float64: 1 MB at 256 s),
+#: at most ``_FRAME_MATRIX_CACHE`` of them (<= 64 MB in all); longer ones are built each time, so one long
+#: stimulus cannot leave the process gigabytes larger.
+MAX_CACHED_FRAMES = 256
+_FRAME_MATRIX_CACHE = 64
+
+
 def frame_matrix(n_frames: int, grid_hz: int = GRID_HZ, offset_s: float = HAEMODYNAMIC_OFFSET_S) -> np.ndarray:
     """(n_frames, grid_hz * n_frames) matrix: features on the grid -> HRF-convolved, offset 1 s frames.
 
     Row ``t`` averages the convolved signal over the ``grid_hz`` bins that start at ``t + offset_s``,
     so convolution, the haemodynamic offset and downsampling are one small matrix product. Bins after
-    the audio hold no events (zero features), so they are not needed.
+    the audio hold no events (zero features), so they are not needed. Read-only; cached when small.
     """
+    if n_frames <= MAX_CACHED_FRAMES:
+        return _cached_frame_matrix(n_frames, grid_hz, offset_s)
+    return _build_frame_matrix(n_frames, grid_hz, offset_s)
+
+
+def _build_frame_matrix(n_frames: int, grid_hz: int, offset_s: float) -> np.ndarray:
     h = double_gamma_hrf(dt=1.0 / grid_hz)
     n_bins = grid_hz * n_frames
     shift = int(round(offset_s * grid_hz))
@@ -83,6 +95,9 @@ def frame_matrix(n_frames: int, grid_hz: int = GRID_HZ, offset_s: float = HAEMOD
             out[t, ok] += h[lag[ok]] / grid_hz
     out.setflags(write=False)
     return out
+
+
+_cached_frame_matrix = functools.lru_cache(maxsize=_FRAME_MATRIX_CACHE)(_build_frame_matrix)
 
 
 def n_frames_for(duration_s: float) -> int:

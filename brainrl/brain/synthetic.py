@@ -151,16 +151,17 @@ class SyntheticBrainModel(BrainModel):
             if not isinstance(stim, Stimulus):
                 raise TypeError(f"predict() expects brainrl.stimulus.Stimulus items, got {type(stim).__name__}.")
             problem = _check_stimulus(stim)
+            if not problem:
+                try:
+                    waveform = stim.load_waveform()
+                except Exception as err:  # missing or unreadable audio loses this item only
+                    problem = (f"cannot read the stimulus audio ({type(err).__name__}: {err}); "
+                               "keep the waveform or audio file")
+            if not problem:
+                problem = _check_audio(stim, waveform)
             if problem:
                 log.warning("synthetic model cannot predict stimulus %s: %s", stim.key()[:12], problem)
                 out.append(Failed(problem))
-                continue
-            try:
-                waveform = stim.load_waveform()
-            except Exception as err:  # missing or unreadable audio loses this item only
-                reason = f"cannot read the stimulus audio ({type(err).__name__}: {err}); keep the waveform or audio file"
-                log.warning("synthetic model: %s", reason)
-                out.append(Failed(reason))
                 continue
             data = self._predict_one(stim, waveform)
             provenance = {
@@ -179,8 +180,12 @@ class SyntheticBrainModel(BrainModel):
 
     # -- internals ------------------------------------------------------------------------------
     def grid_features(self, stim: Stimulus, waveform: np.ndarray | None = None) -> np.ndarray:
-        """(2T, C) features on the 2 Hz grid, columns in the order of ``SpatialLoadings.channels``."""
-        n_frames = n_frames_for(stim.duration)
+        """(2T, C) features on the 2 Hz grid, columns in the order of ``SpatialLoadings.channels``.
+
+        T follows the audio itself (samples / sample rate), not the stimulus's ``duration`` field, so a
+        stimulus that claims more seconds than it holds costs no more than its audio."""
+        wave = stim.load_waveform() if waveform is None else waveform
+        n_frames = n_frames_for(len(wave) / stim.sample_rate)
         n_bins = GRID_HZ * n_frames
         wf = word_features(stim, self.settings.text_features)
         first, count = word_bins(stim.words, n_bins)
@@ -189,7 +194,6 @@ class SyntheticBrainModel(BrainModel):
                                       np.clip(wf.wordpieces - 1.0, 0.0, MAX_EXTRA_PIECES), wf.syntactic, semantic])
         placed = place_on_grid(first, count, word_level, n_bins)
         presence = speech_presence(first, count, n_bins)
-        wave = stim.load_waveform() if waveform is None else waveform
         envelope = audio_envelope(wave, stim.sample_rate, n_bins)
         return np.column_stack([presence, envelope, placed])
 
@@ -215,8 +219,19 @@ class SyntheticBrainModel(BrainModel):
 def _check_stimulus(stim: Stimulus) -> str:
     if not (stim.duration > 0 and math.isfinite(stim.duration)):
         return f"stimulus duration must be a positive number of seconds, got {stim.duration!r}"
-    if stim.sample_rate <= 0:
-        return f"stimulus sample_rate must be positive, got {stim.sample_rate!r}"
+    if not (isinstance(stim.sample_rate, (int, np.integer)) and stim.sample_rate > 0):
+        return f"stimulus sample_rate must be a positive integer, got {stim.sample_rate!r}"
+    return ""
+
+
+def _check_audio(stim: Stimulus, waveform: np.ndarray) -> str:
+    """The audio decides the stimulus's length; ``duration`` is only checked against it."""
+    seconds = len(waveform) / stim.sample_rate
+    if seconds <= 0:
+        return "the stimulus audio is empty"
+    if abs(seconds - stim.duration) > max(0.05, 0.01 * seconds):
+        log.warning("stimulus %s says %.3f s but its audio lasts %.3f s; using the audio", stim.key()[:12],
+                    stim.duration, seconds)
     return ""
 
 

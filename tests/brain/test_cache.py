@@ -100,7 +100,43 @@ def _wrong_shape(path: Path) -> None:
     meta_path.write_text(json.dumps(meta))
 
 
-@pytest.mark.parametrize("damage", [_flip_bytes, _truncate, _bad_json, _wrong_shape])
+def _not_utf8(path: Path) -> None:
+    path.with_suffix(".json").write_bytes(b'{"key": "\xff\xfe broken"}')
+
+
+def _meta_is_a_folder(path: Path) -> None:
+    meta_path = path.with_suffix(".json")
+    meta_path.unlink()
+    (meta_path / "inside").mkdir(parents=True)
+
+
+def _data_is_a_folder(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+def _meta_not_an_object(path: Path) -> None:
+    path.with_suffix(".json").write_text("[1, 2, 3]")
+
+
+def _meta_missing_fields(path: Path) -> None:
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    del meta["sha256"], meta["tr"]
+    meta_path.write_text(json.dumps(meta))
+
+
+def _meta_empty(path: Path) -> None:
+    path.with_suffix(".json").write_bytes(b"")
+
+
+def _data_pickled(path: Path) -> None:
+    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+
+
+@pytest.mark.parametrize("damage", [_flip_bytes, _truncate, _bad_json, _wrong_shape, _not_utf8, _meta_is_a_folder,
+                                    _data_is_a_folder, _meta_not_an_object, _meta_missing_fields, _meta_empty,
+                                    _data_pickled])
 def test_damaged_entry_is_a_miss_and_is_deleted(tmp_path, damage, caplog):
     cache = MapCache(tmp_path)
     key = map_key(stimulus(), IDENTITY)
@@ -110,8 +146,27 @@ def test_damaged_entry_is_a_miss_and_is_deleted(tmp_path, damage, caplog):
     assert "damaged entry" in caplog.text
     assert entry_files(tmp_path) == []
     assert cache.stats()["corrupt"] == 1
-    cache.put(key, brain_map())  # the caller recomputes and stores again
+    assert cache.put(key, brain_map())  # the caller recomputes and stores again
     assert cache.get(key) is not None
+
+
+def test_damaged_entry_is_recomputed_by_the_pipeline(tmp_path):
+    """On main a metadata file that is not UTF-8 made every later predict raise UnicodeDecodeError."""
+    from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
+    from tests.helpers import CountingSpeech, LengthBrain
+
+    def pipeline() -> BrainPipeline:
+        return BrainPipeline(PipelineConfig(cache_dir=str(tmp_path / "maps")), speech=CountingSpeech(),
+                             model=LengthBrain())
+
+    [first] = pipeline().predict_texts(["a cached text"])
+    [meta] = list((tmp_path / "maps").rglob("*.json"))
+    meta.write_bytes(b"\xff" + meta.read_bytes())
+    later = pipeline()
+    [again] = later.predict_texts(["a cached text"])
+    assert isinstance(again, BrainMap) and later.counters["predicted"] == 1
+    np.testing.assert_array_equal(again.data, first.data)
+    assert later.disk.get(list(later.disk._entries())[0][0]) is not None  # stored again, readable
 
 
 def test_eviction_respects_max_bytes_and_recency(tmp_path):
@@ -149,15 +204,15 @@ def test_atomic_writes_leave_no_temporaries(tmp_path):
     assert len(names) == 10 and not [n for n in names if n.startswith(".tmp-")]
 
 
-def test_failed_write_cleans_up_its_temporary(tmp_path, monkeypatch):
+def test_failed_write_cleans_up_its_temporary_and_costs_only_the_entry(tmp_path, monkeypatch, caplog):
     cache = MapCache(tmp_path)
 
     def broken_save(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(np, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
-        cache.put("ab" * 16, brain_map())
+    assert cache.put("ab" * 16, brain_map()) is False
+    assert "disk full" in caplog.text
     assert entry_files(tmp_path) == []
 
 

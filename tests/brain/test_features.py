@@ -92,3 +92,17 @@ def test_word_features_from_a_stimulus():
     assert np.abs(word_features(stim, "lexical").semantic).sum() == 0
     with pytest.raises(ValueError, match="minilm-static"):
         word_features(stim, "glove")
+
+
+def test_frame_matrix_cache_is_bounded_in_bytes():
+    """On main every length up to 256 entries was kept: one 3,000 s stimulus left ~144 MB behind."""
+    from brainrl.brain import features
+
+    long_one = features.frame_matrix(features.MAX_CACHED_FRAMES + 44)
+    before = features._cached_frame_matrix.cache_info().currsize
+    again = features.frame_matrix(features.MAX_CACHED_FRAMES + 44)
+    assert again is not long_one and np.array_equal(again, long_one)  # built each time, not kept
+    assert features._cached_frame_matrix.cache_info().currsize == before
+    assert features.frame_matrix(30) is features.frame_matrix(30)  # short ones are cached
+    worst = features._FRAME_MATRIX_CACHE * features.MAX_CACHED_FRAMES * 2 * features.MAX_CACHED_FRAMES * 8
+    assert worst <= 64 * 2**20

@@ -224,3 +224,14 @@ def test_lexical_load_saturates_so_a_url_cannot_outscore_syntax():
         "approved, the bridge would wait.",
     ])
     assert url < sentence
+
+
+def test_duration_comes_from_the_audio_not_the_stimulus_field(model):
+    """On main a stimulus claiming 3,000 s got a 3,000-frame map (and a 144 MB matrix in a cache)."""
+    from dataclasses import replace
+
+    honest = hand_stimulus(SIMPLE)
+    lying = replace(honest, duration=3000.0)
+    honest_map, lying_map = model.predict([honest, lying])
+    assert lying_map.n_frames == honest_map.n_frames == math.ceil(len(honest.waveform) / honest.sample_rate)
+    np.testing.assert_array_equal(lying_map.data, honest_map.data)
