@@ -7,11 +7,14 @@ strips them, and every call passes the full set from ``SamplingConfig``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
+
+from brainrl.policy.lora import MergedWeights, merged_adapter
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,48 @@ class SamplingConfig:
         }
 
 
+@dataclass
+class GenerationSettings:
+    """How completions are computed, not which distribution they come from: these settings change speed
+    and float rounding only (tests/policy checks the sampled tokens' log-probabilities against the
+    training forward's).
+
+    - ``merge_adapter``: generate through merged LoRA weights W + s·BA (one matmul per layer instead of
+      three); the update still runs on the unmerged adapter, whose weights are restored bit for bit.
+    - ``cache``: the KV cache; ``static`` preallocates it for the whole completion (what compiled
+      decoding needs); ``auto`` = static where decoding is compiled, else dynamic.
+    - ``compile``: ``torch.compile`` the decoding step (transformers does it with a static cache);
+      None = where the device supports it (CUDA), never on CPU (compiling costs more than it saves there).
+    """
+
+    merge_adapter: bool = True
+    cache: Literal["auto", "dynamic", "static"] = "auto"
+    compile: bool | None = None
+
+    def resolve(self, device: str | torch.device) -> dict[str, Any]:
+        """(merge, cache, compile) for ``device``, with nothing left on auto."""
+        cuda = torch.device(device).type == "cuda"
+        compile_ = cuda if self.compile is None else bool(self.compile)
+        cache = self.cache if self.cache != "auto" else ("static" if compile_ else "dynamic")
+        if compile_ and cache != "static":
+            raise ValueError("policy.generation.compile needs cache: static (or auto); transformers compiles "
+                             "decoding only with a static KV cache.")
+        return {"merge_adapter": self.merge_adapter, "cache": cache, "compile": compile_}
+
+    def generate_kwargs(self, device: str | torch.device) -> dict[str, Any]:
+        """The extra ``generate`` arguments for the resolved cache and compile choice."""
+        chosen = self.resolve(device)
+        if chosen["cache"] == "dynamic":
+            return {"disable_compile": True}
+        from transformers import CompileConfig
+
+        if not chosen["compile"]:
+            return {"cache_implementation": "static", "disable_compile": True}
+        config = CompileConfig(fullgraph=True, dynamic=False)  # CUDA graphs ("reduce-overhead"), one shape
+        config._compile_all_devices = torch.device(device).type != "cuda"  # elsewhere it must be asked for
+        return {"cache_implementation": "static", "disable_compile": False, "compile_config": config}
+
+
 def neutralise_generation_config(model, tokenizer) -> dict[str, Any]:
     """Replace the model's generation defaults by a config holding only special-token ids.
 
@@ -104,6 +149,9 @@ class Samples:
     group: torch.Tensor  # (B,) prompt index of each row
     finished: torch.Tensor  # (B,) bool: an eos was produced within max_new_tokens
     settings: dict[str, Any]
+    #: (B, Lc) log π(token) of each sampled token from the generation path's own raw logits (temperature 1,
+    #: before any truncation), when asked for with ``return_logprobs``; 0 past the mask
+    generation_logprobs: torch.Tensor | None = None
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -138,15 +186,24 @@ def eos_ids(tokenizer, model=None) -> list[int]:
 @torch.no_grad()
 def sample_completions(model, tokenizer, prompts: Sequence[str], sampling: SamplingConfig, *, num_completions: int = 1,
                        system: str | None = None, seed: int | None = None, temperature: float | None = None,
-                       device: str | torch.device | None = None) -> Samples:
+                       device: str | torch.device | None = None, generation: GenerationSettings | None = None,
+                       merged_weights: MergedWeights | None = None, return_logprobs: bool = False) -> Samples:
     """Sample ``num_completions`` completions for each user prompt in one batched ``generate`` call.
 
     ``seed`` reseeds torch first, so the same seed gives the same completions (base vs tuned comparisons
-    and resumed runs rely on it)."""
+    and resumed runs rely on it). ``generation`` picks merged-adapter generation and the KV cache /
+    compiled decoding (default: ``GenerationSettings()``); ``merged_weights`` keeps the merged buffers
+    from one call to the next. ``return_logprobs`` keeps every step's logits (B × V floats per token) to
+    fill ``generation_logprobs``: an on-policy check, not for every step of a large-vocabulary model."""
     device = device or next(model.parameters()).device
     texts_in = [chat_prompt(tokenizer, p, system) for p in prompts]
     tokenizer.padding_side = "left"
-    enc = tokenizer(texts_in, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    generation = generation or GenerationSettings()
+    engine = generation.generate_kwargs(device)
+    # a static cache is sized by the prompt length: round it up so a compiled decoder sees few shapes
+    multiple = 32 if engine.get("cache_implementation") == "static" else None
+    enc = tokenizer(texts_in, return_tensors="pt", padding=True, add_special_tokens=False,
+                    pad_to_multiple_of=multiple).to(device)
     if seed is not None:
         torch.manual_seed(seed)
         if torch.cuda.is_available():
@@ -156,25 +213,39 @@ def sample_completions(model, tokenizer, prompts: Sequence[str], sampling: Sampl
     was_training = model.training
     model.eval()
     try:
-        out = model.generate(
-            input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], num_return_sequences=num_completions,
-            eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, **kwargs,
-        )
+        with merged_adapter(model, merged_weights) if generation.merge_adapter else _unmerged() as merged:
+            out = model.generate(
+                input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                num_return_sequences=num_completions, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
+                **kwargs, **engine, output_logits=return_logprobs, return_dict_in_generate=True,
+            )
     finally:
         model.train(was_training)
     prompt_len = enc["input_ids"].shape[1]
-    completion_ids = out[:, prompt_len:]
+    completion_ids = out.sequences[:, prompt_len:]
+    out_dtype, out_device = out.sequences.dtype, out.sequences.device
     if completion_ids.shape[1] == 0:  # generate stopped at once for every row
-        completion_ids = torch.full((out.shape[0], 1), eos[0], dtype=out.dtype, device=out.device)
+        completion_ids = torch.full((out.sequences.shape[0], 1), eos[0], dtype=out_dtype, device=out_device)
     mask, finished = completion_mask(completion_ids, eos)
+    generation_logprobs = None
+    if return_logprobs and out.logits:
+        logits = torch.stack(out.logits, dim=1).float()  # (B, Lc, V), raw: before temperature and truncation
+        chosen = torch.gather(torch.log_softmax(logits, dim=-1), 2, completion_ids.unsqueeze(-1)).squeeze(-1)
+        generation_logprobs = chosen * mask
     completion_ids = completion_ids.masked_fill(mask == 0, tokenizer.pad_token_id)
     texts = tokenizer.batch_decode(completion_ids * mask + tokenizer.pad_token_id * (1 - mask), skip_special_tokens=True)
     prompt_ids = enc["input_ids"].repeat_interleave(num_completions, dim=0)
     prompt_mask = enc["attention_mask"].repeat_interleave(num_completions, dim=0)
     group = torch.arange(len(prompts), device=device).repeat_interleave(num_completions)
-    settings = {**kwargs, "num_completions": num_completions, "seed": seed, "system_prompt": system, "eos_token_ids": eos}
+    settings = {**kwargs, "num_completions": num_completions, "seed": seed, "system_prompt": system, "eos_token_ids": eos,
+                "engine": {**generation.resolve(device), "merged": merged}}
     return Samples(prompt_ids, prompt_mask, completion_ids, mask, [t.strip() for t in texts],
-                   [prompts[i] for i in group.tolist()], group, finished, settings)
+                   [prompts[i] for i in group.tolist()], group, finished, settings, generation_logprobs)
+
+
+@contextlib.contextmanager
+def _unmerged():
+    yield False
 
 
 def sampling_record(sampling: SamplingConfig) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from brainrl.policy import attach_lora, load_policy, neutralise_generation_config, sample_completions, trainable_parameters
+from brainrl.policy.lora import MergedWeights
 from brainrl.policy.sampling import Samples
 from brainrl.train.config import AWSFTConfig, RecipeConfig
 from brainrl.train.losses import awsft_loss, completion_logits, group_advantages, token_logprobs
@@ -103,6 +104,7 @@ class AWSFTTrainer:
         self.model, self.optimizer = acc.prepare(model, optimizer)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: warmup_cosine(s, self.cfg.steps, self.cfg.warmup_steps, self.cfg.min_lr_ratio))
+        self.merged_weights = MergedWeights()  # generation's merged-adapter buffers, reused every step
         self.start_step = 0
         self.metrics = runs.JsonlWriter(self.output_dir / "metrics.jsonl")
         self.completions_log = runs.JsonlWriter(self.output_dir / "completions.jsonl")
@@ -116,7 +118,8 @@ class AWSFTTrainer:
             "algorithm": {"name": "awsft", "kl_estimator": "k3 (exp(d)-d-1, d = logp_ref - logp), token mean per "
                           "completion", "reference": "base model with the LoRA adapter disabled",
                           "advantages": "per prompt group, (r - mean) / max(std (unbiased), std_floor)",
-                          "loss_temperature": 1.0, "dropout": "off (eval mode) in sampling and update"},
+                          "loss_temperature": 1.0, "dropout": "off (eval mode) in sampling and update",
+                          "generation": recipe.policy.generation.resolve(acc.device)},
             "accelerate": {"num_processes": acc.num_processes, "device": str(acc.device),
                            "distributed_type": str(acc.distributed_type)},
         }
@@ -170,11 +173,16 @@ class AWSFTTrainer:
         return (self.recipe.seed * 1_000_003 + step * 7919 + self.accelerator.process_index) % (2**31 - 1)
 
     def sample(self, step: int) -> Samples:
+        """This step's completions, through merged adapter weights (``policy.generation``); on check steps
+        (``awsft.logprob_check_every``) with the generation path's own log-probs of the sampled tokens."""
         temperature = self.recipe.sampling.temperature_at(step, self.cfg.steps)
+        every = self.cfg.logprob_check_every
         return sample_completions(
             self.policy, self.tokenizer, self.step_prompts(step), self.recipe.sampling,
             num_completions=self.cfg.completions_per_prompt, system=self.recipe.data.system_prompt,
-            seed=self.generation_seed(step), temperature=temperature, device=self.accelerator.device)
+            seed=self.generation_seed(step), temperature=temperature, device=self.accelerator.device,
+            generation=self.recipe.policy.generation, merged_weights=self.merged_weights,
+            return_logprobs=bool(every) and step % every == 0)
 
     def update(self, samples: Samples, advantages: torch.Tensor, keep: torch.Tensor) -> dict[str, float]:
         """One optimiser step on mean_i(A_i·CE_i + β·KL_i) over kept completions (chunked if asked)."""
@@ -183,7 +191,7 @@ class AWSFTTrainer:
         chunk = self.cfg.update_batch_size or batch
         normaliser = max(float(keep.sum()), 1.0)
         totals = {"loss": 0.0, "ce_weighted": 0.0}
-        kl_token_sum, kl_seq_sums, ce_values = 0.0, [], []
+        kl_token_sum, kl_seq_sums, ce_values, drift = 0.0, [], [], None
         self.optimizer.zero_grad(set_to_none=True)
         for start in range(0, batch, chunk):
             rows = slice(start, start + chunk)
@@ -192,6 +200,9 @@ class AWSFTTrainer:
             with torch.no_grad(), self.policy.disable_adapter():
                 ref_logp = token_logprobs(completion_logits(self.policy, *args), args[2])
             logp = token_logprobs(completion_logits(self.model, *args), args[2])
+            if samples.generation_logprobs is not None:  # sampled by the policy being updated, up to rounding?
+                gap = (samples.generation_logprobs[rows] - logp.detach())[args[3].bool()].abs()
+                drift = max(drift or 0.0, float(gap.max()) if gap.numel() else 0.0)
             terms = awsft_loss(logp, ref_logp, args[3], advantages[rows].to(logp.device),
                                keep[rows].to(logp.dtype).to(logp.device), self.cfg.beta, normaliser)
             acc.backward(terms.loss)
@@ -200,6 +211,11 @@ class AWSFTTrainer:
             kl_token_sum += float(terms.kl_tokens.detach()[kept].sum())
             kl_seq_sums += terms.kl_tokens.detach()[kept].sum(1).tolist()
             ce_values += terms.ce.detach()[kept].tolist()
+        if drift is not None and drift > (1e-3 if samples.completion_ids.device.type == "cpu" and
+                                          next(self.policy.parameters()).dtype == torch.float32 else 0.1):
+            log.warning("step log-probs: the generation path and the update's forward differ by up to %.2e on the "
+                        "sampled tokens (policy.generation: %s); the update is off-policy by that much",
+                        drift, samples.settings.get("engine"))
         grad_norm = acc.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
@@ -211,6 +227,7 @@ class AWSFTTrainer:
             "kl_per_sequence": float(np.mean(kl_seq_sums)) if kl_seq_sums else float("nan"),
             "ce_mean": float(np.mean(ce_values)) if ce_values else float("nan"),
             "grad_norm": float(grad_norm),
+            **({"logprob_drift_max": drift} if drift is not None else {}),
         }
 
     def train_step(self, step: int) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from brainrl.brain.pipeline import PipelineConfig
 from brainrl.configs import check_range
 from brainrl.registry import closest_names
 from brainrl.policy.lora import LoraSettings
-from brainrl.policy.sampling import SamplingConfig
+from brainrl.policy.sampling import GenerationSettings, SamplingConfig
 from brainrl.rewards.loading import RewardSpec
 
 #: what trl.GRPOTrainer (1.14-1.16) implements; GRPOConfig itself accepts any string and fails mid-run
@@ -27,6 +27,8 @@ class PolicyConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     lora: LoraSettings = field(default_factory=LoraSettings)
     trust_remote_code: bool = False
+    #: how completions are computed (merged adapter, KV cache, compiled decoding): speed, not the distribution
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
 
 
 @dataclass
@@ -59,6 +61,9 @@ class AWSFTConfig:
     checkpoint_every: int = 10
     #: keep only the newest N checkpoints (0 = keep all)
     keep_checkpoints: int = 2
+    #: every N steps (0 = never) the generation path also returns its log-probs of the sampled tokens and the
+    #: step logs ``logprob_drift_max``, their largest gap to the update's forward (on-policy check)
+    logprob_check_every: int = 10
 
     def __post_init__(self) -> None:
         for name in ("steps", "prompts_per_step"):

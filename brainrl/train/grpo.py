@@ -3,11 +3,13 @@
 TRL does generation, reward batching, group-normalised advantages, the KL to the adapter-disabled base
 (``beta`` > 0: no second model copy), per-reward logging (``rewards/<name>/mean``), checkpoints and
 resume. This module maps recipe fields onto ``GRPOConfig`` (checking them), defaults that run on CPU, a
-JSONL metrics file and the same run card as AWSFT.
+JSONL metrics file and the same run card as AWSFT. Generation runs through merged adapter weights, with
+a static KV cache and compiled decoding where ``policy.generation`` resolves to them (as in AWSFT).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import shutil
@@ -17,6 +19,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from brainrl.configs import check_field
+from brainrl.policy.lora import MergedWeights, merged_adapter
+from brainrl.policy.sampling import GenerationSettings
 from brainrl.train import runs
 from brainrl.train.config import RecipeConfig
 from brainrl.train.recipe import RecipeError, read_prompts, resolve_path
@@ -27,7 +31,8 @@ log = logging.getLogger(__name__)
 MAPPED_FIELDS = ("output_dir", "max_steps", "per_device_train_batch_size", "num_generations", "learning_rate", "beta",
                  "loss_type", "scale_rewards", "max_grad_norm", "warmup_steps", "lr_scheduler_type", "save_steps",
                  "save_strategy", "logging_steps", "report_to", "seed", "use_cpu", "bf16", "max_completion_length",
-                 "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "reward_weights", "disable_tqdm")
+                 "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "reward_weights", "disable_tqdm",
+                 "cache_implementation")
 
 
 def grpo_config(recipe: RecipeConfig, reward_weights: Sequence[float], output_dir: str | Path | None = None):
@@ -74,6 +79,10 @@ def grpo_config(recipe: RecipeConfig, reward_weights: Sequence[float], output_di
         disable_dropout=True,  # the policy scored is the policy that sampled
         remove_unused_columns=False,
     )
+    engine = recipe.policy.generation.resolve("cuda" if cuda else "cpu")
+    kwargs["cache_implementation"] = "static" if engine["cache"] == "static" else None
+    if engine["cache"] == "static" and "pad_to_multiple_of" not in g.extra:
+        kwargs["pad_to_multiple_of"] = 32  # few prompt shapes for the static cache and the compiled decoder
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     kwargs[checkpointing] = False
     if cuda:
@@ -83,6 +92,37 @@ def grpo_config(recipe: RecipeConfig, reward_weights: Sequence[float], output_di
         return GRPOConfig(**kwargs)
     except (ValueError, TypeError) as err:
         raise RecipeError(f"grpo: trl.GRPOConfig rejected the settings: {err}") from err
+
+
+def _trainer_class():
+    """``trl.GRPOTrainer`` with brainrl's generation engine (built lazily: TRL imports are slow)."""
+    from trl import GRPOTrainer
+
+    class BrainrlGRPOTrainer(GRPOTrainer):
+        """Generates through merged LoRA weights (``brainrl.policy.lora.merged_adapter``: exact weights
+        restored for the update) and, where ``policy.generation`` resolves to it, compiled decoding over a
+        static cache; TRL fixes ``disable_compile=True``, which this lifts only then. vLLM generation is
+        TRL's own and left unchanged."""
+
+        def __init__(self, *args, generation: GenerationSettings, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.brainrl_generation = generation
+            self.merged_weights = MergedWeights()
+            if not hasattr(GRPOTrainer, "_generate_single_turn"):
+                log.warning("this TRL version has no GRPOTrainer._generate_single_turn; generating unmerged")
+            device = self.accelerator.device
+            if generation.resolve(device)["compile"] and not self.use_vllm:
+                config = generation.generate_kwargs(device)["compile_config"]
+                self.generation_config.disable_compile = False
+                self.generation_config.compile_config = config
+
+        def _generate_single_turn(self, *args, **kwargs):
+            merge = self.brainrl_generation.merge_adapter and not self.use_vllm
+            policy = self.accelerator.unwrap_model(self.model)
+            with merged_adapter(policy, self.merged_weights) if merge else contextlib.nullcontext(False):
+                return super()._generate_single_turn(*args, **kwargs)
+
+    return BrainrlGRPOTrainer
 
 
 def prompt_dataset(prompts: Sequence[str], system: str | None):
@@ -115,8 +155,6 @@ def train_grpo(recipe: RecipeConfig, *, model=None, tokenizer=None, reward_funcs
                reward_weights: Sequence[float] | None = None, train_prompts: Sequence[str] | None = None,
                resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Train with GRPOTrainer; saves ``adapter/``, ``metrics.jsonl`` and ``run_card.json`` in output_dir."""
-    from trl import GRPOTrainer
-
     from brainrl.policy import load_policy, neutralise_generation_config, trainable_parameters
 
     output_dir = Path(recipe.output_dir)
@@ -141,10 +179,10 @@ def train_grpo(recipe: RecipeConfig, *, model=None, tokenizer=None, reward_funcs
     metrics = _JsonlMetrics(output_dir / "metrics.jsonl")
     if resume:
         metrics.writer.path.unlink(missing_ok=True)  # TRL replays nothing; the log restarts at the checkpoint
-    trainer = GRPOTrainer(model=model, reward_funcs=list(reward_funcs), args=args,
-                          train_dataset=prompt_dataset(prompts, recipe.data.system_prompt),
-                          processing_class=tokenizer, peft_config=recipe.policy.lora.peft_config(),
-                          callbacks=[metrics.callback])
+    trainer = _trainer_class()(model=model, reward_funcs=list(reward_funcs), args=args,
+                               train_dataset=prompt_dataset(prompts, recipe.data.system_prompt),
+                               processing_class=tokenizer, peft_config=recipe.policy.lora.peft_config(),
+                               callbacks=[metrics.callback], generation=recipe.policy.generation)
     trainable, total = trainable_parameters(trainer.model)
     if trainer.is_world_process_zero():
         runs.write_run_card(output_dir, recipe, reward_funcs, reward_weights, {
@@ -152,7 +190,8 @@ def train_grpo(recipe: RecipeConfig, *, model=None, tokenizer=None, reward_funcs
             "policy": {**source, "trainable_parameters": trainable, "total_parameters": total,
                        "lora": recipe.policy.lora.record(), "dropped_generation_defaults": dropped},
             "algorithm": {"name": "grpo", "implementation": "trl.GRPOTrainer", "beta": args.beta,
-                          "loss_type": args.loss_type, "reference": "base model with the LoRA adapter disabled"},
+                          "loss_type": args.loss_type, "reference": "base model with the LoRA adapter disabled",
+                          "generation": recipe.policy.generation.resolve(trainer.accelerator.device)},
             "grpo_config": {k: v for k, v in args.to_dict().items() if isinstance(v, (int, float, str, bool, list, type(None)))},
             "accelerate": {"num_processes": trainer.accelerator.num_processes, "device": str(trainer.accelerator.device),
                            "distributed_type": str(trainer.accelerator.distributed_type)},

@@ -76,3 +76,18 @@ def test_refuses_to_overwrite_a_run(tmp_path):
 
     with pytest.raises(ValueError, match="--resume"):
         make_trainer(recipe)
+
+
+def test_awsft_generates_merged_and_checks_logprobs_on_policy(tmp_path):
+    recipe = tiny_recipe(tmp_path, steps=3, logprob_check_every=2)
+    trainer = make_trainer(recipe)
+    trainer.train()
+    metrics = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    # steps 1 and 3 are check steps (step index 0 and 2); step 3 samples from an updated, non-zero adapter
+    assert ["logprob_drift_max" in m for m in metrics] == [True, False, True]
+    assert metrics[-1]["kl_per_token"] > 0
+    for m in (metrics[0], metrics[2]):
+        assert 0 <= m["logprob_drift_max"] < 1e-4  # fp32: merged generation vs unmerged update forward
+    card = json.loads((tmp_path / "run" / "run_card.json").read_text())
+    assert card["algorithm"]["generation"] == {"merge_adapter": True, "cache": "dynamic", "compile": False}
+    assert len(trainer.merged_weights.buffers) == 2 * 4  # q/k/v/o of both layers, merged into reused buffers

@@ -68,3 +68,55 @@ def test_grpo_trains_two_steps_with_two_rewards(tmp_path):
     card = json.loads((run / "run_card.json").read_text())
     assert card["status"] == "finished" and card["algorithm"]["name"] == "grpo"
     assert [r["weight"] for r in card["rewards"]] == [1.0, 0.01]
+
+
+def test_grpo_generation_is_merged_and_on_policy(tmp_path):
+    """TRL's generation in brainrl's GRPOTrainer runs on merged adapter weights; the sampled tokens' log-probs
+    from generate's own logits equal the update's forward (unmerged adapter) within float rounding."""
+    import torch
+
+    from brainrl.train.grpo import _trainer_class, prompt_dataset
+    from brainrl.train.losses import completion_logits, token_logprobs
+
+    model, tok = tiny_policy(seed=0, hidden=64)
+    r = recipe(tmp_path)
+    calls = []
+    plain_generate = model.generate
+
+    def spy(*args, **kwargs):  # records what the generation path computed, as the sampler saw it
+        out = plain_generate(*args, **{**kwargs, "output_logits": True, "return_dict_in_generate": True})
+        layers = [m for m in model.modules() if hasattr(m, "lora_A")]
+        calls.append({"adapter_branch_off": all(layer.disable_adapters for layer in layers), "out": out,
+                      "attention_mask": kwargs["attention_mask"], "prompt_len": kwargs["input_ids"].shape[1]})
+        return out.sequences
+
+    model.generate = spy
+    trainer = _trainer_class()(model=model, reward_funcs=[vowel_share], args=grpo_config(r, [1.0]),
+                               train_dataset=prompt_dataset(PROMPTS, None), processing_class=tok,
+                               peft_config=r.policy.lora.peft_config(), generation=r.policy.generation)
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # an adapter far from its zero init, so merging it matters
+        for name, param in policy.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+    before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    prompt_ids = [tok(t, add_special_tokens=False)["input_ids"] for t in PROMPTS[:2]]
+    completions, _ = trainer._generate_single_turn(prompt_ids, None, {}, 2)
+    assert len(completions) == 2 and len(calls) == 1 and calls[0]["adapter_branch_off"]  # merged weights
+    for name, param in policy.named_parameters():  # the exact weights are back for the update
+        assert torch.equal(param, before[name]), name
+    out, plen = calls[0]["out"], calls[0]["prompt_len"]
+    completion_ids = out.sequences[:, plen:]
+    gen = torch.gather(torch.log_softmax(torch.stack(out.logits, 1).float(), -1), 2,
+                       completion_ids.unsqueeze(-1)).squeeze(-1)
+    mask = torch.ones_like(completion_ids)
+    prompt = out.sequences[:, :plen]
+    with torch.no_grad():
+        train = token_logprobs(completion_logits(policy, prompt, calls[0]["attention_mask"], completion_ids, mask),
+                               completion_ids)
+        with policy.disable_adapter():
+            base = token_logprobs(completion_logits(policy, prompt, calls[0]["attention_mask"], completion_ids, mask),
+                                  completion_ids)
+    assert (gen - train).abs().max().item() < 1e-4
+    assert (base - train).abs().mean().item() > 0.05  # the check has power: the adapter changes the policy

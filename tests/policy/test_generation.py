@@ -1,0 +1,116 @@
+"""Fast generation stays on-policy: merged-adapter / static-cache sampling vs the training forward."""
+
+import pytest
+import torch
+
+from brainrl.policy import LoraSettings, SamplingConfig, attach_lora, sample_completions
+from brainrl.policy.lora import MergedWeights, merged_adapter, mergeable
+from brainrl.policy.sampling import GenerationSettings
+from brainrl.policy.tiny import tiny_policy
+from brainrl.train.losses import completion_logits, token_logprobs
+
+PROMPTS = ["tell a story about a river", "explain the weather at night"]
+#: fp32: merged W + s·BA vs the adapter's separate branch, and a KV-cached decode vs one full forward,
+#: differ by float rounding only (~1e-6 measured); bf16 would need ~1e-2
+LOGPROB_ATOL = 1e-4
+
+
+def trained_like_policy(seed=0):
+    """A tiny policy with a LoRA adapter whose B is far from 0, so the adapter changes the policy a lot."""
+    model, tokenizer = tiny_policy(seed=seed, hidden=64)
+    model = attach_lora(model, LoraSettings(r=4, alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
+                                                                           "up_proj", "down_proj"]))
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+    return model.eval(), tokenizer
+
+
+def training_logprobs(model, samples):
+    with torch.no_grad():
+        logits = completion_logits(model, samples.prompt_ids, samples.prompt_mask, samples.completion_ids,
+                                   samples.completion_mask)
+    return token_logprobs(logits, samples.completion_ids) * samples.completion_mask
+
+
+@pytest.mark.parametrize("generation", [GenerationSettings(merge_adapter=True, cache="dynamic"),
+                                        GenerationSettings(merge_adapter=True, cache="static"),
+                                        GenerationSettings(merge_adapter=False, cache="dynamic")],
+                         ids=["merged-dynamic", "merged-static", "unmerged-dynamic"])
+def test_sampled_tokens_logprobs_equal_training_forward(generation):
+    model, tok = trained_like_policy()
+    samples = sample_completions(model, tok, PROMPTS, SamplingConfig(max_new_tokens=16), num_completions=3, seed=5,
+                                 generation=generation, return_logprobs=True)
+    assert samples.settings["engine"]["merged"] is generation.merge_adapter
+    train = training_logprobs(model, samples)  # the update's forward: unmerged adapter, no cache
+    mask = samples.completion_mask.bool()
+    assert mask.sum() > 20
+    drift = (samples.generation_logprobs - train)[mask].abs().max().item()
+    assert drift < LOGPROB_ATOL, f"generation path log-probs drift {drift:.2e} from the training forward"
+    # the adapter matters: the same tokens under the base model score differently, so a generation path that
+    # skipped or doubled the adapter could not pass the check above
+    with model.disable_adapter():
+        base = training_logprobs(model, samples)
+    assert (base - train)[mask].abs().mean().item() > 0.05
+
+
+def test_merged_generation_restores_weights_bit_for_bit_and_reuses_buffers():
+    model, tok = trained_like_policy()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    buffers = MergedWeights()
+    for seed in (1, 2):
+        samples = sample_completions(model, tok, PROMPTS, SamplingConfig(max_new_tokens=6), num_completions=2,
+                                     seed=seed, merged_weights=buffers)
+        assert samples.settings["engine"]["merged"] is True
+        if seed == 1:
+            addresses = {k: v.data_ptr() for k, v in buffers.buffers.items()}
+    assert len(buffers.buffers) == 2 * 6  # two layers x six targeted projections
+    assert {k: v.data_ptr() for k, v in buffers.buffers.items()} == addresses  # same buffers every step
+    for name, param in model.named_parameters():
+        assert torch.equal(param, before[name]), name
+    assert not any(layer.disable_adapters for _, layer in model.named_modules() if hasattr(layer, "lora_A"))
+
+
+def test_merged_and_unmerged_sampling_draw_the_same_tokens():
+    model, tok = trained_like_policy(seed=3)
+    runs = [sample_completions(model, tok, PROMPTS, SamplingConfig(max_new_tokens=12), num_completions=2, seed=9,
+                               generation=GenerationSettings(merge_adapter=merge)) for merge in (False, True)]
+    assert torch.equal(runs[0].completion_ids, runs[1].completion_ids)
+
+
+def test_base_generation_under_disabled_adapter_is_not_merged():
+    model, tok = trained_like_policy()
+    with model.disable_adapter():
+        assert mergeable(model) == (False, "the adapter is disabled (base-model generation)")
+        samples = sample_completions(model, tok, PROMPTS, SamplingConfig(max_new_tokens=8), seed=4,
+                                     return_logprobs=True)
+        base = training_logprobs(model, samples)
+    assert samples.settings["engine"]["merged"] is False
+    mask = samples.completion_mask.bool()
+    assert (samples.generation_logprobs - base)[mask].abs().max().item() < LOGPROB_ATOL
+
+
+def test_unmergeable_models_generate_unmerged():
+    plain, _ = tiny_policy(seed=0)
+    assert mergeable(plain)[0] is False
+    with merged_adapter(plain) as merged:
+        assert merged is False
+    model, _ = tiny_policy(seed=0)
+    dora = attach_lora(model, LoraSettings(r=2))
+    dora.base_model.model.model.layers[0].self_attn.q_proj.lora_variant["default"] = object()  # as DoRA sets it
+    ok, why = mergeable(dora)
+    assert not ok and "variant" in why
+
+
+def test_generation_settings_resolve_per_device():
+    assert GenerationSettings().resolve("cpu") == {"merge_adapter": True, "cache": "dynamic", "compile": False}
+    assert GenerationSettings().resolve("cuda:0") == {"merge_adapter": True, "cache": "static", "compile": True}
+    assert GenerationSettings(compile=False).resolve("cuda") == {"merge_adapter": True, "cache": "dynamic",
+                                                                  "compile": False}
+    assert GenerationSettings().generate_kwargs("cpu") == {"disable_compile": True}
+    kwargs = GenerationSettings(cache="static", compile=True).generate_kwargs("cpu")
+    assert kwargs["cache_implementation"] == "static" and kwargs["compile_config"]._compile_all_devices
+    with pytest.raises(ValueError, match="static"):
+        GenerationSettings(cache="dynamic", compile=True).resolve("cuda")
