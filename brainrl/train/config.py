@@ -82,6 +82,7 @@ class AWSFTConfig:
                     fix="It is the completions per forward/backward chunk; 0 = all at once.")
         check_range("awsft.checkpoint_every", self.checkpoint_every, 0, fix="0 = only the final checkpoint.")
         check_range("awsft.keep_checkpoints", self.keep_checkpoints, 0, fix="0 = keep all.")
+        check_range("awsft.logprob_check_every", self.logprob_check_every, 0, fix="0 = never check.")
 
 
 @dataclass
