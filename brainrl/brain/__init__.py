@@ -17,6 +17,7 @@ from brainrl.brain.base import (
 BRAIN_MODELS.register("synthetic", "brainrl.brain.synthetic:SyntheticBrainModel")
 BRAIN_MODELS.register("tribe", "brainrl.brain.tribe:TribeBrainModel")
 BRAIN_MODELS.register("remote", "brainrl.brain.remote:RemoteBrainModel")
+BRAIN_MODELS.register("surrogate", "brainrl.brain.surrogate:SurrogateBrainModel")
 
 
 def get_brain_model(name: str = "synthetic", **kwargs) -> BrainModel:

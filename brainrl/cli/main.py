@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "brainrl.cli.sbi",  # simulate, sbi fit|diagnose, validate
     "brainrl.cli.compare",  # compare
     "brainrl.cli.validate",  # validate, ood-fit, theta-prompts
+    "brainrl.cli.distill",  # distill
 )
 
 

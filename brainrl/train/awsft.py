@@ -22,6 +22,7 @@ import torch
 from brainrl.policy import attach_lora, load_policy, neutralise_generation_config, sample_completions, trainable_parameters
 from brainrl.policy.lora import MergedWeights
 from brainrl.policy.sampling import Samples
+from brainrl.train.audit import AuditStop
 from brainrl.train.config import AWSFTConfig, RecipeConfig
 from brainrl.train.losses import awsft_loss, completion_logits, group_advantages, token_logprobs
 from brainrl.train.recipe import read_prompts, resolve_path
@@ -110,6 +111,11 @@ class AWSFTTrainer:
         self.completions_log = runs.JsonlWriter(self.output_dir / "completions.jsonl")
         if resume:
             self._resume()
+        if recipe.audit.enabled:  # surrogate rewards checked against their teacher (brainrl/train/audit.py)
+            from brainrl.train.audit import audit_rewards
+
+            self.reward_funcs = audit_rewards(recipe, self.reward_funcs, self.output_dir, self.start_step,
+                                              write=self.accelerator.is_main_process)
         trainable, total = trainable_parameters(self.policy)
         self.card_extra = {
             "policy": {**self.source, "trainable_parameters": trainable, "total_parameters": total,
@@ -309,11 +315,17 @@ class AWSFTTrainer:
 
             progress = tqdm(total=self.cfg.steps, initial=self.start_step, desc=f"awsft {recipe.name}", unit="step")
         last: dict[str, Any] = {}
+        summary_extra: dict[str, Any] = {}
         started = time.perf_counter()
         for step in range(self.start_step, self.cfg.steps):
             if stop_at is not None and step >= stop_at:
                 break
-            last = self.train_step(step)
+            try:
+                last = self.train_step(step)
+            except AuditStop as stop:  # the surrogate left its teacher and the recipe says stop
+                acc.print(f"stopped at step {step}: {stop}")
+                summary_extra = {"stopped_by_audit": str(stop), "steps_done": step}
+                break
             if acc.is_main_process:
                 self.metrics.write(last)
                 if tracking and (step + 1) % recipe.logging.log_every == 0:
@@ -329,7 +341,7 @@ class AWSFTTrainer:
         acc.wait_for_everyone()
         if tracking:
             acc.end_training()
-        summary = {"steps": self.cfg.steps, "train_seconds": time.perf_counter() - started, "last": last}
+        summary = {"steps": self.cfg.steps, "train_seconds": time.perf_counter() - started, "last": last, **summary_extra}
         if stop_at is not None and stop_at < self.cfg.steps:
             return {**summary, "stopped_at": stop_at}
         self.save_checkpoint(self.cfg.steps)  # all ranks (it synchronises them)

@@ -11,6 +11,7 @@ from brainrl.registry import closest_names
 from brainrl.policy.lora import LoraSettings
 from brainrl.policy.sampling import GenerationSettings, SamplingConfig
 from brainrl.rewards.loading import RewardSpec
+from brainrl.train.audit import AuditConfig
 
 #: what trl.GRPOTrainer (1.14-1.16) implements; GRPOConfig itself accepts any string and fails mid-run
 GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "vespo", "luspo")
@@ -173,6 +174,8 @@ class RecipeConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    #: student-teacher audit of a surrogate reward (brainrl/train/audit.py)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     def __post_init__(self) -> None:
         if not self.rewards:

@@ -74,6 +74,7 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), *, model=No
 
     from brainrl.brain.pipeline import BrainPipeline
     from brainrl.brain.base import BrainMap
+    from brainrl.brain.surrogate import teacher_config
     from brainrl.cortex import stats
     from brainrl.cortex.rois import get_roi
     from brainrl.policy import load_policy, neutralise_generation_config, sample_completions
@@ -118,7 +119,7 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), *, model=No
             tokens[name] += s.lengths.tolist()
         clusters += [start + int(g) for g in tuned.group]
     generation_s = time.perf_counter() - started
-    pipeline = BrainPipeline.shared(recipe.brain)
+    pipeline = BrainPipeline.shared(teacher_config(recipe.brain))  # a surrogate's teacher scores held-out maps
     roi = get_roi(cfg.roi)
     mask = roi.mask()
     values: dict[str, dict[str, np.ndarray]] = {}

@@ -169,6 +169,11 @@ def train_grpo(recipe: RecipeConfig, *, model=None, tokenizer=None, reward_funcs
     args = grpo_config(recipe, reward_weights)
     from accelerate import PartialState
 
+    if recipe.audit.enabled:  # surrogate rewards checked against their teacher (brainrl/train/audit.py)
+        from brainrl.train.audit import audit_rewards
+
+        reward_funcs = audit_rewards(recipe, reward_funcs, output_dir, write=PartialState().is_main_process)
+
     device = str(PartialState().device)  # this rank's own GPU (or the CPU), so no rank lands on GPU 0 first
     if model is None:
         model, tokenizer = load_policy(recipe.policy.model, recipe.policy.dtype, device,

@@ -1,0 +1,214 @@
+"""The distilled surrogate brain model: a student that predicts a teacher's time-averaged map from text.
+
+A ``Student`` (fitted by ``brainrl distill``, brainrl/brain/distill.py) maps cheap text features
+(brainrl/brain/student_features.py) through a ridge head to the teacher's maps compressed by PCA:
+
+    map(text) = map_mean + ((features(text) - x_mean) / x_scale @ coef + intercept) @ components
+
+It is saved as a folder: ``student.npz`` (arrays, including its training features and PCA coefficients
+so an audit can refit it) and ``card.json`` (teacher identity and pipeline, data, held-out fidelity,
+seeds, versions). ``SurrogateBrainModel`` (registered as ``surrogate``) serves it wherever a brain model
+goes (``brain: {speech: text-only, model: surrogate, model_kwargs: {path: DIR}, cache_dir: ""}``): each
+prediction is a one-frame ``BrainMap`` holding the predicted time-averaged map, so every reward that
+averages over frames (ROI means, selectivities, contrasts) reads the same number it would from the
+teacher's full map. Rewards that read time courses need the teacher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from brainrl.brain.base import N_VERTICES, BrainMap, BrainModel, Failed, Prediction
+from brainrl.brain.student_features import FeatureConfig, features_matrix
+from brainrl.stimulus import Stimulus
+
+log = logging.getLogger(__name__)
+
+SURROGATE_VERSION = 1
+STUDENT_FILE = "student.npz"
+CARD_FILE = "card.json"
+NOTE = "distilled surrogate: predicts the teacher's time-averaged map from text; check its card's fidelity"
+
+
+@dataclass
+class Student:
+    """Features -> standardised -> ridge -> PCA coefficients -> time-averaged map (float32, 20,484)."""
+
+    features: FeatureConfig
+    x_mean: np.ndarray  # (D,)
+    x_scale: np.ndarray  # (D,)
+    coef: np.ndarray  # (D, k)
+    intercept: np.ndarray  # (k,)
+    components: np.ndarray  # (k, 20,484) float32, orthonormal rows
+    map_mean: np.ndarray  # (20,484,) float32
+    alpha: np.ndarray  # (k,) ridge penalty per component, on standardised features
+    train_x: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # (N, D) raw features
+    train_c: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # (N, k) teacher coefficients
+    card: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        d, k = self.coef.shape
+        self.alpha = np.broadcast_to(np.asarray(self.alpha, np.float64), (k,)).copy()
+        if self.x_mean.shape != (d,) or self.x_scale.shape != (d,) or self.intercept.shape != (k,):
+            raise ValueError(f"Student arrays disagree: coef {self.coef.shape}, x_mean {self.x_mean.shape}, "
+                             f"x_scale {self.x_scale.shape}, intercept {self.intercept.shape}.")
+        if self.components.shape != (k, N_VERTICES) or self.map_mean.shape != (N_VERTICES,):
+            raise ValueError(f"Student components must be ({k}, {N_VERTICES}) and map_mean ({N_VERTICES},); got "
+                             f"{self.components.shape} and {self.map_mean.shape}.")
+        self.components = np.ascontiguousarray(self.components, dtype=np.float32)
+        self.map_mean = np.ascontiguousarray(self.map_mean, dtype=np.float32)
+        # folded once: coefficients straight from raw features (one matmul per batch)
+        self._w = (self.coef / self.x_scale[:, None]).astype(np.float64)
+        self._b = (self.intercept - (self.x_mean / self.x_scale) @ self.coef).astype(np.float64)
+
+    @property
+    def k(self) -> int:
+        return int(self.coef.shape[1])
+
+    def coefficients(self, x: np.ndarray) -> np.ndarray:
+        """(B, k) PCA coefficients from raw features (B, D)."""
+        return x @ self._w + self._b
+
+    def predict_coefficients(self, texts: Sequence[str]) -> np.ndarray:
+        return self.coefficients(features_matrix(texts, self.features))
+
+    def maps(self, coefficients: np.ndarray) -> np.ndarray:
+        """(B, 20,484) float32 maps from PCA coefficients."""
+        return self.map_mean + coefficients.astype(np.float32) @ self.components
+
+    def predict_maps(self, texts: Sequence[str]) -> np.ndarray:
+        return self.maps(self.predict_coefficients(texts))
+
+    def project(self, mean_maps: np.ndarray) -> np.ndarray:
+        """PCA coefficients of (B, 20,484) time-averaged maps (how a teacher map is encoded)."""
+        return (np.asarray(mean_maps, dtype=np.float32) - self.map_mean) @ self.components.T
+
+    # -- persistence ------------------------------------------------------------------------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"x_mean": self.x_mean, "x_scale": self.x_scale, "coef": self.coef, "intercept": self.intercept,
+                "components": self.components, "map_mean": self.map_mean, "alpha": np.asarray(self.alpha, np.float64),
+                "train_x": self.train_x.astype(np.float32), "train_c": self.train_c.astype(np.float32)}
+
+    def save(self, folder: str | Path, card: dict[str, Any] | None = None) -> str:
+        """Write ``student.npz`` and ``card.json`` atomically; returns the student's sha256 (its identity)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        np.savez(buffer, **self.arrays())
+        data = buffer.getvalue()
+        digest = hashlib.sha256(data).hexdigest()
+        self.card = {**(card if card is not None else self.card), "student_sha256": digest,
+                     "features": self.features.to_dict(), "surrogate_version": SURROGATE_VERSION,
+                     "k": self.k, "n_features": int(self.coef.shape[0])}
+        for name, payload in ((STUDENT_FILE, data),
+                              (CARD_FILE, json.dumps(self.card, indent=2, default=str).encode("utf-8"))):
+            tmp = folder / f".{name}.tmp"
+            tmp.write_bytes(payload)
+            os.replace(tmp, folder / name)
+        return digest
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Student":
+        folder = Path(folder)
+        npz, card_path = folder / STUDENT_FILE, folder / CARD_FILE
+        if not npz.exists() or not card_path.exists():
+            raise FileNotFoundError(
+                f"No distilled student in {str(folder)!r} (needs {STUDENT_FILE} and {CARD_FILE}). Make one with "
+                f"`brainrl distill --recipe RECIPE --out {folder}` (docs/surrogate.md).")
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        digest = hashlib.sha256(npz.read_bytes()).hexdigest()
+        if card.get("student_sha256") != digest:
+            raise ValueError(f"{npz} does not match its card (sha256 {digest[:12]} vs "
+                             f"{str(card.get('student_sha256'))[:12]}): the folder was edited by hand; distil again.")
+        with np.load(npz, allow_pickle=False) as arrays:
+            a = {name: arrays[name] for name in arrays.files}
+        return cls(features=FeatureConfig.from_dict(card["features"]), x_mean=a["x_mean"], x_scale=a["x_scale"],
+                   coef=a["coef"], intercept=a["intercept"], components=a["components"], map_mean=a["map_mean"],
+                   alpha=np.asarray(a["alpha"], np.float64), train_x=a["train_x"], train_c=a["train_c"], card=card)
+
+
+def teacher_pipeline_dict(folder: str | Path) -> dict[str, Any]:
+    """The teacher's ``PipelineConfig`` fields recorded in a student's card."""
+    card_path = Path(folder) / CARD_FILE
+    if not card_path.exists():
+        raise FileNotFoundError(f"No student card at {card_path}; distil a student first (docs/surrogate.md).")
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    return dict(card["teacher"]["pipeline"])
+
+
+def teacher_config(config):
+    """``config`` itself, or for a surrogate pipeline the teacher pipeline it was distilled from (held-out
+    evaluations and audits always score with the teacher)."""
+    from brainrl.brain.pipeline import PipelineConfig
+
+    if getattr(config, "model", None) != "surrogate":
+        return config
+    path = (config.model_kwargs or {}).get("path")
+    if not path:
+        raise ValueError("brain.model is 'surrogate' but brain.model_kwargs has no 'path' to the distilled student.")
+    return PipelineConfig(**teacher_pipeline_dict(path))
+
+
+class SurrogateBrainModel(BrainModel):
+    """Serves a distilled ``Student``: one frame per stimulus, the predicted time-averaged map.
+
+    ``path``: the folder ``brainrl distill --out`` wrote. Reads only ``Stimulus.text``, so pair it with the
+    ``text-only`` speech engine to skip speech synthesis (any engine gives the same maps).
+    """
+
+    name = "surrogate"
+
+    def __init__(self, path: str | os.PathLike, batch_size: int = 256):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        self.path = Path(path)
+        self.batch_size = batch_size
+        self.student = Student.load(self.path)
+        self.refits = 0
+        self._identity = self._make_identity()
+
+    def _make_identity(self) -> dict[str, Any]:
+        card = self.student.card
+        return {"model": "surrogate", "version": SURROGATE_VERSION, "student_sha256": card["student_sha256"],
+                "teacher": card.get("teacher", {}).get("identity", {}), "refits": self.refits}
+
+    def identity(self) -> dict[str, Any]:
+        return self._identity
+
+    def replace_student(self, student: Student) -> None:
+        """Swap in a refitted student (audited training); the identity, hence every cache key, changes."""
+        if not student.card.get("student_sha256"):
+            raise ValueError("Save the refitted student first (Student.save) so it has an identity.")
+        self.student = student
+        self.refits += 1
+        self._identity = self._make_identity()
+
+    def predict(self, stimuli: Sequence[Stimulus]) -> list[Prediction]:
+        if isinstance(stimuli, Stimulus):
+            raise TypeError("predict() takes a sequence of stimuli; wrap a single one in a list.")
+        out: list[Prediction] = []
+        for start in range(0, len(stimuli), self.batch_size):
+            batch = list(stimuli[start:start + self.batch_size])
+            texts = []
+            for stim in batch:
+                if not isinstance(stim, Stimulus):
+                    raise TypeError(f"predict() expects brainrl.stimulus.Stimulus items, got {type(stim).__name__}.")
+                texts.append(stim.text)
+            maps = self.student.predict_maps(texts)
+            for stim, row in zip(batch, maps):
+                if not np.isfinite(row).all():
+                    out.append(Failed("surrogate predicted non-finite values (features out of range)"))
+                    continue
+                provenance = {"model": "surrogate", "model_identity": self._identity, "time_averaged": True,
+                              "note": NOTE, **stim.provenance()}
+                out.append(BrainMap(data=row[None, :], provenance=provenance))
+        return out
