@@ -60,4 +60,26 @@ class Registry(Generic[T]):
         return entry
 
     def create(self, name: str, **kwargs: Any) -> T:
-        return self.factory(name)(**kwargs)
+        factory = self.factory(name)
+        check_kwargs(factory, kwargs, f"{self.kind} {name!r}")
+        return factory(**kwargs)
+
+
+def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str) -> None:
+    """Raise ``ValueError`` naming the keyword and the closest accepted one when ``factory`` (a class or a
+    function without ``**kwargs``) does not take a keyword in ``kwargs``."""
+    import inspect
+
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return
+    params = signature.parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    accepted = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"]
+    for key in kwargs:
+        if key not in accepted:
+            close = closest_names(key, accepted)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{what} takes no argument {key!r}.{hint} Valid arguments: {', '.join(accepted) or 'none'}.")

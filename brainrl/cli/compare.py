@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from brainrl.cli.common import folder_arg
+
 log = logging.getLogger(__name__)
 
 DEFAULT_COMPLETIONS = 32
@@ -47,7 +49,7 @@ def register(subparsers) -> None:
     brain.add_argument("--cache-dir", default=None, help="map cache folder ('' disables)")
     brain.add_argument("--batch-size", type=int, default=32, help="texts per brain-pipeline batch")
     rep = p.add_argument_group("report")
-    rep.add_argument("--out", default=None, help="output folder (default: RUN/compare, else compare/)")
+    rep.add_argument("--out", default=None, type=folder_arg, help="output folder (default: RUN/compare, else compare/)")
     rep.add_argument("--target", default=None, help="target ROI (default: the run's reward ROI, else broca)")
     rep.add_argument("--roi", dest="rois", action="append", default=None,
                      help="ROI to compare (repeatable; default: every preset)")
@@ -205,6 +207,10 @@ def resolve_settings(args: argparse.Namespace) -> CompareSettings:
 
     if args.completions < 2:
         raise ValueError(f"-n/--completions must be >= 2 (32 or more for useful intervals); got {args.completions}.")
+    if args.completions < len(prompts):  # fewer completions than prompts: only the first n prompts are used
+        notes.append(f"-n {args.completions} is less than the {len(prompts)} prompts: the first {args.completions} "
+                     "prompts are used, one completion each")
+        prompts = prompts[:args.completions]
     seed = args.seed if args.seed is not None else (_get(recipe, "eval", "seed") or DEFAULT_SEED)
     device = args.device or _default_device()
     return CompareSettings(

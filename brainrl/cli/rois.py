@@ -6,10 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
+from brainrl.cli.common import file_arg
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("rois", help="list or show ROI presets")
-    sub = p.add_subparsers(dest="rois_command", metavar="{list,show}")
+    p = subparsers.add_parser("rois", help="list or show ROI presets, list the Destrieux labels")
+    sub = p.add_subparsers(dest="rois_command", metavar="{list,show,labels}")
     lst = sub.add_parser("list", help="list the named ROI presets")
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=run_list)
@@ -17,14 +19,17 @@ def register(subparsers) -> None:
     show.add_argument("roi", help="preset name or spec, e.g. broca or 'labels:G_front_inf-Opercular@left'")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=run_show)
+    labels = sub.add_parser("labels", help="all Destrieux labels (names for ROI.from_labels and labels: specs)")
+    labels.add_argument("--json", action="store_true")
+    labels.set_defaults(func=run_labels)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
     plot = subparsers.add_parser("plot", help="plot a map (.npy) or an ROI on the inflated fsaverage5 surface")
     what = plot.add_mutually_exclusive_group(required=True)
     what.add_argument("--map", help=".npy of shape (20484,) or (T, 20484); (T, V) is averaged over time")
     what.add_argument("--roi", help="ROI preset name or spec")
-    plot.add_argument("--out", required=True, help="output PNG path")
-    plot.add_argument("--title", default=None)
+    plot.add_argument("--out", required=True, type=file_arg, help="output PNG path")
+    plot.add_argument("--title", default=None, help="figure title (default: what the map is, from predictions.json)")
     plot.add_argument("--symmetric", action="store_true", help="diverging colour map centred on 0")
     plot.add_argument("--frame", type=int, default=None, help="plot one frame of a (T, V) map instead of the mean")
     plot.set_defaults(func=run_plot)
@@ -65,6 +70,46 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_labels(args: argparse.Namespace) -> int:
+    from brainrl.cortex.atlas import load_destrieux
+
+    atlas = load_destrieux()
+    rows = []
+    for index, name in enumerate(atlas.names):
+        counts = {hemi: int((getattr(atlas, hemi) == index).sum()) for hemi in ("left", "right")}
+        rows.append({"index": index, "name": name, "left_vertices": counts["left"], "right_vertices": counts["right"]})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} Destrieux labels (aparc.a2009s) on fsaverage5; use them in "
+                        "ROI.from_labels(...) or 'labels:NAME,NAME@left'")
+    for column in ("index", "label", "left vertices", "right vertices"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(str(row["index"]), row["name"], str(row["left_vertices"]), str(row["right_vertices"]))
+    Console(width=120).print(table)
+    return 0
+
+
+def _map_title(path: Path, frames: int, frame: int | None) -> str:
+    """What a predicted map is: model, frame or mean of frames, and the text (from predictions.json)."""
+    what = f"frame {frame} of {frames}" if frame is not None else (f"mean of {frames} frames" if frames > 1 else "1 frame")
+    index_file = path.parent / "predictions.json"
+    if index_file.exists():
+        try:
+            index = json.loads(index_file.read_text(encoding="utf-8"))
+            item = next(e for e in index.get("items", []) if e.get("file") == path.name)
+            model = item.get("provenance", {}).get("model", "brain model")
+            text = item["text"] if len(item["text"]) <= 60 else item["text"][:57] + "…"
+            return f"Predicted response ({model}, {what}):\n“{text}”"
+        except (ValueError, StopIteration, KeyError, TypeError):
+            pass
+    return f"Predicted response ({what}): {path.name}"
+
+
 def run_plot(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -77,8 +122,13 @@ def run_plot(args: argparse.Namespace) -> int:
         if not path.exists():
             raise FileNotFoundError(f"Map file {args.map!r} not found (expected a .npy written by `brainrl predict`).")
         data = np.load(path)
+        frames = data.shape[0] if data.ndim == 2 else 1
+        if args.frame is not None and not (data.ndim == 2 and -frames <= args.frame < frames):
+            raise ValueError(f"--frame {args.frame} is out of range: {path.name} has {frames} frame(s) "
+                             f"(valid: 0 to {frames - 1}); omit --frame to plot the mean over frames.")
         if data.ndim == 2:
             data = data[args.frame] if args.frame is not None else data.mean(axis=0)
-        out = plot_surface(data, args.out, title=args.title or path.name, symmetric=args.symmetric)
+        frame = None if args.frame is None else args.frame % frames
+        out = plot_surface(data, args.out, title=args.title or _map_title(path, frames, frame), symmetric=args.symmetric)
     print(f"wrote {out}")
     return 0

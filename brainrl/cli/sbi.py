@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 
+from brainrl.cli.common import folder_arg, positive_int
+
 log = logging.getLogger(__name__)
 
 
@@ -15,7 +17,7 @@ def _simulate(args: argparse.Namespace) -> int:
     config = load_campaign_config(args.recipe)
     if args.out:
         config.out_dir = args.out
-    if args.n_items:
+    if args.n_items is not None:
         config.n_items = args.n_items
     if args.merge_only:
         print(f"merged dataset: {merge_shards(config.out_dir)}")
@@ -70,8 +72,8 @@ def _diagnose(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     sim = subparsers.add_parser("simulate", help="run or resume an SBI simulation campaign from a recipe")
     sim.add_argument("--recipe", required=True, help="recipes/campaign_*.yaml")
-    sim.add_argument("--out", help="override out_dir")
-    sim.add_argument("--n-items", type=int, help="override n_items")
+    sim.add_argument("--out", type=folder_arg, help="override out_dir")
+    sim.add_argument("--n-items", type=positive_int, help="override n_items (>= 1)")
     sim.add_argument("--merge-only", action="store_true", help="only merge finished shards into out_dir/dataset")
     sim.set_defaults(func=_simulate)
 
@@ -79,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = sbi.add_subparsers(dest="sbi_command", metavar="SBI_COMMAND", required=True)
     fit = sub.add_parser("fit", help="train q(θ | brain sequence) on a campaign")
     fit.add_argument("--data", required=True, help="campaign folder (brainrl simulate's out_dir)")
-    fit.add_argument("--out", required=True, help="folder for the posterior")
+    fit.add_argument("--out", required=True, type=folder_arg, help="folder for the posterior")
     fit.add_argument("--recipe", help="YAML with EstimatorConfig fields (defaults: the paper's)")
     fit.add_argument("--max-epochs", type=int)
     fit.add_argument("--seed", type=int)
@@ -88,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dia = sub.add_parser("diagnose", help="recovery, Bayes RMSE, calibration, contraction vs cycle consistency")
     dia.add_argument("--posterior", required=True)
     dia.add_argument("--data", required=True, help="campaign folder; its held-out ids are used if it is the training one")
-    dia.add_argument("--out", required=True)
+    dia.add_argument("--out", required=True, type=folder_arg, help="folder for the diagnostics report")
     dia.add_argument("--n-samples", type=int, default=500)
     dia.add_argument("--split", default="test", choices=["test", "val", "train", "all"])
     dia.add_argument("--max-cases", type=int)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from brainrl.cli.common import folder_arg
+
 
 def _validate(args: argparse.Namespace) -> int:
     from brainrl.brain.pipeline import PipelineConfig
@@ -64,7 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     val.add_argument("--temperature", type=float, default=1.0)
     val.add_argument("--top-p", type=float, default=1.0)
     val.add_argument("--max-new-tokens", type=int, default=160)
-    val.add_argument("--out", required=True, help="folder for validation.json, completions.jsonl and figures")
+    val.add_argument("--out", required=True, type=folder_arg,
+                     help="folder for validation.json, completions.jsonl and figures")
     group = val.add_argument_group("brain pipeline (use the posterior's campaign settings)")
     group.add_argument("--model", default="synthetic")
     group.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE")

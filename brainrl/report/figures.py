@@ -90,9 +90,11 @@ def surface_figures(comparison: "Comparison", folder: Path, dpi: int = 90,
     jobs = {
         "surface_base": (base, f"base: mean over {comparison.base.n} completions", shared),
         "surface_tuned": (tuned, f"tuned: mean over {comparison.tuned.n} completions", shared),
-        "surface_diff": (diff, "tuned − base", {"vmin": -diff_bound, "vmax": diff_bound, "symmetric": True}),
+        "surface_diff": (diff, "tuned − base", {"vmin": -diff_bound, "vmax": diff_bound, "symmetric": True,
+                                                "label": "Δ predicted response, tuned − base (a.u.)"}),
         "surface_effect": (effect, "tuned − base, Hedges' g per vertex",
-                           {"vmin": -effect_bound, "vmax": effect_bound, "symmetric": True}),
+                           {"vmin": -effect_bound, "vmax": effect_bound, "symmetric": True,
+                            "label": "Hedges' g (unitless)"}),
     }
     captions = {
         "surface_base": "Predicted activity of the base model, averaged over frames and completions. Base and "

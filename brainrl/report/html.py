@@ -30,6 +30,7 @@ figure{margin:16px 0}figure img{max-width:100%;height:auto;border:1px solid #eee
 .grid2{display:grid;grid-template-columns:1fr 1fr;gap:10px}
 table{border-collapse:collapse;font-size:.82em;width:100%}th,td{padding:3px 6px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
 th{background:#f0f0f0;position:sticky;top:0}td:first-child,th:first-child{text-align:left}
+th{white-space:normal;vertical-align:bottom}td .ci{display:block;color:#666;font-size:.9em}
 tr.target td{background:#fde8e8;font-weight:600}tr.whole td{color:#555;font-style:italic}tr.sig td:first-child::after{content:" *"}
 .examples{display:grid;grid-template-columns:1fr 1fr;gap:12px}.ex{border:1px solid #ddd;border-radius:6px;padding:8px 10px;font-size:.88em}
 .ex h4{margin:0 0 4px;font-size:.95em}.ex p{white-space:pre-wrap;margin:4px 0}.prompt{font-weight:600;margin-top:14px}

@@ -74,11 +74,16 @@ def verdict(stats: ComparisonStats) -> list[str]:
                          key=lambda r: -r.diff.estimate)
         rank = [r.name for r in regions].index(target.name) + 1 if target.name in [r.name for r in regions] else None
         if rank is not None:
-            out.append(f"By difference, the target ranks {rank} of {len(regions)} ROIs.")
+            out.append(f"By tuned − base, the target ranks {rank} of {len(regions)} regional ROIs (1 = largest rise; "
+                       "a rank alone is not a test).")
     family = stats.family()
     up = sum(1 for r in family if r.q_value is not None and r.q_value < alpha and r.diff.estimate > 0)
     down = sum(1 for r in family if r.q_value is not None and r.q_value < alpha and r.diff.estimate < 0)
-    out.append(f"{up} of {len(family)} ROIs rose and {down} fell at FDR q < {alpha:g} (Benjamini–Hochberg).")
+    n_whole = sum(1 for r in family if r.name in WHOLE_CORTEX)
+    tested = (f"{len(family)} ROIs: {len(family) - n_whole} regional, {n_whole} whole-cortex" if n_whole
+              else f"{len(family)} ROIs")
+    out.append(f"At FDR q < {alpha:g} (Benjamini–Hochberg over {tested}), {up} rose, {down} fell and "
+               f"{len(family) - up - down} showed no established change.")
     if stats.length is not None:
         ln = stats.length
         words = (f"Tuned completions average {ln.tuned_mean_words:.1f} words, base {ln.base_mean_words:.1f} "

@@ -129,3 +129,12 @@ def test_compare_reads_a_run_written_by_the_trainer(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["prompts"] == PROMPTS and summary["headline"]["target"] == "broca"
     assert summary["settings"]["seed"] == recipe.eval.seed and "training" in summary["figures"]
+
+
+def test_fewer_completions_than_prompts_uses_and_reports_only_those_prompts(run_dir, tmp_path):
+    prompts = tmp_path / "many.txt"
+    prompts.write_text("".join(f"prompt number {i}\n" for i in range(6)))
+    settings = resolve_settings(parse("--run", str(run_dir), "--prompts", str(prompts), "-n", "4"))
+    assert settings.prompts == [f"prompt number {i}" for i in range(4)]
+    assert any("-n 4 is less than the 6 prompts" in note for note in settings.notes)
+    assert completions_per_prompt(settings.completions_per_model, len(settings.prompts)) == [1, 1, 1, 1]

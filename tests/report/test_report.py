@@ -182,3 +182,44 @@ def test_report_renders_in_headless_chromium(written, tmp_path):
     image = _check_png(shot, min_size=(1200, 2000))
     # non-trivial: plenty of non-white pixels (text, tables, figures), not a blank or error page
     assert (image[..., :3].mean(axis=2) < 0.9).mean() > 0.03
+
+
+def test_verdict_counts_the_same_rois_in_rank_and_fdr_lines():
+    base = outputs("base", 24, 5)
+    tuned = outputs("tuned", 24, 6)  # no planted effect
+    comparison = build_comparison(base, tuned, ReportConfig(target="broca", rois=None, stats=FAST))
+    from brainrl.report.summary import verdict
+
+    lines = verdict(comparison.stats)
+    rank = next(line for line in lines if "ranks" in line)
+    fdr = next(line for line in lines if "FDR" in line)
+    regional = int(re.search(r"ranks \d+ of (\d+) regional ROIs", rank).group(1))
+    tested, regional_tested, whole = map(int, re.search(r"over (\d+) ROIs: (\d+) regional, (\d+) whole-cortex", fdr).groups())
+    assert regional == regional_tested and tested == regional_tested + whole
+    up, down, flat = map(int, re.search(r"(\d+) rose, (\d+) fell and (\d+) showed no established change", fdr).groups())
+    assert up + down + flat == tested
+
+
+TABLE_PROBE = """<script>
+window.addEventListener('load', function () {
+  var t = document.getElementById('roi-table');
+  var m = document.createElement('div'); m.id = 'table-check';
+  m.textContent = 'TABLE ' + t.scrollWidth + ' BOX ' + t.parentElement.clientWidth;
+  document.body.appendChild(m);
+});
+</script>"""
+
+
+def test_roi_table_of_every_preset_fits_a_1400_px_window(tmp_path):
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip("no chromium binary on PATH (install the Debian package: apt-get install -y chromium)")
+    comparison = build_comparison(outputs("base", 16, 1), outputs("tuned", 16, 2, roi="broca", roi_shift=0.05),
+                                  ReportConfig(target="broca", rois=None, stats=FAST))
+    paths = write_report(comparison, tmp_path / "report", surfaces=False)
+    probe = tmp_path / "probe.html"
+    probe.write_text(paths["report"].read_text().replace("</body>", TABLE_PROBE + "</body>"))
+    dom = _chromium(binary, tmp_path / "profile", "--window-size=1400,2000", "--virtual-time-budget=5000",
+                    "--dump-dom", probe.as_uri())
+    table, box = map(int, re.search(r"TABLE (\d+) BOX (\d+)", dom.stdout).groups())
+    assert table <= box, f"the ROI table is {table} px wide in a {box} px box: columns cut off"
