@@ -349,6 +349,7 @@ class AWSFTTrainer:
             self.policy.save_pretrained(self.output_dir / "adapter")
             self.tokenizer.save_pretrained(self.output_dir / "adapter")
             runs.update_run_card(self.output_dir, status="finished", summary=summary)
+            runs.write_model_card(self.output_dir / "adapter", self.output_dir)
         return summary
 
     def save_checkpoint(self, step: int) -> None:

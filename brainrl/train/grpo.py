@@ -116,6 +116,21 @@ def _trainer_class():
                 self.generation_config.disable_compile = False
                 self.generation_config.compile_config = config
 
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            """transformers' warm-up gives the first update learning rate 0 (a wasted step): shift the warm-up
+            by one step, as AWSFT's, so step 1 uses lr/warmup and step ``warmup`` the full rate."""
+            scheduler = super().create_scheduler(num_training_steps, optimizer)
+            warmup = self.args.get_warmup_steps(num_training_steps)
+            if warmup > 0 and isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR) and not getattr(
+                    scheduler, "brainrl_shifted", False):
+                scheduler.lr_lambdas = [_ShiftedWarmup(f, warmup) for f in scheduler.lr_lambdas]
+                lrs = [base * f(scheduler.last_epoch) for base, f in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+                for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+                    group["lr"] = lr
+                scheduler._last_lr = lrs
+                scheduler.brainrl_shifted = True
+            return scheduler
+
         def _generate_single_turn(self, *args, **kwargs):
             merge = self.brainrl_generation.merge_adapter and not self.use_vllm
             policy = self.accelerator.unwrap_model(self.model)
@@ -123,6 +138,84 @@ def _trainer_class():
                 return super()._generate_single_turn(*args, **kwargs)
 
     return BrainrlGRPOTrainer
+
+
+class _ShiftedWarmup:
+    """``f(step + 1)`` during warm-up, ``f(step)`` after it (picklable, for scheduler state dicts)."""
+
+    def __init__(self, f: Callable[[int], float], warmup: int):
+        self.f, self.warmup = f, warmup
+
+    def __call__(self, step: int) -> float:
+        return self.f(step + 1) if step < self.warmup else self.f(step)
+
+
+class _CompletionLog:
+    """Reward callables wrapped so each scored batch is written to completions.jsonl (prompt, completion,
+    weighted reward, each reward's value), as AWSFT writes it. The last wrapper of a round writes the rows."""
+
+    def __init__(self, funcs: Sequence[Callable], weights: Sequence[float], path: Path, limit: int, write: bool):
+        self.funcs, self.weights = list(funcs), list(weights)
+        self.writer = runs.JsonlWriter(path)
+        self.limit, self.write = limit, write
+        self.pending: dict[str, list] = {}
+        self.wrapped = [_LoggedReward(self, i) for i in range(len(self.funcs))]
+
+    def record(self, index: int, kwargs: dict[str, Any], values: list) -> None:
+        self.pending[getattr(self.funcs[index], "__name__", str(index))] = list(values)
+        if index != len(self.funcs) - 1:
+            return
+        pending, self.pending = self.pending, {}
+        if not self.write or self.limit == 0:
+            return
+        from brainrl.rewards import completion_text
+
+        state = kwargs.get("trainer_state")
+        step = (state.global_step + 1) if state is not None else None
+        prompts, completions = kwargs.get("prompts") or [], kwargs.get("completions") or []
+        rows = range(len(completions)) if self.limit < 0 else range(min(self.limit, len(completions)))
+        for i in rows:
+            parts = {name: (None if v[i] is None else float(v[i])) for name, v in pending.items()}
+            total = None if any(v is None for v in parts.values()) else sum(
+                w * v for w, v in zip(self.weights, parts.values()))
+            prompt = prompts[i] if i < len(prompts) else None
+            if isinstance(prompt, list):  # conversational: the user's turn
+                prompt = next((m.get("content") for m in reversed(prompt) if m.get("role") == "user"), None)
+            self.writer.write({"step": step, "prompt": prompt, "completion": completion_text(completions[i]),
+                               "reward": total, "rewards": parts})
+
+
+class _LoggedReward:
+    """One reward of a ``_CompletionLog``; keeps the wrapped reward's ``__name__`` (TRL's metric key)."""
+
+    def __init__(self, log_: _CompletionLog, index: int):
+        self.log, self.index = log_, index
+        self.__name__ = getattr(log_.funcs[index], "__name__", f"reward_{index}")
+
+    def __call__(self, prompts=None, completions=None, **kwargs):
+        values = self.log.funcs[self.index](prompts=prompts, completions=completions, **kwargs)
+        try:
+            self.log.record(self.index, {"prompts": prompts, "completions": completions, **kwargs}, values)
+        except Exception as err:  # the log must never stop training
+            log.warning("completions.jsonl: could not write a row: %s", err)
+        return values
+
+
+def _quiet_progress(trainer) -> None:
+    """Keep TRL's progress bar but not the metrics dict it prints every logging step (metrics.jsonl and the
+    trackers hold them); the bar shows reward and KL instead."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class QuietProgress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and self.training_bar is not None and logs:
+                shown = {k: f"{v:.4g}" for k, v in logs.items() if k in ("reward", "kl") and isinstance(v, (int, float))}
+                if shown:
+                    self.training_bar.set_postfix(shown, refresh=False)
+
+    trainer.pop_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(QuietProgress())
 
 
 def prompt_dataset(prompts: Sequence[str], system: str | None):
@@ -184,10 +277,15 @@ def train_grpo(recipe: RecipeConfig, *, model=None, tokenizer=None, reward_funcs
     metrics = _JsonlMetrics(output_dir / "metrics.jsonl")
     if resume:
         metrics.writer.path.unlink(missing_ok=True)  # TRL replays nothing; the log restarts at the checkpoint
-    trainer = _trainer_class()(model=model, reward_funcs=list(reward_funcs), args=args,
+    if resume:
+        (output_dir / "completions.jsonl").unlink(missing_ok=True)  # restarts with the metrics log
+    logged = _CompletionLog(reward_funcs, reward_weights, output_dir / "completions.jsonl",
+                            recipe.logging.completions_per_step, write=PartialState().is_main_process)
+    trainer = _trainer_class()(model=model, reward_funcs=logged.wrapped, args=args,
                                train_dataset=prompt_dataset(prompts, recipe.data.system_prompt),
                                processing_class=tokenizer, peft_config=recipe.policy.lora.peft_config(),
                                callbacks=[metrics.callback], generation=recipe.policy.generation)
+    _quiet_progress(trainer)
     trainable, total = trainable_parameters(trainer.model)
     if trainer.is_world_process_zero():
         runs.write_run_card(output_dir, recipe, reward_funcs, reward_weights, {
@@ -208,6 +306,7 @@ def train_grpo(recipe: RecipeConfig, *, model=None, tokenizer=None, reward_funcs
         trainer.save_model(str(output_dir / "adapter"))
         tokenizer.save_pretrained(output_dir / "adapter")
         runs.update_run_card(output_dir, status="finished", summary=summary)
+        runs.write_model_card(output_dir / "adapter", output_dir)
     return summary
 
 

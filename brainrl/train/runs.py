@@ -123,6 +123,44 @@ def update_run_card(output_dir: Path, **fields: Any) -> None:
     path.write_text(json.dumps(card, indent=2, default=json_default, ensure_ascii=False))
 
 
+def write_model_card(adapter_dir: Path, output_dir: Path) -> Path:
+    """Replace PEFT's template README (sections of "More Information Needed") in ``adapter_dir`` with a
+    card saying what the adapter is, from the run card: base model, trainer, rewards, steps, seeds, versions."""
+    card = json.loads((Path(output_dir) / RUN_CARD).read_text(encoding="utf-8"))
+    recipe = card.get("recipe", {})
+    policy = card.get("policy", {})
+    base = policy.get("spec") or recipe.get("policy", {}).get("model", "unknown")
+    trainer = card.get("trainer", recipe.get("trainer", "?"))
+    steps = (card.get("summary") or {}).get("steps") or recipe.get(trainer, {}).get("steps")
+    rewards = "\n".join(f"- `{r.get('name')}` ({r.get('type')}, weight {r.get('weight')})" for r in card.get("rewards", []))
+    brain = card.get("brain_pipeline", {})
+    brain_model = (brain.get("model") or {}).get("model") if isinstance(brain.get("model"), dict) else brain.get("model")
+    versions_line = ", ".join(f"{k} {v}" for k, v in (card.get("versions") or {}).items() if v)
+    hub_base = base if "/" in str(base) and not Path(str(base)).exists() else None
+    text = (
+        "---\n" + (f"base_model: {hub_base}\n" if hub_base else "") + "library_name: peft\n"
+        f"tags: [brainrl, lora, {trainer}]\n---\n\n"
+        f"# {card.get('name', 'brainrl run')}: a LoRA adapter tuned on brain-derived rewards\n\n"
+        f"- **Base model:** `{base}` (LoRA r={policy.get('lora', {}).get('r', '?')}, "
+        f"{policy.get('trainable_parameters', '?')} trainable parameters)\n"
+        f"- **Trainer:** {trainer} ({'advantage-weighted SFT + KL to the base' if trainer == 'awsft' else 'GRPO through TRL'}), "
+        f"{steps} steps, seed {recipe.get('seed')}\n"
+        f"- **Brain model behind the rewards:** {brain_model or 'see run_card.json'}"
+        + (" (the synthetic reference model: a test bed, not a model of real brains)" if brain_model == "synthetic" else "")
+        + f"\n- **Rewards:**\n{rewards or '- see run_card.json'}\n"
+        f"- **Recipe:** `{card.get('recipe_path')}`; everything else (sampling, versions, seeds) in `../run_card.json`\n\n"
+        "## Use\n\n```python\nfrom peft import PeftModel\nfrom brainrl.policy import load_policy\n\n"
+        f"model, tokenizer = load_policy({str(base)!r})\nmodel = PeftModel.from_pretrained(model, {str(adapter_dir)!r})\n```\n\n"
+        f"Evaluate it: `brainrl evaluate --run {output_dir}` (held-out prompts, base vs tuned) and "
+        f"`brainrl compare --run {output_dir}` (HTML report).\n\n"
+        "## Limits\n\nThe policy learned what the reward's brain model rewards; read its completions next to the "
+        "numbers (reward hacking is the expected failure). Judge it on held-out prompts, not on training reward.\n\n"
+        f"Versions: {versions_line}\n")
+    path = Path(adapter_dir) / "README.md"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def read_run_card(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / RUN_CARD
     if not path.exists():

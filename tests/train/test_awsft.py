@@ -46,6 +46,8 @@ def test_awsft_runs_logs_and_saves(tmp_path):
     assert [r["name"] for r in card["rewards"]] == ["token_count_reward", "letter_share_reward"]
     assert card["sampling"]["max_new_tokens"] == 8 and card["versions"]["torch"]
     assert (run / "adapter" / "adapter_model.safetensors").exists()
+    model_card = (run / "adapter" / "README.md").read_text()  # brainrl's card, not PEFT's empty template
+    assert "More Information Needed" not in model_card and "token_count_reward" in model_card and "awsft" in model_card
     after = dict(trainer.policy.named_parameters())
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert summary["steps"] == 2

@@ -120,3 +120,29 @@ def test_grpo_generation_is_merged_and_on_policy(tmp_path):
                                   completion_ids)
     assert (gen - train).abs().max().item() < 1e-4
     assert (base - train).abs().mean().item() > 0.05  # the check has power: the adapter changes the policy
+
+
+def test_grpo_logs_completions_starts_learning_at_step_one_and_writes_a_model_card(tmp_path, capsys):
+    """completions.jsonl as AWSFT writes it; the first update has lr > 0 (transformers' warm-up starts at 0:
+    one step with warmup 2 would leave the adapter's B = 0); no metrics dict printed per step; a real model card."""
+    from safetensors.torch import load_file
+
+    model, tok = tiny_policy(seed=0)
+    r = recipe(tmp_path)
+    r.grpo.steps, r.grpo.warmup_steps = 1, 2
+    train_grpo(r, model=model, tokenizer=tok, reward_funcs=[vowel_share, text_length], reward_weights=[1.0, 0.01],
+               train_prompts=PROMPTS)
+    run = tmp_path / "run"
+    rows = read_jsonl(run / "completions.jsonl")
+    assert len(rows) == 4 and {row["step"] for row in rows} == {1}
+    for row in rows:
+        assert row["prompt"] in PROMPTS and set(row["rewards"]) == {"vowel_share", "text_length"}
+        assert row["reward"] == pytest.approx(row["rewards"]["vowel_share"] + 0.01 * row["rewards"]["text_length"])
+        assert row["rewards"]["text_length"] == float(len(row["completion"]))
+    weights = load_file(str(run / "adapter" / "adapter_model.safetensors"))
+    assert any(float(v.abs().max()) > 0 for k, v in weights.items() if "lora_B" in k), "first update had lr 0"
+    printed = capsys.readouterr().out
+    assert "'loss'" not in printed and "'reward'" not in printed and "'learning_rate'" not in printed
+    card = (run / "adapter" / "README.md").read_text()
+    assert "More Information Needed" not in card
+    assert "vowel_share" in card and "grpo" in card and "brainrl evaluate --run" in card
