@@ -2,7 +2,8 @@
 
 Every key is checked against the dataclass fields before anything runs, so a typo fails at once with the
 field's path and the closest valid name instead of being ignored. Recipes (brainrl.train), campaign and
-estimator configs (brainrl.sbi) all go through here.
+estimator configs (brainrl.sbi) all go through here, and so do the files configs name: ``locate`` (the
+one path resolver) and ``read_prompts`` (the one prompt-file reader).
 """
 
 from __future__ import annotations
@@ -179,3 +180,29 @@ def load_yaml(cls: type[C], path: str | Path, overrides: Sequence[str] = (), whe
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of fields at the top level.")
     return build(cls, apply_overrides(data, overrides), where)
+
+
+def locate(relative: str | Path, bases: Sequence[str | Path] = ()) -> Path:
+    """The one resolver of a path named in a config: as given (absolute, or relative to the working
+    directory) when it exists, else the first of ``bases`` that holds it, else as given (so the caller's
+    "not found" error names the path the user wrote)."""
+    candidate = Path(relative).expanduser()
+    if candidate.is_absolute() or candidate.exists():
+        return candidate
+    for base in bases:
+        if (Path(base) / candidate).exists():
+            return Path(base) / candidate
+    return candidate
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """A prompt file: one prompt per line; blank lines and ``#`` comments are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Prompt file {str(path)!r} not found; a prompt file holds one prompt per line "
+                                "(recipe data.train / data.heldout, or --prompts FILE).")
+    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    prompts = [p for p in prompts if p and not p.startswith("#")]
+    if not prompts:
+        raise ValueError(f"Prompt file {path} has no prompts (one per line; # starts a comment).")
+    return prompts

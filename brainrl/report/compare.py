@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,7 +18,8 @@ import numpy as np
 from brainrl.cortex.rois import ANCHOR_ROI_NAMES, ROI, get_roi, list_rois
 from brainrl.cortex.stats import ROIAverager, as_maps
 from brainrl.provenance import versions
-from brainrl.report.stats import ComparisonStats, ModelSample, StatsConfig, compare_samples
+from brainrl.report.data import Comparison, ExtractedModel, ModelOutputs, ReportConfig
+from brainrl.report.stats import compare_samples
 
 log = logging.getLogger(__name__)
 
@@ -37,43 +37,6 @@ def default_roi_names(target: str | ROI) -> list[ROI]:
               and n not in _SKIPPED_PRESETS]
     rois = [target_roi] + [get_roi(n) for n in names if n != target_roi.name]
     return rois + [get_roi(n) for n in WHOLE_CORTEX if n != target_roi.name]
-
-
-@dataclass
-class ModelOutputs:
-    """One model's completions, in order: the text, the prompt it answers, and its map (or a failure)."""
-
-    label: str
-    texts: list[str]
-    prompts: list[str]
-    maps: list[Any]
-
-    def __post_init__(self) -> None:
-        if not (len(self.texts) == len(self.prompts) == len(self.maps)):
-            raise ValueError(f"{self.label}: texts ({len(self.texts)}), prompts ({len(self.prompts)}) and maps "
-                             f"({len(self.maps)}) must have one entry per completion.")
-
-
-@dataclass
-class ExtractedModel:
-    """Per-completion quantities of the usable completions of one model."""
-
-    label: str
-    texts: list[str]
-    prompts: list[str]
-    strata: np.ndarray  # (N,) index into the shared prompt list
-    n_words: np.ndarray  # (N,)
-    roi_values: np.ndarray  # (N, K) ROI mean over vertices and frames
-    timecourses: list[np.ndarray]  # N arrays (T_i, K)
-    mean_maps: np.ndarray  # (N, 20,484) float32, each completion's map averaged over frames
-    failures: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def n(self) -> int:
-        return len(self.texts)
-
-    def sample(self) -> ModelSample:
-        return ModelSample(self.roi_values, self.n_words, self.strata)
 
 
 def _failure_reason(item: Any) -> str | None:
@@ -116,35 +79,6 @@ def extract(outputs: ModelOutputs, averager: ROIAverager, prompt_index: dict[str
         np.asarray(values, np.float64).reshape(-1, k), courses,
         np.asarray(means, np.float32).reshape(-1, averager.matrix.shape[0]), failures,
     )
-
-
-@dataclass
-class ReportConfig:
-    """What the report compares and shows."""
-
-    target: str = "broca"
-    #: ROI names/specs to compare (default: every preset, see ``default_roi_names``)
-    rois: list[str] | None = None
-    #: ROIs whose time courses are drawn besides the target (default: the 3 largest |Δ| among the rest)
-    timecourse_rois: list[str] | None = None
-    stats: StatsConfig = field(default_factory=StatsConfig)
-    n_examples: int = 4
-    title: str = "Base vs tuned generator: predicted cortical response"
-    #: time points need at least this many completions per model to be drawn in the time courses
-    min_timecourse_n: int = 5
-
-
-@dataclass
-class Comparison:
-    """Everything the figures and the report are made of."""
-
-    base: ExtractedModel
-    tuned: ExtractedModel
-    prompts: list[str]
-    roi_names: list[str]
-    stats: ComparisonStats
-    config: ReportConfig
-    seconds: float = 0.0
 
 
 def build_comparison(base: ModelOutputs, tuned: ModelOutputs, config: ReportConfig | None = None) -> Comparison:
@@ -205,11 +139,12 @@ def read_metrics(path: str | Path | None) -> list[dict[str, Any]]:
 
 def write_report(comparison: Comparison, out_dir: str | Path, *, run_card: dict[str, Any] | None = None,
                  metrics: list[dict[str, Any]] | None = None, settings: dict[str, Any] | None = None,
-                 surfaces: bool = True) -> dict[str, Path]:
+                 evaluation: dict[str, Any] | None = None, surfaces: bool = True) -> dict[str, Path]:
     """Write figures, ``summary.json`` and ``report.html`` to ``out_dir``; return their paths.
 
     ``settings`` records how the completions and maps were produced (models, sampling, seeds, brain
-    pipeline); it goes into both files. ``surfaces=False`` skips the (slow, ~10 s each) surface renders.
+    pipeline); it goes into both files, and so does ``evaluation`` (``brainrl.evaluation.Evaluation.to_dict()``:
+    the rewards and their ROIs with CIs). ``surfaces=False`` skips the (slow, ~10 s each) surface renders.
     """
     from brainrl.report import figures, html, summary
 
@@ -218,7 +153,7 @@ def write_report(comparison: Comparison, out_dir: str | Path, *, run_card: dict[
     drawn = figures.make_figures(comparison, out / "figures", metrics=metrics or [], surfaces=surfaces)
     record = summary.summary_record(comparison, settings=settings, run_card=run_card,
                                     figures={k: str(p.relative_to(out)) for k, p in drawn.paths.items()},
-                                    figure_errors=drawn.errors,
+                                    figure_errors=drawn.errors, evaluation=evaluation,
                                     provenance={"versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     summary_path = out / "summary.json"
     summary_path.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
@@ -232,7 +167,3 @@ def write_report(comparison: Comparison, out_dir: str | Path, *, run_card: dict[
                         base_prompt=comparison.base.strata, tuned_prompt=comparison.tuned.strata)
     return {"report": report_path, "summary": summary_path, "roi_values": arrays_path,
             **{f"figure:{k}": p for k, p in drawn.paths.items()}}
-
-
-def config_record(config: ReportConfig) -> dict[str, Any]:
-    return asdict(config)

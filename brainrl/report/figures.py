@@ -10,12 +10,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from brainrl.report.compare import Comparison
+from brainrl.report.data import Comparison
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +67,7 @@ def vertex_effect_size(base_maps: np.ndarray, tuned_maps: np.ndarray) -> np.ndar
 SURFACE_NAMES = ("surface_base", "surface_tuned", "surface_diff", "surface_effect")
 
 
-def surface_figures(comparison: "Comparison", folder: Path, dpi: int = 90,
+def surface_figures(comparison: Comparison, folder: Path, dpi: int = 90,
                     names: Sequence[str] = SURFACE_NAMES) -> Figures:
     """Base mean, tuned mean (shared colour limits), tuned − base (diverging, symmetric) and the per-vertex
     effect size, each in four views on the inflated fsaverage5 mesh."""
@@ -121,7 +120,7 @@ def surface_figures(comparison: "Comparison", folder: Path, dpi: int = 90,
 
 
 # ROI differences ---------------------------------------------------------------------------------------------
-def roi_difference_chart(comparison: "Comparison", path: Path) -> Path:
+def roi_difference_chart(comparison: Comparison, path: Path) -> Path:
     """Horizontal bars of tuned − base per ROI with 95% CIs, sorted by difference; the target in red,
     whole-cortex rows hatched, FDR-significant ROIs marked with *."""
     stats = comparison.stats
@@ -180,7 +179,7 @@ def mean_and_ci(matrix: np.ndarray, level: float = 0.95, min_n: int = 5) -> tupl
     return mean, np.where(valid, mean - half, np.nan), np.where(valid, mean + half, np.nan), n
 
 
-def timecourse_rois(comparison: "Comparison", count: int = 3) -> list[str]:
+def timecourse_rois(comparison: Comparison, count: int = 3) -> list[str]:
     """The target, then the configured ROIs or the ``count`` others with the largest |Δ|, then global."""
     stats = comparison.stats
     chosen = [stats.target] if stats.target else []
@@ -203,7 +202,7 @@ def timecourse_rois(comparison: "Comparison", count: int = 3) -> list[str]:
     return chosen
 
 
-def timecourse_figure(comparison: "Comparison", path: Path) -> Path:
+def timecourse_figure(comparison: Comparison, path: Path) -> Path:
     names = timecourse_rois(comparison)
     cols = min(3, len(names))
     rows = int(np.ceil(len(names) / cols))
@@ -230,7 +229,7 @@ def timecourse_figure(comparison: "Comparison", path: Path) -> Path:
 
 
 # length -----------------------------------------------------------------------------------------------------------
-def length_figure(comparison: "Comparison", path: Path) -> Path:
+def length_figure(comparison: Comparison, path: Path) -> Path:
     """Target (and global) ROI value against completion length, per model: is a difference a length effect?"""
     names = [n for n in (comparison.stats.target, "global") if n and n in comparison.roi_names]
     figure = _new_figure(4.2 * len(names), 3.2)
@@ -290,7 +289,7 @@ def training_figure(metrics: list[dict[str, Any]], path: Path) -> Path | None:
     return _save(figure, path)
 
 
-def make_figures(comparison: "Comparison", folder: Path, *, metrics: list[dict[str, Any]] | None = None,
+def make_figures(comparison: Comparison, folder: Path, *, metrics: list[dict[str, Any]] | None = None,
                  surfaces: bool = True) -> Figures:
     """Every figure of the report; a figure that fails is recorded in ``errors`` and the rest are drawn."""
     folder = Path(folder)

@@ -9,14 +9,12 @@ import base64
 import json
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from brainrl.report.data import Comparison
+from brainrl.report.figures import Figures
 from brainrl.report.stats import Interval, ROIComparison
 from brainrl.report.summary import WHOLE_CORTEX, fmt
-
-if TYPE_CHECKING:  # pragma: no cover
-    from brainrl.report.compare import Comparison
-    from brainrl.report.figures import Figures
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0;color:#222;background:#fafafa}
@@ -56,7 +54,7 @@ def _ci(interval: Interval | None, digits: int = 3, signed: bool = False) -> str
     return f"{f(interval.estimate)} <span class='ci'>[{f(interval.low)}, {f(interval.high)}]</span>"
 
 
-def _figure(figures: "Figures", name: str) -> str:
+def _figure(figures: Figures, name: str) -> str:
     if name in figures.paths:
         caption = figures.captions.get(name, "")
         return (f"<figure id='fig-{escape(name)}'><img alt='{escape(name)}' src='{image_data_uri(figures.paths[name])}'>"
@@ -92,14 +90,35 @@ def roi_table(rows: list[ROIComparison], target: str | None, alpha: float, level
             f"<tr class='{' '.join(classes)}'><td>{escape(r.name)}</td><td>{_ci(r.base)}</td><td>{_ci(r.tuned)}</td>"
             f"<td>{_ci(r.diff, signed=True)}</td><td>{_ci(r.hedges_g, 2, signed=True)}</td><td>{_num(r.p_value, 2)}</td>"
             f"<td>{_num(r.q_value, 2)}</td><td>{_ci(r.length_adjusted, signed=True)}</td></tr>")
-    note = (f"<p class='meta'>{pct}% bootstrap CIs. Target highlighted; whole-cortex rows in italics at the bottom; "
+    note = (f"<p class='meta'>{pct}% CIs (prompt-clustered t for means and differences, bootstrap for g and the "
+            "length-adjusted Δ). Target highlighted; whole-cortex rows in italics at the bottom; "
             f"* marks q &lt; {alpha:g}. The length-adjusted Δ is the model coefficient of value ~ model + words + "
             "prompt.</p>")
     return (f"<div class='scroll'><table id='roi-table'><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
             f"</div>{note}")
 
 
-def examples_html(comparison: "Comparison", count: int) -> str:
+def scores_table(evaluation: dict[str, Any] | None) -> str:
+    """The evaluation's rows (rewards as trained, their ROIs, judges, length), as ``brainrl evaluate`` prints them."""
+    if not evaluation:
+        return ""
+    pct = int(round(evaluation["interval"]["level"] * 100))
+
+    def cell(entry: dict[str, Any]) -> str:
+        nan = float("nan")
+        low, high = entry["ci"]
+        return _ci(Interval(*(nan if v is None else v for v in (entry["estimate"], low, high))), signed=True)
+
+    body = "".join(
+        f"<tr><td>{escape(r['kind'])}</td><td>{escape(r['name'])}</td><td>{cell(r['base'])}</td><td>{cell(r['tuned'])}</td>"
+        f"<td>{cell(r['diff'])}</td><td>{r['n']['base']}/{r['n']['tuned']}</td></tr>" for r in evaluation["scores"])
+    head = ("<tr><th>kind</th><th>score</th><th>base [CI]</th><th>tuned [CI]</th><th>tuned − base [CI]</th>"
+            "<th>n base/tuned</th></tr>")
+    return (f"<div class='scroll'><table id='scores-table'><thead>{head}</thead><tbody>{body}</tbody></table></div>"
+            f"<p class='meta'>{pct}% CIs: {escape(evaluation['interval']['method'])}.</p>")
+
+
+def examples_html(comparison: Comparison, count: int) -> str:
     target_col = comparison.roi_names.index(comparison.stats.target) if comparison.stats.target else None
     parts = []
     for p_index, prompt in enumerate(comparison.prompts[:count]):
@@ -127,7 +146,7 @@ def _settings_table(settings: dict[str, Any]) -> str:
     return f"<table id='settings'>{rows}</table>"
 
 
-def render_report(comparison: "Comparison", record: dict[str, Any], figures: "Figures", *,
+def render_report(comparison: Comparison, record: dict[str, Any], figures: Figures, *,
                   run_card: dict[str, Any] | None = None) -> str:
     """The whole report as one HTML string."""
     stats = comparison.stats
@@ -167,6 +186,7 @@ target ROI <b>{escape(str(stats.target))}</b> · {int(round(level * 100))}% CIs 
 <section id="verdict"><div class="verdict{warn}"><ul>{verdict}</ul></div><div class="cards">{cards}</div></section>
 <section id="surfaces"><h2>Cortical maps</h2>{_figure(figures, 'surface_diff')}
 <div class="grid2">{surfaces}</div>{_figure(figures, 'surface_effect')}</section>
+<section id="scores"><h2>Rewards as trained</h2>{scores_table(record.get('evaluation'))}</section>
 <section id="rois"><h2>ROI differences</h2>{_figure(figures, 'roi_differences')}
 {roi_table(stats.rows, stats.target, stats.config.fdr_alpha, level)}</section>
 <section id="timecourses"><h2>Time courses</h2>{_figure(figures, 'timecourses')}</section>

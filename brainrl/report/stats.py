@@ -2,9 +2,11 @@
 
 Each model contributes N completions; each completion has one value per ROI (its mean over vertices and
 frames), a length (words) and a stratum (the index of the prompt it answers). Both models answer the
-same prompts. With enough prompts (default ≥ 8) the bootstrap resamples whole prompts, the same draw
-for both models, so CIs include prompt-to-prompt variation (completions of one prompt are not
-independent). With fewer prompts it resamples completions within each prompt of each model, and the CIs
+same prompts. The prompt is the unit of uncertainty (completions of one prompt are not independent):
+means and tuned − base differences get the cluster-robust t interval of ``cluster_interval``, paired by
+prompt, which keeps its coverage with few prompts; Hedges' g and the length-adjusted effect get the
+expanded percentile bootstrap over whole prompts (one draw for both models). With a single prompt (or
+``resample="completions"``) completions are resampled within each prompt and model instead, and the CIs
 are conditional on these prompts (the report says which). The permutation test swaps model labels
 within each prompt.
 
@@ -36,7 +38,7 @@ class StatsConfig:
     #: variation), "completions" (within each prompt: CI conditional on these prompts), or "auto"
     #: (prompts when there are at least ``min_prompts_for_cluster`` prompts)
     resample: str = "auto"
-    min_prompts_for_cluster: int = 8
+    min_prompts_for_cluster: int = 2
     fdr_alpha: float = 0.05
     seed: int = 0
 
@@ -95,9 +97,6 @@ class Interval:
 
     def covers(self, value: float) -> bool:
         return bool(self.low <= value <= self.high)
-
-    def as_list(self) -> list[float]:
-        return [self.estimate, self.low, self.high]
 
 
 @dataclass
@@ -233,6 +232,46 @@ def expanded_tail(level: float, units: int | None, groups: int = 1) -> float:
     df = units - groups
     z = math.sqrt(units / df) * stats.t.ppf(1 - alpha, df)
     return float(stats.norm.sf(z))
+
+
+def cluster_interval(values: np.ndarray, clusters: np.ndarray, *, paired: np.ndarray | None = None,
+                     paired_clusters: np.ndarray | None = None, level: float = 0.95) -> Interval:
+    """Mean of ``values`` (minus the mean of ``paired``, when given) with a cluster-robust t interval.
+
+    Completions of one prompt are not independent, so the prompt is the unit: each prompt's summed
+    deviation from the mean (its influence on the estimate) is one observation, the variance is their sum
+    of squares times P/(P − 1), and the interval uses Student's t with P − 1 degrees of freedom for P
+    prompts. With equal completions per prompt this is exactly the t interval of the prompt means; base
+    and tuned stay paired because both models' deviations of one prompt are summed. NaN values (failed
+    items) are left out. Unlike a percentile bootstrap, whose interval cannot reach beyond the range of the
+    prompt means, it keeps its nominal coverage with a handful of prompts (tests/report: simulated
+    coverage). Fewer than two prompts give NaN bounds.
+    """
+    from scipy import stats
+
+    def deviations(v: np.ndarray, c: np.ndarray) -> tuple[float, dict[Any, float]]:
+        v, c = np.asarray(v, np.float64), np.asarray(c)
+        keep = np.isfinite(v)
+        v, c = v[keep], c[keep]
+        if v.size == 0:
+            return math.nan, {}
+        mean = float(v.mean())
+        levels, inverse = np.unique(c, return_inverse=True)
+        sums = np.bincount(inverse, weights=v - mean, minlength=levels.size) / v.size
+        return mean, dict(zip(levels.tolist(), sums.tolist()))
+
+    estimate, influence = deviations(values, clusters)
+    if paired is not None:
+        other, other_influence = deviations(paired, clusters if paired_clusters is None else paired_clusters)
+        estimate -= other
+        for key, value in other_influence.items():
+            influence[key] = influence.get(key, 0.0) - value
+    p = len(influence)
+    if p < 2 or not math.isfinite(estimate):
+        return Interval(float(estimate), math.nan, math.nan)
+    se = math.sqrt(p / (p - 1) * float(np.sum(np.square(list(influence.values())))))
+    half = float(stats.t.ppf(0.5 + level / 2, p - 1)) * se
+    return Interval(float(estimate), estimate - half, estimate + half)
 
 
 def _percentile_ci(replicates: np.ndarray, level: float, units: int | None = None,
@@ -432,9 +471,17 @@ def compare_samples(base: ModelSample, tuned: ModelSample, names: Sequence[str],
         units, groups, base_units, tuned_units = len(shared), 1, len(shared), len(shared)
     else:
         units, groups, base_units, tuned_units = min(b.n, t.n), len(shared), b.n, t.n
-    base_lo, base_hi = _percentile_ci(base_boot, level, base_units, groups)
-    tuned_lo, tuned_hi = _percentile_ci(tuned_boot, level, tuned_units, groups)
-    diff_lo, diff_hi = _percentile_ci(diff_boot, level, units, groups)
+    if resample == "prompts":  # means and differences: the cluster t interval (bootstrap: g, length effect)
+        intervals = [(cluster_interval(b.values[:, i], b.strata, level=level),
+                      cluster_interval(t.values[:, i], t.strata, level=level),
+                      cluster_interval(t.values[:, i], t.strata, paired=b.values[:, i], paired_clusters=b.strata,
+                                       level=level)) for i in range(len(columns))]
+        base_lo, base_hi, tuned_lo, tuned_hi, diff_lo, diff_hi = (
+            np.array([getattr(row[m], side) for row in intervals]) for m in range(3) for side in ("low", "high"))
+    else:
+        base_lo, base_hi = _percentile_ci(base_boot, level, base_units, groups)
+        tuned_lo, tuned_hi = _percentile_ci(tuned_boot, level, tuned_units, groups)
+        diff_lo, diff_hi = _percentile_ci(diff_boot, level, units, groups)
     g_lo, g_hi = _percentile_ci(g_boot, level, units, groups)
     d = cohens_d(b.values, t.values)
     if config.test == "permutation":
@@ -472,12 +519,15 @@ def compare_samples(base: ModelSample, tuned: ModelSample, names: Sequence[str],
 
     length = None
     if b.lengths is not None and t.lengths is not None:
-        lw = bootstrap_length_diff(b, t, w_base, w_tuned, level, units, groups)
+        lw = (cluster_interval(t.lengths, t.strata, paired=b.lengths, paired_clusters=b.strata, level=level)
+              if resample == "prompts" else bootstrap_length_diff(b, t, w_base, w_tuned, level, units, groups))
         length = LengthSummary(float(b.lengths.mean()), float(t.lengths.mean()), lw, length_note)
     method = {
         "unit": "one completion; value = ROI mean over its vertices and all frames",
-        "bootstrap": (f"expanded percentile (Hesterberg), {config.n_boot} replicates, whole prompts resampled (paired across models), so "
-                      "CIs include prompt-to-prompt variation" if resample == "prompts" else
+        "bootstrap": (f"means and differences: cluster-robust t interval over {len(shared)} prompts (P − 1 degrees of "
+                      "freedom, paired across models), so CIs include prompt-to-prompt variation; Hedges' g and the "
+                      f"length-adjusted effect: expanded percentile (Hesterberg), {config.n_boot} replicates, whole "
+                      "prompts resampled" if resample == "prompts" else
                       f"expanded percentile (Hesterberg), {config.n_boot} replicates, completions resampled within each prompt and model: "
                       f"CIs are conditional on these {len(shared)} prompt(s)"
                       + (f" (fewer than {config.min_prompts_for_cluster}, too few to resample prompts)"

@@ -7,12 +7,11 @@ global shift, and a gain that vanishes once length is accounted for is called le
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from brainrl.report.stats import ComparisonStats, Interval, ROIComparison
 
-if TYPE_CHECKING:  # pragma: no cover
-    from brainrl.report.compare import Comparison
+from brainrl.report.data import Comparison
 
 #: below this many completions per model the report warns that CIs are wide and unstable
 RECOMMENDED_N = 32
@@ -132,9 +131,9 @@ def headline(stats: ComparisonStats) -> dict[str, Any]:
     }
 
 
-def summary_record(comparison: "Comparison", *, settings: dict[str, Any] | None = None,
+def summary_record(comparison: Comparison, *, settings: dict[str, Any] | None = None,
                    run_card: dict[str, Any] | None = None, figures: dict[str, str] | None = None,
-                   figure_errors: dict[str, str] | None = None,
+                   figure_errors: dict[str, str] | None = None, evaluation: dict[str, Any] | None = None,
                    provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything ``summary.json`` holds: verdict, headline numbers, per-ROI statistics, settings."""
     stats = comparison.stats
@@ -152,6 +151,7 @@ def summary_record(comparison: "Comparison", *, settings: dict[str, Any] | None 
         "prompts": comparison.prompts,
         "roi_names": comparison.roi_names,
         "settings": settings or {},
+        "evaluation": evaluation,
         "run": None if run_card is None else {k: run_card.get(k) for k in ("name", "trainer", "created", "status",
                                                                                "recipe_path") if k in run_card},
         "figures": figures or {},

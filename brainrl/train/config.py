@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from brainrl.brain.pipeline import PipelineConfig
-from brainrl.configs import check_range
+from brainrl.configs import check_range, locate
+from brainrl.evaluation.config import EvalConfig
 from brainrl.registry import closest_names
 from brainrl.policy.lora import LoraSettings
 from brainrl.policy.sampling import GenerationSettings, SamplingConfig
@@ -123,27 +125,6 @@ class GRPOSettings:
 
 
 @dataclass
-class EvalConfig:
-    """Held-out evaluation: identical sampling and seeds for base (adapter disabled) and tuned."""
-
-    enabled: bool = True
-    completions_per_prompt: int = 2
-    min_completions: int = 32
-    roi: str = "broca"
-    seed: int = 1234
-    bootstrap: int = 2000
-    batch_prompts: int = 8
-    #: sampling for evaluation; None = the training sampling (at its starting temperature)
-    sampling: SamplingConfig | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("completions_per_prompt", "bootstrap", "batch_prompts"):
-            check_range(f"eval.{name}", getattr(self, name), 1)
-        check_range("eval.min_completions", self.min_completions, 0)
-        check_range("eval.seed", self.seed, 0)
-
-
-@dataclass
 class LoggingConfig:
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     project: str = "brainrl"
@@ -176,6 +157,8 @@ class RecipeConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     #: student-teacher audit of a surrogate reward (brainrl/train/audit.py)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    #: the YAML file this recipe was read from (set by ``load_recipe``; not a recipe field)
+    source_path: str | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.rewards:
@@ -186,5 +169,14 @@ class RecipeConfig:
             if not str(spec.path).strip():
                 raise ValueError(f"recipe.rewards[{i}].path is empty; name a reward file, e.g. rewards/broca.py.")
 
+    def resolve(self, relative: str | Path, *more_bases: str | Path) -> Path:
+        """A path named in the recipe: as given (cwd), else next to the recipe file, else in the recipe's
+        parent folder (so ``recipes/x.yaml`` can name ``rewards/broca.py`` from anywhere), else in
+        ``more_bases`` (a run folder)."""
+        bases = [Path(self.source_path).parent, Path(self.source_path).parent.parent] if self.source_path else []
+        return locate(relative, [*bases, *more_bases])
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("source_path")
+        return out

@@ -1,4 +1,4 @@
-"""Log-probabilities of sampled completions, the k3 KL estimate and the AWSFT loss."""
+"""Token log-probabilities, the k3 KL estimate and the AWSFT loss (logits and exact KL: brainrl.policy.logprobs)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that skip left padding, as ``generate`` uses them, so scoring sees what sampling saw."""
-    positions = attention_mask.long().cumsum(-1) - 1
-    return positions.clamp(min=0)
-
-
-def completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask) -> torch.Tensor:
-    """Logits (B, Lc, V) that predict each completion token (only the last Lc+1 positions are computed)."""
-    input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
-    attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
-    length = completion_ids.shape[1]
-    out = model(input_ids=input_ids, attention_mask=attention_mask,
-                position_ids=position_ids_from_mask(attention_mask), logits_to_keep=length + 1, use_cache=False)
-    return out.logits[:, -length - 1:-1, :].float()
+from brainrl.policy.logprobs import completion_logits, exact_kl, position_ids_from_mask  # noqa: F401 (re-exported)
 
 
 def token_logprobs(logits: torch.Tensor, completion_ids: torch.Tensor) -> torch.Tensor:
@@ -34,13 +20,6 @@ def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     Unbiased and ≥ 0; its gradient equals that of the exact KL in expectation (TRL uses the same)."""
     diff = ref_logp - logp
     return torch.exp(diff) - diff - 1
-
-
-def exact_kl(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
-    """Full-vocabulary KL(π‖π_ref) at each position, (B, Lc) (used by evaluation and the anchor bench)."""
-    logq = F.log_softmax(logits, dim=-1)
-    logp_ref = F.log_softmax(ref_logits, dim=-1)
-    return (logq.exp() * (logq - logp_ref)).sum(-1)
 
 
 @dataclass

@@ -144,11 +144,13 @@ def preflight(recipe: RecipeConfig, *, resume: bool = False, overwrite: bool = F
         read_prompts(resolve_path(recipe, recipe.data.heldout))
         from brainrl.cortex.rois import get_roi
 
-        try:
-            get_roi(recipe.eval.roi)
-        except (KeyError, ValueError) as err:
-            message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-            raise RecipeError(f"recipe.eval.roi: {message}") from err
+        named = [(f"eval.rois[{i}]", roi) for i, roi in enumerate(recipe.eval.rois)]
+        for where, roi in named + ([("eval.roi", recipe.eval.roi)] if recipe.eval.roi else []):
+            try:
+                get_roi(roi)
+            except (KeyError, ValueError) as err:
+                message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+                raise RecipeError(f"recipe.{where}: {message}") from err
     funcs, weights = runs.build_rewards(recipe)
     if recipe.trainer == "grpo":
         from brainrl.train.grpo import grpo_config

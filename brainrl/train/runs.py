@@ -20,7 +20,7 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -31,7 +31,7 @@ from brainrl.provenance import json_default, versions
 from brainrl.rewards import BrainReward, describe_reward, load_rewards
 from brainrl.rewards.loading import RewardSpec
 from brainrl.train.config import RecipeConfig
-from brainrl.train.recipe import resolve_path
+from brainrl.train.recipe import recipe_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +68,12 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def build_rewards(recipe: RecipeConfig) -> tuple[list[Callable], list[float]]:
-    """The recipe's reward callables (each brain reward bound to the recipe's ``brain`` pipeline)."""
-    specs = [RewardSpec(path=str(resolve_path(recipe, s.path)), weight=s.weight, kwargs=s.kwargs, name=s.name)
+def build_rewards(recipe: RecipeConfig, pipeline: Any = None) -> tuple[list[Callable], list[float]]:
+    """The recipe's reward callables, each brain reward bound to ``pipeline`` (default: the recipe's
+    ``brain`` pipeline)."""
+    specs = [RewardSpec(path=str(recipe.resolve(s.path)), weight=s.weight, kwargs=s.kwargs, name=s.name)
              for s in recipe.rewards]
-    funcs, weights = load_rewards(specs, recipe.brain)
+    funcs, weights = load_rewards(specs, recipe.brain if pipeline is None else pipeline)
     names = [getattr(f, "__name__", "") for f in funcs]
     if len(set(names)) != len(names):
         raise ValueError(f"Reward names must be unique (they are metric keys); got {names}. "
@@ -100,7 +101,7 @@ def write_run_card(output_dir: Path, recipe: RecipeConfig, funcs: Sequence[Calla
         "trainer": recipe.trainer,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": sys.argv,
-        "recipe_path": recipe.__dict__.get("source_path"),
+        "recipe_path": recipe.source_path,
         "recipe": recipe.to_dict(),
         "versions": versions(VERSION_PACKAGES),
         "seeds": {"seed": recipe.seed, "eval_seed": recipe.eval.seed},
@@ -162,10 +163,57 @@ def write_model_card(adapter_dir: Path, output_dir: Path) -> Path:
 
 
 def read_run_card(run_dir: Path) -> dict[str, Any]:
+    """The one reader of ``run_card.json``."""
     path = Path(run_dir) / RUN_CARD
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: pass the output_dir of a finished `brainrl train` run.")
-    return json.loads(path.read_text())
+        raise FileNotFoundError(f"{path} not found: pass the output_dir of a `brainrl train` run.")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+#: recipe fields older run cards hold that recipes no longer have (dropped when a card is read)
+RETIRED_FIELDS = (("eval", "bootstrap"),)
+
+
+@dataclass
+class Run:
+    """A run folder: its run card, the recipe it was trained from (knowing the recipe file, so relative
+    paths resolve as they did in training), and the paths of what it holds."""
+
+    dir: Path
+    card: dict[str, Any]
+    recipe: RecipeConfig
+
+    @classmethod
+    def open(cls, run_dir: str | Path, overrides: Sequence[str] = ()) -> "Run":
+        run_dir = Path(run_dir)
+        card = read_run_card(run_dir)
+        data = json.loads(json.dumps(card.get("recipe") or {}))
+        for section, key in RETIRED_FIELDS:
+            if isinstance(data.get(section), dict):
+                data[section].pop(key, None)
+        recipe = recipe_from_dict(data, overrides)
+        recipe.source_path = card.get("recipe_path")
+        return cls(run_dir, card, recipe)
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.dir / "adapter"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.dir / "metrics.jsonl"
+
+    @property
+    def eval_path(self) -> Path:
+        return self.dir / "eval.json"
+
+    @property
+    def eval_completions_path(self) -> Path:
+        return self.dir / "eval_completions.jsonl"
+
+    def resolve(self, relative: str | Path) -> Path:
+        """A path the recipe names: as given, beside the recipe file or its parent, else in the run folder."""
+        return self.recipe.resolve(relative, self.dir)
 
 
 # -- checkpoints ------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from brainrl.cli.compare import completions_per_prompt, register, resolve_settings
+from brainrl.cli.compare import register, resolve_settings
 from brainrl.cli.main import build_parser, main
 from report_helpers import PROMPTS, make_run
 
@@ -23,11 +23,12 @@ def test_settings_come_from_the_run_card(run_dir):
     settings = resolve_settings(parse("--run", str(run_dir)))
     assert settings.prompts == PROMPTS  # held-out file, comment skipped, found beside the recipe
     assert settings.base.endswith("base_model") and settings.adapter == str(run_dir / "adapter")
-    assert settings.seed == 7 and settings.target == "broca" and settings.system_prompt == "Be brief."
+    assert settings.seed == 7 and settings.system_prompt == "Be brief."
     assert settings.sampling["max_new_tokens"] == 12 and settings.sampling["temperature_end"] is None
     assert any("starting temperature" in note for note in settings.notes)
-    assert settings.pipeline["model"] == "synthetic" and settings.completions_per_model == 32
-    assert settings.dtype == "float32"
+    assert settings.pipeline["model"] == "synthetic" and settings.completions_per_model == 32  # the eval rule
+    assert settings.per_prompt == 8 and settings.batch_prompts == 8 and settings.dtype == "float32"
+    assert settings.rewards[0]["path"].endswith("rewards/broca.py") and settings.target is None
 
 
 def test_flags_override_the_run_card(run_dir, tmp_path):
@@ -38,6 +39,7 @@ def test_flags_override_the_run_card(run_dir, tmp_path):
                                       "--system", ""))
     assert settings.prompts == ["one prompt", "another prompt"] and settings.seed == 3
     assert settings.sampling["temperature"] == 0.7 and settings.target == "wernicke"
+    assert settings.per_prompt == 16  # the run's eval rule: at least 32 completions per model
     assert settings.pipeline["model_kwargs"] == {"seed": 5} and settings.system_prompt is None
 
 
@@ -54,9 +56,9 @@ def test_missing_pieces_fail_naming_the_flag(run_dir, tmp_path):
         resolve_settings(parse("--run", str(run_dir), "--temperature", "0"))
 
 
-def test_completions_spread_over_prompts():
-    assert completions_per_prompt(32, 5) == [7, 7, 6, 6, 6]
-    assert sum(completions_per_prompt(32, 3)) == 32
+def test_n_sets_completions_per_prompt(run_dir):
+    settings = resolve_settings(parse("--run", str(run_dir), "-n", "10"))
+    assert settings.per_prompt == 3 and settings.completions_per_model == 12  # ceil(10 / 4 prompts) each
 
 
 def test_compare_writes_report_end_to_end(run_dir, tmp_path, capsys):
@@ -66,26 +68,31 @@ def test_compare_writes_report_end_to_end(run_dir, tmp_path, capsys):
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["completions"]["base"]["used"] + summary["completions"]["base"]["failed"] == 8
+    scores = {row["name"]: row for row in summary["evaluation"]["scores"]}  # the same core as `brainrl evaluate`
+    assert scores["broca_minus_global"]["kind"] == "reward" and "roi:broca − global" in scores
     assert summary["settings"]["seed"] == 7 and summary["settings"]["brain_pipeline"]["model"]["model"] == "synthetic"
     assert summary["prompts"] == PROMPTS and summary["run"]["name"] == "tiny"
     assert "training" in summary["figures"]
     html = (out / "report.html").read_text()
     assert "run_card.json" in html and "Example completions" in html
     printed = capsys.readouterr().out
-    assert "report.html" in printed and "The target ROI 'broca'" in printed
+    assert "report.html" in printed and "The target ROI 'broca'" in printed and "broca_minus_global" in printed
+    assert "scores-table" in html
 
 
 def test_same_seed_same_completions_and_adapter_changes_them(run_dir):
     """Both models draw from the same seeds; the LoRA adapter (non-zero B) changes what is drawn."""
-    from brainrl.cli.compare import generate_both, load_models
+    from brainrl.evaluation import load_pair, sample_pair
+    from brainrl.policy.sampling import SamplingConfig
 
     settings = resolve_settings(parse("--run", str(run_dir), "-n", "4"))
-    model, tokenizer = load_models(settings)
-    first = generate_both(model, tokenizer, settings)
-    again = generate_both(model, tokenizer, settings)
-    assert first == again
-    assert first["base"][1] == first["tuned"][1] == [PROMPTS[i] for i in range(4)]
-    assert first["base"][0] != first["tuned"][0]
+    model, tokenizer, _ = load_pair(settings.base, settings.adapter, dtype=settings.dtype, device="cpu")
+    kwargs = dict(per_prompt=settings.per_prompt, seed=settings.seed, batch_prompts=2, progress=False, kl=False)
+    first = sample_pair(model, tokenizer, settings.prompts, SamplingConfig(**settings.sampling), **kwargs)
+    again = sample_pair(model, tokenizer, settings.prompts, SamplingConfig(**settings.sampling), **kwargs)
+    assert first.texts == again.texts and first.prompt_index.tolist() == [0, 1, 2, 3]
+    assert first.prompts_of() == PROMPTS
+    assert first.texts["base"] != first.texts["tuned"]
 
 
 def test_register_adds_the_subcommand():
@@ -94,7 +101,7 @@ def test_register_adds_the_subcommand():
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["compare", "--run", "x"])
-    assert args.completions == 32 and args.func.__name__ == "run_compare"
+    assert args.completions is None and args.func.__name__ == "run_compare"
 
 
 @pytest.mark.slow
@@ -137,4 +144,4 @@ def test_fewer_completions_than_prompts_uses_and_reports_only_those_prompts(run_
     settings = resolve_settings(parse("--run", str(run_dir), "--prompts", str(prompts), "-n", "4"))
     assert settings.prompts == [f"prompt number {i}" for i in range(4)]
     assert any("-n 4 is less than the 6 prompts" in note for note in settings.notes)
-    assert completions_per_prompt(settings.completions_per_model, len(settings.prompts)) == [1, 1, 1, 1]
+    assert settings.per_prompt == 1 and settings.completions_per_model == 4

@@ -6,10 +6,13 @@ import pytest
 from brainrl.report.stats import (
     ModelSample,
     StatsConfig,
+    _percentile_ci,
     bh_qvalues,
     bootstrap_mean_ci,
+    cluster_interval,
     cohens_d,
     compare_samples,
+    prompt_bootstrap_weights,
     stratified_bootstrap_weights,
 )
 
@@ -165,7 +168,9 @@ def test_seeded_and_deterministic():
     b = compare_samples(base, tuned, NAMES, target="target", config=FAST).to_dict()
     c = compare_samples(base, tuned, NAMES, target="target", config=StatsConfig(n_boot=1000, n_perm=1000, seed=1))
     assert a == b
-    assert c.to_dict()["rois"][0]["diff"]["ci"] != a["rois"][0]["diff"]["ci"]
+    # the bootstrap (Hedges' g) follows the seed; the t interval of the difference does not depend on it
+    assert c.to_dict()["rois"][0]["hedges_g"]["ci"] != a["rois"][0]["hedges_g"]["ci"]
+    assert c.to_dict()["rois"][0]["diff"]["ci"] == pytest.approx(a["rois"][0]["diff"]["ci"], abs=1e-12)
 
 
 def test_bootstrap_weights_keep_strata_sizes():
@@ -198,3 +203,54 @@ def test_bad_inputs_fail_clearly():
         compare_samples(good, ModelSample(good.values, None, good.strata + 100), NAMES)
     with pytest.raises(ValueError, match="Unknown test"):
         StatsConfig(test="anova")
+
+
+def _prompt_experiment(rng, n_prompts, per_prompt, delta):
+    """Prompt random effects shared by both models, a prompt-by-model interaction and completion noise."""
+    strata = np.repeat(np.arange(n_prompts), per_prompt)
+    prompt = rng.normal(0, 1.0, n_prompts)
+    interaction = rng.normal(0, 0.5, n_prompts)
+    base = prompt[strata] + rng.normal(0, 1.0, strata.size)
+    tuned = prompt[strata] + delta + interaction[strata] + rng.normal(0, 1.0, strata.size)
+    return base, tuned, strata
+
+
+@pytest.mark.parametrize("n_prompts", [3, 5, 8])
+def test_cluster_interval_keeps_nominal_coverage_with_few_prompts(n_prompts):
+    """Simulated coverage of the population mean and of the paired difference: >= 94% at nominal 95%."""
+    rng = np.random.default_rng(100 + n_prompts)
+    trials, delta = 4000, 0.3
+    mean_hits = diff_hits = 0
+    for _ in range(trials):
+        base, tuned, strata = _prompt_experiment(rng, n_prompts, 3, delta)
+        mean_hits += cluster_interval(base, strata).covers(0.0)
+        diff_hits += cluster_interval(tuned, strata, paired=base).covers(delta)
+    assert mean_hits / trials >= 0.94 and diff_hits / trials >= 0.94
+    assert mean_hits / trials <= 0.97 and diff_hits / trials <= 0.97  # not bought by useless width
+
+
+def test_percentile_bootstrap_under_covers_with_few_prompts():
+    """Why the t interval: the expanded percentile bootstrap cannot reach beyond the prompt means' range."""
+    rng = np.random.default_rng(5)
+    trials, n_prompts, hits = 600, 4, 0
+    for _ in range(trials):
+        base, _, strata = _prompt_experiment(rng, n_prompts, 3, 0.0)
+        w, _, _ = prompt_bootstrap_weights(strata, strata, 1000, rng)
+        low, high = _percentile_ci(w @ base, 0.95, n_prompts, 1)
+        hits += low <= 0.0 <= high
+    assert hits / trials < 0.92
+
+
+def test_cluster_interval_pairs_by_prompt_and_skips_failures():
+    strata = np.repeat(np.arange(6), 2)
+    base = np.repeat(np.arange(6.0) * 10, 2)  # huge prompt effects, shared by both models
+    tuned = base + 0.5
+    diff = cluster_interval(tuned, strata, paired=base)
+    assert diff.estimate == pytest.approx(0.5) and diff.high - diff.low < 1e-9  # paired: the prompt effect cancels
+    alone = cluster_interval(base, strata)
+    assert alone.high - alone.low > 10
+    with_nan = tuned.copy()
+    with_nan[0] = np.nan
+    assert cluster_interval(with_nan, strata).estimate == pytest.approx(np.nanmean(with_nan))
+    one_prompt = cluster_interval(base[:2], strata[:2])
+    assert np.isnan(one_prompt.low) and np.isnan(one_prompt.high)

@@ -47,7 +47,7 @@ GRPO_RECIPE = ROOT / "recipes" / "offline_broca_grpo.yaml"
     ("logging.log_every=0", "logging.log_every"),
     ("logging.completions_per_step=-5", "logging.completions_per_step"),
     ("eval.completions_per_prompt=0", "eval.completions_per_prompt"),
-    ("eval.bootstrap=0", "eval.bootstrap"),
+    ("eval.level=1.5", "eval.level"),
     ("brain.max_words=0", "brain.max_words"),
     ("policy.lora.alpha=0", "policy.lora.alpha"),
     ("seed=-1", "seed"),
@@ -160,7 +160,7 @@ def test_resume_refuses_a_recipe_that_differs_from_the_run(tmp_path, monkeypatch
     _policy_must_not_load(monkeypatch)
     started = load_recipe(RECIPE, [f"output_dir={tmp_path / 'run'}"])
     _fake_run(tmp_path, started)
-    same = load_recipe(RECIPE, [f"output_dir={tmp_path / 'run'}", "logging.report_to=[]", "eval.bootstrap=100"])
+    same = load_recipe(RECIPE, [f"output_dir={tmp_path / 'run'}", "logging.report_to=[]", "eval.seed=99"])
     check_resume(same)  # logging and evaluation may change on resume
     changed = load_recipe(RECIPE, [f"output_dir={tmp_path / 'run'}", "awsft.learning_rate=0.01",
                                    "rewards.0.path=rewards/broca_mean.py"])
