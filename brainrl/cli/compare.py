@@ -88,6 +88,7 @@ class CompareConfig:
     batch_prompts: int
     pipeline: dict[str, Any]
     rewards: list[dict[str, Any]]  # RewardSpec fields, paths resolved
+    generation: dict[str, Any] = field(default_factory=dict)  # GenerationSettings (speed only, not the distribution)
     target: str | None = None  # None: the rewards' first ROI, else broca
     extra_rois: list[str] = field(default_factory=list)
     dtype: str = "auto"
@@ -192,6 +193,7 @@ def resolve_settings(args: argparse.Namespace) -> CompareConfig:
         system_prompt=system or None, sampling=asdict(sampling), per_prompt=per_prompt, seed=int(seed),
         batch_prompts=int(batch_prompts), pipeline=pipeline, rewards=rewards, target=args.target,
         extra_rois=recipe.eval.extra_rois() if recipe else [],
+        generation=asdict(recipe.policy.generation) if recipe else {},
         dtype=args.dtype or (recipe.policy.dtype if recipe else "auto"), device=args.device or _default_device(),
         trust_remote_code=bool(recipe.policy.trust_remote_code) if recipe else False,
         run_dir=str(run.dir) if run else None, notes=notes,
@@ -218,7 +220,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from brainrl.cortex.rois import get_roi
     from brainrl.evaluation import default_scorers, evaluate_pair, load_pair, reward_rois
     from brainrl.evaluation.output import print_table
-    from brainrl.policy.sampling import SamplingConfig
+    from brainrl.policy.sampling import GenerationSettings, SamplingConfig
     from brainrl.report import (ModelOutputs, ReportConfig, StatsConfig, build_comparison, default_roi_names, read_metrics,
                                 write_report)
     from brainrl.rewards import load_rewards
@@ -240,7 +242,7 @@ def run_compare(args: argparse.Namespace) -> int:
           f"({settings.prompts_source}), seed {settings.seed}")
     evaluation = evaluate_pair(model, tokenizer, settings.prompts, scorers, sampling=SamplingConfig(**settings.sampling),
                                per_prompt=settings.per_prompt, seed=settings.seed, batch_prompts=settings.batch_prompts,
-                               system=settings.system_prompt)
+                               system=settings.system_prompt, generation=GenerationSettings(**settings.generation))
     del model
     pipeline = BrainPipeline.shared(pipeline_config)  # the maps the scorers predicted are in its cache
     prompts_of = evaluation.samples.prompts_of()
