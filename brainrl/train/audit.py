@@ -229,7 +229,7 @@ class AuditedReward(Reward):
     def _write(self, row: dict[str, Any]) -> None:
         if self.log_path is None:
             return
-        from brainrl.train.runs import JsonlWriter
+        from brainrl.train.records import JsonlWriter
 
         JsonlWriter(self.log_path).write({"reward": self.__name__, **row})
 
@@ -249,7 +249,7 @@ def audit_rewards(recipe, funcs: Sequence[Callable], output_dir: Path, start_ste
     output_dir = Path(output_dir)
     log_path = output_dir / AUDIT_LOG if write else None
     if log_path is not None and start_step > 0:
-        from brainrl.train.runs import JsonlWriter
+        from brainrl.train.records import JsonlWriter
 
         JsonlWriter(log_path).truncate_after(start_step)
     elif log_path is not None and log_path.exists():

@@ -114,7 +114,7 @@ def test_awsft_on_an_audited_surrogate_reward_and_teacher_evaluation(tmp_path):
     recipe.brain = surrogate_config(folder)
     recipe.audit = AuditConfig(enabled=True, every=1, groups=1)
     recipe.data.heldout = str(heldout)
-    recipe.eval = EvalConfig(completions_per_prompt=2, min_completions=4, bootstrap=50, batch_prompts=2)
+    recipe.eval = EvalConfig(completions_per_prompt=2, min_completions=4, batch_prompts=2)
     model, tok = tiny_policy(seed=0)
     trainer = AWSFTTrainer(recipe, model=model, tokenizer=tok, train_prompts=PROMPTS)
     assert isinstance(trainer.reward_funcs[0], AuditedReward)
