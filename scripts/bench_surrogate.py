@@ -42,9 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="alternating teacher/student rounds (default 5)")
     parser.add_argument("--student-repeats", type=int, default=20,
                         help="student calls per round (it is fast; repeats steady its timing)")
-    parser.add_argument("--threads", type=int, default=1, help="torch/BLAS threads (default 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads, for both sides (default 1)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # before numpy loads BLAS
+        os.environ.setdefault(var, str(args.threads))
 
     import numpy as np
     import torch

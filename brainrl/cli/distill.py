@@ -49,7 +49,10 @@ def sample_policy_texts(recipe, prompts: list[str], per_prompt: int, seed: int, 
 
     from brainrl.policy import load_policy, neutralise_generation_config, sample_completions
 
-    model, tokenizer = load_policy(recipe.policy.model, recipe.policy.dtype, "cpu",
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tokenizer = load_policy(recipe.policy.model, recipe.policy.dtype, device,
                                    trust_remote_code=recipe.policy.trust_remote_code)
     neutralise_generation_config(model, tokenizer)
     rows: list[dict[str, Any]] = []
@@ -57,7 +60,7 @@ def sample_policy_texts(recipe, prompts: list[str], per_prompt: int, seed: int, 
         for b, start in enumerate(range(0, len(prompts), batch_prompts)):
             batch = prompts[start:start + batch_prompts]
             samples = sample_completions(model, tokenizer, batch, recipe.sampling, num_completions=per_prompt,
-                                         system=recipe.data.system_prompt, seed=seed + b)
+                                         system=recipe.data.system_prompt, seed=seed + b, device=device)
             rows += [{"prompt": batch[int(g)], "text": t} for g, t in zip(samples.group, samples.texts)]
             bar.update(len(samples.texts))
     return rows

@@ -52,20 +52,27 @@ class ROIReward(BrainReward):
 
     def _get_masks(self) -> dict[str, np.ndarray]:
         if self._masks is None:
-            self._masks = {"roi": self.roi.mask(), "reference": [r.mask() for r in self.reference]}
+            from brainrl.cortex.stats import averaging_matrix
+
+            roi = self.roi.mask()
+            regions = [roi, "global"] + [r.mask() for r in self.reference]
+            # one (20,484, n) averaging matrix, built once: ROI, cortex, then each reference ROI
+            self._masks = {"roi": roi, "weights": averaging_matrix(regions)}
         return self._masks
 
     def value(self, data: np.ndarray) -> float:
         """The signed statistic of one (T, 20,484) array (before the direction is applied)."""
         from brainrl.cortex import stats
 
-        masks = self._get_masks()
-        roi = stats.roi_mean(data, masks["roi"])
+        maps = stats.as_maps(data)
+        if maps.ndim != 2:
+            raise ValueError(f"ROIReward scores one (T, 20,484) map at a time, got {maps.shape}.")
+        means = maps.mean(axis=0, dtype=np.float64) @ self._get_masks()["weights"]
         if self.statistic == "mean":
-            return roi
+            return float(means[0])
         if self.statistic == "minus_global":
-            return roi - stats.global_mean(data)
-        return roi - float(np.mean([stats.roi_mean(data, m) for m in masks["reference"]]))
+            return float(means[0] - means[1])
+        return float(means[0] - means[2:].mean())
 
     def score_map(self, brain_map: BrainMap, index: int, columns: dict[str, Any]) -> float:
         value = self.value(brain_map.data)

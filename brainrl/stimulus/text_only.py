@@ -9,16 +9,14 @@ TRIBE v2) returns a ``Failed`` item naming the missing audio instead of a map.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from brainrl.stimulus.base import MAX_WORDS, SpeechEngine, Stimulus, Word
 from brainrl.stimulus.timing import token_spans
 
-#: nominal seconds per word and per letter; a placeholder for consumers that need times, not a voice
+#: nominal seconds per word and per character; a placeholder for consumers that need times, not a voice
 SECONDS_PER_WORD = 0.12
-SECONDS_PER_LETTER = 0.055
-_LETTER = re.compile(r"\w", re.UNICODE)
+SECONDS_PER_CHARACTER = 0.05
 
 
 class TextOnlyEngine(SpeechEngine):
@@ -34,13 +32,12 @@ class TextOnlyEngine(SpeechEngine):
 
     @property
     def version(self) -> str:
-        return f"text-only-1:{SECONDS_PER_WORD}:{SECONDS_PER_LETTER}"
+        return f"text-only-1:{SECONDS_PER_WORD}:{SECONDS_PER_CHARACTER}"
 
     def _synthesize_one(self, text: str) -> Stimulus:
         words, t = [], 0.0
         for start, end in token_spans(text):
-            token = text[start:end]
-            duration = SECONDS_PER_WORD + SECONDS_PER_LETTER * len(_LETTER.findall(token))
-            words.append(Word(token, t, duration, start, end))
+            duration = SECONDS_PER_WORD + SECONDS_PER_CHARACTER * (end - start)
+            words.append(Word(text[start:end], t, duration, start, end))
             t += duration
         return Stimulus(text, words, None, 16000, t, self.name, self.version)
