@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any, Sequence
 
 from brainrl.brain.base import BrainMap, BrainModel, Failed, Prediction
@@ -50,7 +52,13 @@ class TribeBrainModel(BrainModel):
                 per_item_timeout=per_item_timeout,
             )
             if python:
-                settings.python = python
+                if not Path(python).is_file():
+                    raise FileNotFoundError(
+                        f"TRIBE worker interpreter {python!r} does not exist (relative paths start at {Path.cwd()}). "
+                        "Build the TRIBE environment with scripts/setup_tribe.sh, or set brain.model_kwargs.python "
+                        "to its bin/python."
+                    )
+                settings.python = os.path.abspath(python)  # not resolve(): a venv python is a symlink
             self._client = WorkerClient(self.config.to_dict(), settings)
         else:
             from brainrl.brain.tribe.engine import TribeEngine

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -15,6 +16,9 @@ TEXT_FEATURE_MODES = ("one-pass", "reference")
 DTYPES = ("float32", "bfloat16")
 #: Speech engines whose words are WhisperX transcripts of gTTS audio (the reference path).
 REFERENCE_SPEECH_ENGINES = ("gtts-whisperx",)
+#: Devices brainrl accepts. neuralset's extractors accept only auto|cpu|cuda|accelerate, so "cuda:N" is run
+#: as "cuda" inside ``torch.cuda.device(N)`` (engine.py).
+DEVICE_PATTERN = re.compile(r"^(cpu|auto|cuda(:[0-9]+)?)$")
 
 
 @dataclass
@@ -24,10 +28,19 @@ class TribeConfig:
     ``speech_path``: "fast" feeds brainrl's own words and timings as Word rows with contexts built here
     (tribev2.md section 1.5, path C); "reference" expects gTTS + WhisperX stimuli and lets TRIBE's own
     transforms rebuild sentences and contexts (path A). ``dtype``: float32 is the reference; bfloat16
-    runs under autocast and needs ``allow_bf16=True`` after a parity check against float32.
+    loads the feature models in bfloat16 (as transformers 5 loads Llama from the hub, the regime of Meta's
+    demo), runs TRIBE's fusion model under bf16 autocast and hands float32 arrays back; it changes the
+    numbers, so it needs ``allow_bf16=True`` after ``brainrl tribe parity`` against float32.
     ``text_features``: "one-pass" computes TRIBE's Word features in one causal pass per text, batched
     (``text_batch_size`` texts per pass); "reference" keeps TRIBE's one pass per word. None picks
     "one-pass" for the fast speech path and "reference" for the reference one.
+
+    ``cache_folder``: TRIBE's feature cache (exca, on disk) and brainrl's content-addressed audio copies;
+    None means ``$BRAINRL_CACHE/tribe``. It grows by about 246 KB of text features per word for
+    Llama-3.2-3B (20 cached layers x 3,072 float32) plus w2v-bert features (about 8 MB per 40 s clip) and the WAV copy per
+    clip, about 33 MB per 100-word completion (docs/tribe.md), so it is capped: when it passes ``cache_max_gb``
+    after a predict call, the engine empties it (disk and RAM). ``cache_max_gb=0`` empties it after every
+    call (nothing reused). ``device``: cpu, cuda, cuda:N or auto.
     """
 
     repo_id: str = DEFAULT_REPO_ID
@@ -45,6 +58,7 @@ class TribeConfig:
     config_update: dict[str, Any] = field(default_factory=dict)  # extra TRIBE config overrides
     text_features: str | None = None  # "one-pass" | "reference"; None: by speech_path
     text_batch_size: int = 32  # texts per one-pass forward (does not change results)
+    cache_max_gb: float = 20.0  # TRIBE's feature cache + audio copies; emptied when larger (0: every call)
 
     def __post_init__(self) -> None:
         if self.speech_path not in SPEECH_PATHS:
@@ -60,6 +74,13 @@ class TribeConfig:
                 "dtype='bfloat16' changes TRIBE's numbers; float32 is the reference. Run a parity check "
                 "against float32 first, then pass allow_bf16=True to accept it."
             )
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
+            raise ValueError(
+                f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {self.device!r}. "
+                "(TRIBE's extractors take no other device names.)"
+            )
+        if not self.cache_max_gb >= 0:
+            raise ValueError(f"cache_max_gb must be >= 0 (0 empties TRIBE's cache after every call); got {self.cache_max_gb!r}.")
         if self.max_context_words < 1 or self.max_stimuli_per_call < 1 or self.window_batch_size < 1 or self.text_batch_size < 1:
             raise ValueError("max_context_words, max_stimuli_per_call, window_batch_size and text_batch_size must be >= 1.")
 
@@ -74,15 +95,25 @@ class TribeConfig:
             raise ValueError(f"Unknown TribeConfig keys {unknown}; valid keys: {sorted(known)}.")
         return cls(**data)
 
+    @property
+    def cuda_index(self) -> int | None:
+        """N for ``device="cuda:N"``, else None."""
+        return int(self.device.split(":")[1]) if self.device.startswith("cuda:") else None
+
+    @property
+    def extractor_device(self) -> str:
+        """The device name TRIBE's extractors accept: "cuda:N" becomes "cuda" (run inside torch.cuda.device(N))."""
+        return "cuda" if self.device.startswith("cuda") else self.device
+
     def tribe_config_update(self) -> dict[str, Any]:
         """Overrides passed to ``TribeModel.from_pretrained(config_update=...)``: no DataLoader worker
         processes, extractors on the chosen device (the checkpoint bakes in "cuda")."""
         update: dict[str, Any] = {
             "data.num_workers": 0,
             "data.batch_size": self.window_batch_size,
-            "data.text_feature.device": self.device,
-            "data.audio_feature.device": self.device,
-            "data.video_feature.image.device": self.device,
+            "data.text_feature.device": self.extractor_device,
+            "data.audio_feature.device": self.extractor_device,
+            "data.video_feature.image.device": self.extractor_device,
         }
         update.update(self.config_update)
         return update

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import tempfile
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -66,14 +66,20 @@ class TribeEngine:
 
     def __init__(self, config: TribeConfig):
         self.config = config
-        self.cache_folder = Path(config.cache_folder or tempfile.mkdtemp(prefix="brainrl-tribe-"))
+        if config.cache_folder:
+            self.cache_folder = Path(config.cache_folder)
+        else:
+            from brainrl.brain.pipeline import default_cache_dir
+
+            self.cache_folder = default_cache_dir() / "tribe"
         self.audio_dir = self.cache_folder / "brainrl-audio"
-        # TRIBE's own feature cache, one per text-feature mode: its text uids (text + context) do not
-        # say how a feature was computed, so the modes must not share it
-        self.tribe_cache = self.cache_folder / f"tribe-{config.text_features}"
+        # TRIBE's own feature cache, one per text-feature mode and dtype: its uids (text + context, audio
+        # path + offset + duration) do not say how a feature was computed, so these must not share it
+        self.tribe_cache = self.cache_folder / f"tribe-{config.text_features}-{config.dtype}"
         self.text_stats = OnePassStats()
         self._model: Any = None
         self.load_seconds: float | None = None
+        self.cache_clears = 0  # times the feature cache passed cache_max_gb and was emptied
 
     # -- loading -------------------------------------------------------------------------------------
     def load(self) -> "TribeEngine":
@@ -83,32 +89,49 @@ class TribeEngine:
         from tribev2.demo_utils import TribeModel
 
         folder = resolve_checkpoint(self.config)
-        self._model = TribeModel.from_pretrained(
-            folder,
-            checkpoint_name=self.config.checkpoint_name,
-            cache_folder=str(self.tribe_cache),
-            device=self.config.device,
-            config_update=self.config.tribe_config_update(),
-        )
-        self._model.remove_empty_segments = True
-        self._load_feature_models()
+        with self._on_device():
+            self._model = TribeModel.from_pretrained(
+                folder,
+                checkpoint_name=self.config.checkpoint_name,
+                cache_folder=str(self.tribe_cache),
+                device=self.config.device,
+                config_update=self.config.tribe_config_update(),
+            )
+            self._model.remove_empty_segments = True
+            self._load_feature_models()
         if self.config.text_features == "one-pass":
             text_infra_method(self._text_extractor())  # fail at load, not mid-training, if it cannot work
         self.load_seconds = time.perf_counter() - started
         log.info("TRIBE v2 loaded from %s in %.1f s", folder, self.load_seconds)
         return self
 
-    def _load_feature_models(self) -> None:
-        """Load the text and audio models now, in float32 for the reference (transformers 5 would load
-        Llama in bf16 by default), so the first predict does not pay for it and they stay resident."""
+    def _on_device(self):
+        """``device="cuda:N"``: TRIBE's extractors only take "cuda", which then means GPU N."""
+        index = self.config.cuda_index
+        if index is None:
+            return contextlib.nullcontext()
         import torch
 
+        return torch.cuda.device(index)
+
+    def _load_feature_models(self) -> None:
+        """Load the text and audio models now, so the first predict does not pay for it and they stay
+        resident: in float32 for the reference (transformers 5 loads Llama in bf16 by default), in bfloat16
+        for ``dtype="bfloat16"``. Their outputs, and the fusion model's, are handed on as float32: TRIBE and
+        neuralset call ``.numpy()`` on them, which bf16 tensors do not support."""
+        import torch
+
+        dtype = torch.float32 if self.config.dtype == "float32" else torch.bfloat16
         data = getattr(self._model, "data", None)
         for name in ("text_feature", "audio_feature"):
             extractor = getattr(data, name, None)
             module = getattr(extractor, "model", None) if extractor is not None else None
-            if isinstance(module, torch.nn.Module) and self.config.dtype == "float32":
-                module.to(torch.float32)
+            if isinstance(module, torch.nn.Module):
+                module.to(dtype)
+                module.register_forward_hook(float32_outputs)
+        brain = getattr(self._model, "_model", None)
+        if isinstance(brain, torch.nn.Module):
+            brain.register_forward_hook(float32_outputs)
 
     @contextlib.contextmanager
     def _resident_extractors(self) -> Iterator[None]:
@@ -137,12 +160,40 @@ class TribeEngine:
         return one_pass_text_features(self._text_extractor(), self.config.text_batch_size, self.text_stats)
 
     def _autocast(self):
+        """bf16 autocast for ``dtype="bfloat16"``: the feature models already hold bf16 weights; the fusion
+        model keeps its float32 weights and runs its matmuls in bf16."""
         import torch
 
         if self.config.dtype == "bfloat16":
             device_type = "cuda" if str(self.config.device).startswith("cuda") else "cpu"
             return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    # -- TRIBE's feature cache ---------------------------------------------------------------------------
+    def cache_bytes(self) -> int:
+        """Bytes on disk in TRIBE's feature cache and brainrl's audio copies."""
+        return sum(f.stat().st_size for folder in (self.tribe_cache, self.audio_dir) if folder.exists()
+                   for f in folder.rglob("*") if f.is_file())
+
+    def clear_cache(self) -> None:
+        """Empty TRIBE's feature cache (disk, and the copies exca keeps in RAM) and the audio copies."""
+        data = getattr(self._model, "data", None)
+        for name in ("text_feature", "audio_feature", "video_feature", "image_feature"):
+            infra = getattr(getattr(data, name, None), "infra", None)
+            if infra is not None:
+                forget_infra_cache(infra)
+        for folder in (self.tribe_cache, self.audio_dir):
+            shutil.rmtree(folder, ignore_errors=True)
+        self.tribe_cache.mkdir(parents=True, exist_ok=True)
+        self.cache_clears += 1
+
+    def _enforce_cache_cap(self) -> None:
+        limit = self.config.cache_max_gb * 2**30
+        size = self.cache_bytes() if limit > 0 else 1
+        if size > limit:
+            log.info("TRIBE feature cache at %.2f GB > cache_max_gb=%s: emptying it", size / 2**30,
+                     self.config.cache_max_gb)
+            self.clear_cache()
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -162,6 +213,7 @@ class TribeEngine:
         step = self.config.max_stimuli_per_call
         for begin in range(0, len(stimuli), step):
             results.extend(self._predict_chunk(list(stimuli[begin : begin + step])))
+            self._enforce_cache_cap()
         return results
 
     def _predict_chunk(self, stimuli: list[Stimulus]) -> list[ItemResult]:
@@ -208,7 +260,8 @@ class TribeEngine:
             events = get_audio_and_text_events(events)
         import torch
 
-        with self._resident_extractors(), self._text_feature_mode(), torch.inference_mode(), self._autocast():
+        with (self._on_device(), self._resident_extractors(), self._text_feature_mode(), torch.inference_mode(),
+              self._autocast()):
             preds, segments = self._model.predict(events=events, verbose=False)
         by_timeline = split_by_timeline(preds, segments, timelines)
         out: list[ItemResult] = []
@@ -225,3 +278,36 @@ class TribeEngine:
                 continue
             out.append(np.ascontiguousarray(maps, dtype=np.float32))
         return out
+
+
+def float32_outputs(module: Any, inputs: Any, output: Any) -> Any:
+    """Forward hook: every floating tensor the module returns (alone, in a tuple or in a transformers
+    ``ModelOutput``, hidden-state tuples included) becomes float32; others pass through."""
+    import torch
+
+    def cast(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.float() if value.is_floating_point() and value.dtype != torch.float32 else value
+        if isinstance(value, tuple) and not hasattr(value, "keys"):
+            return tuple(cast(v) for v in value)
+        return value
+
+    if hasattr(output, "keys") and hasattr(output, "__setitem__"):  # transformers ModelOutput (an OrderedDict)
+        for key in list(output.keys()):
+            output[key] = cast(output[key])
+        return output
+    return cast(output)
+
+
+def forget_infra_cache(infra: Any) -> None:
+    """Make an exca ``MapInfra`` drop its cache dict (and the items it keeps in RAM), so the next call
+    reads a fresh, empty folder. Infras without a cache dict (a TaskInfra, a test double) are left alone."""
+    state = getattr(infra, "__pydantic_private__", {}) or {}
+    state = state.get("_state") if isinstance(state, dict) else None
+    if state is None:
+        return  # not an exca infra that caches (a test double, or a TaskInfra)
+    if not hasattr(state, "cache_dict"):
+        return
+    state.cache_dict = None
+    if hasattr(state, "checked_configs"):
+        state.checked_configs = False

@@ -162,7 +162,7 @@ class OnePassTextFeatures:
                     for w, (start, end) in enumerate(spans):
                         weights[w, start:end] = 1.0 / (end - start)
                     means = torch.einsum("wt,ltd->wld", weights.to(stacked.device), stacked[:, row])
-                    out[index] = means.cpu().numpy()
+                    out[index] = means.float().cpu().numpy()  # float() again: autocast runs einsum in bf16
         return out  # type: ignore[return-value]
 
 

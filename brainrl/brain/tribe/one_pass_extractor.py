@@ -48,6 +48,8 @@ class OnePassStats:
     words: int = 0  # events served by one pass
     fallback_words: int = 0  # events sent to TRIBE's per-word computation
     fallback_reasons: collections.Counter = field(default_factory=collections.Counter)
+    #: set by the first call: largest |one-pass - TRIBE's own computation| on one word, and its feature scale
+    self_check: dict[str, Any] | None = None
 
     def fallback(self, n: int, reason: str) -> None:
         if n:
@@ -61,6 +63,7 @@ class OnePassStats:
             "words": self.words,
             "fallback_words": self.fallback_words,
             "fallback_reasons": dict(self.fallback_reasons),
+            "self_check": self.self_check,
         }
 
 
@@ -166,9 +169,53 @@ def one_pass_features(
         for (index, _, _), array in zip(run.members, per_word):
             if np.isnan(array).any():
                 raise ValueError(f"NaN in one-pass features for word {events[index].text!r}")
-            results[index] = np.ascontiguousarray(array, dtype=np.float32)
+            results[index] = np.ascontiguousarray(cached_form(extractor, array), dtype=np.float32)
         stats.words += len(run.members)
     return results
+
+
+def groups_before_caching(extractor: Any) -> bool:
+    """Whether neuralset averages the layer groups before caching (``cache_n_layers`` unset and not
+    ``cache_all_layers``, as in TRIBE v2 mini and tribev2's default config) rather than after reading."""
+    return not getattr(extractor, "cache_all_layers", False) and getattr(extractor, "cache_n_layers", None) is None
+
+
+def cached_form(extractor: Any, per_layer: np.ndarray) -> np.ndarray:
+    """A word's (n_selected_layers, d) span means in the form TRIBE's ``_get_data`` yields (and caches)
+    them: as they are, or already grouped by the extractor's own ``_aggregate_layers``."""
+    return extractor._aggregate_layers(per_layer) if groups_before_caching(extractor) else per_layer
+
+
+#: Largest |one-pass - per-word| allowed in the self-check, relative to the word's largest feature. Real
+#: disagreement (wrong layers, wrong span) is of order 1; float32 agrees to ~1e-6, bf16 weights to ~1e-2.
+SELF_CHECK_RELATIVE_TOLERANCE = 0.05
+
+
+def check_against_original(extractor: Any, original: Callable, events: Sequence[Any],
+                           results: Sequence[np.ndarray | None], stats: OnePassStats) -> None:
+    """Once per engine: TRIBE's own computation on one word served by one pass must give the same shape
+    and (within ``SELF_CHECK_RELATIVE_TOLERANCE``) the same values. Raises otherwise, before the caller
+    yields, so exca caches nothing wrong."""
+    index = next((i for i, value in enumerate(results) if value is not None), None)
+    if index is None:
+        return
+    reference = np.asarray(next(iter(original(extractor, [events[index]]))), dtype=np.float32)
+    ours = results[index]
+    if reference.shape != ours.shape:
+        raise ValueError(
+            f"one-pass text features have shape {ours.shape} where TRIBE's extractor yields {reference.shape} "
+            f"(cache_n_layers={getattr(extractor, 'cache_n_layers', None)!r}, layers={getattr(extractor, 'layers', None)!r}); "
+            "nothing was cached. Use text_features='reference' and report this."
+        )
+    diff = float(np.abs(reference - ours).max())
+    scale = float(np.abs(reference).max()) or 1.0
+    stats.self_check = {"word": str(events[index].text), "shape": list(ours.shape), "max_abs_diff": diff,
+                        "max_abs_feature": scale}
+    if diff > SELF_CHECK_RELATIVE_TOLERANCE * scale:
+        raise ValueError(
+            f"one-pass text features differ from TRIBE's own by {diff:.3g} (features up to {scale:.3g}) for word "
+            f"{events[index].text!r}; nothing was cached. Use text_features='reference'."
+        )
 
 
 def make_one_pass_get_data(original: Callable, batch_size: int, stats: OnePassStats) -> Callable:
@@ -185,6 +232,8 @@ def make_one_pass_get_data(original: Callable, batch_size: int, stats: OnePassSt
             yield from original(self, events)
             return
         results = one_pass_features(self, events, batch_size, stats)
+        if stats.self_check is None:
+            check_against_original(self, original, events, results, stats)  # raises before anything is cached
         missing = [i for i, value in enumerate(results) if value is None]
         if missing:
             log.info("%d of %d words use TRIBE's per-word text features: %s", len(missing), len(events),

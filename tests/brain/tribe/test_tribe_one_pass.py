@@ -54,9 +54,11 @@ def test_one_pass_predictions_equal_reference_with_one_forward(tribe_double, tmp
 
     # Llama forwards: TRIBE's batches of 4 words vs one pass over all texts (text_batch_size 32)
     assert ref_forwards["n"] == math.ceil(n_words / 4) and n_words > 30
-    assert fast_forwards["n"] == 1
-    assert fast_engine.text_stats.as_dict() == {"forwards": 1, "runs": len(TEXTS), "words": n_words,
-                                                "fallback_words": 0, "fallback_reasons": {}}
+    assert fast_forwards["n"] == 2  # the pass, plus TRIBE's own computation of one word (the self-check)
+    stats = fast_engine.text_stats.as_dict()
+    check = stats.pop("self_check")
+    assert stats == {"forwards": 1, "runs": len(TEXTS), "words": n_words, "fallback_words": 0, "fallback_reasons": {}}
+    assert check["shape"] == [7, 48] and check["max_abs_diff"] < 1e-4 * check["max_abs_feature"]
     assert ref_engine.text_stats.words == 0  # the reference mode never touched the one-pass path
 
     # per-word features as TRIBE caches them (n_cached_layers, d), read back without new forwards
@@ -64,7 +66,7 @@ def test_one_pass_predictions_equal_reference_with_one_forward(tribe_double, tmp
                                         [s.audio_path for s in stimuli], with_context=True))
     fast_words = [np.asarray(a) for a in fast_engine._model.data.text_feature._get_data(events)]
     ref_words = [np.asarray(a) for a in ref_engine._model.data.text_feature._get_data(events)]
-    assert (fast_forwards["n"], ref_forwards["n"]) == (1, math.ceil(n_words / 4))
+    assert (fast_forwards["n"], ref_forwards["n"]) == (2, math.ceil(n_words / 4))
     assert len(fast_words) == n_words and fast_words[0].shape == (7, 48)  # 6 layers + embeddings, d=48
     r = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(fast_words, ref_words)]
     assert np.median(r) > 0.999 and min(r) > 0.999
@@ -160,7 +162,8 @@ def test_replacement_get_data_equals_original_and_falls_back_per_event(tribe_dou
         assert a.shape == b.shape and a.dtype == np.float32
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     assert stats.fallback_words == 1 and "differs from the word pieces" in next(iter(stats.fallback_reasons))
-    assert stats.forwards == 1 and forwards["n"] == 2  # one pass for 3 runs, one reference batch for the odd word
+    # one pass for 3 runs, one reference batch for the odd word, one for the self-check
+    assert stats.forwards == 1 and forwards["n"] == 3 and stats.self_check["max_abs_diff"] < 1e-5
     with torch.no_grad():
         extractor.contextualized = False
         assert unsupported_reason(extractor) == "contextualized=False"

@@ -1,5 +1,7 @@
-"""The one-pass patch against the real neuralset 0.0.2 + exca (skipped unless installed, as in the TRIBE
-worker environment): a tiny random Llama saved locally stands in for Llama-3.2-3B."""
+"""The one-pass patch against the real neuralset 0.0.2 + exca (in the dev extra; skipped only where they are
+not installed): a tiny random Llama saved locally stands in for Llama-3.2-3B. 24 layers (25 hidden states),
+so that ``cache_n_layers=20`` really sub-selects, and ``cache_n_layers=None`` (TRIBE v2 mini, tribev2's
+default config) makes neuralset group the layers before caching."""
 
 import math
 import sys
@@ -35,12 +37,13 @@ def real_text_extractor_class(monkeypatch):
     return HuggingFaceText
 
 
-def test_real_hugging_face_text_one_pass_equals_per_word(real_text_extractor_class, tmp_path):
+@pytest.mark.parametrize("cache_n_layers", [20, None])
+def test_real_hugging_face_text_one_pass_equals_per_word(real_text_extractor_class, tmp_path, cache_n_layers):
     from transformers import LlamaConfig, LlamaModel
 
     tokenizer = build_byte_bpe_tokenizer(TEXTS * 3, vocab_size=300)
     torch.manual_seed(0)
-    model = LlamaModel(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+    model = LlamaModel(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=24,
                                    num_attention_heads=4, num_key_value_heads=2, eos_token_id=tokenizer.eos_token_id))
     model.save_pretrained(tmp_path / "tiny")
     tokenizer.save_pretrained(tmp_path / "tiny")
@@ -51,7 +54,7 @@ def test_real_hugging_face_text_one_pass_equals_per_word(real_text_extractor_cla
 
     def extractor(name):  # TRIBE's settings (tribev2.md section 2.1)
         ext = real_text_extractor_class(model_name=str(tmp_path / "tiny"), device="cpu", batch_size=4,
-                                        layers=[0.5, 0.75, 1.0], layer_aggregation="group_mean", cache_n_layers=20,
+                                        layers=[0.5, 0.75, 1.0], layer_aggregation="group_mean", cache_n_layers=cache_n_layers,
                                         infra={"folder": str(tmp_path / name), "keep_in_ram": True})
         ext.model.float()
         counter = {"n": 0}
@@ -64,11 +67,14 @@ def test_real_hugging_face_text_one_pass_equals_per_word(real_text_extractor_cla
     with one_pass_text_features(fast, 32, stats):
         fast.prepare(frame)
     assert type(fast).__dict__["_get_data"].fget.method.__module__ == "neuralset.extractors.text"  # restored
-    assert ref_n["n"] == math.ceil(len(rows) / 4) and fast_n["n"] == 1 and stats.fallback_words == 0
+    # one pass, plus TRIBE's own computation of one word (the self-check)
+    assert ref_n["n"] == math.ceil(len(rows) / 4) and fast_n["n"] == 2 and stats.fallback_words == 0
     events = ref._event_types_helper.extract(frame)
     a = [np.asarray(x) for x in ref._get_data(events)]
     b = [np.asarray(x) for x in fast._get_data(events)]
-    assert fast_n["n"] == 1  # read back from exca's cache
+    assert fast_n["n"] == 2  # read back from exca's cache
+    cached_shape = (20, 32) if cache_n_layers == 20 else (2, 32)  # grouped before caching when unset
+    assert all(x.shape == y.shape == cached_shape for x, y in zip(a, b))
     assert max(float(np.abs(x - y).max()) for x, y in zip(a, b)) < 1e-5
     grouped_a = [t.data for t in ref._get_timed_arrays(events, 0, 100)]
     grouped_b = [t.data for t in fast._get_timed_arrays(events, 0, 100)]

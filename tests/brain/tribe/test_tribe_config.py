@@ -1,0 +1,59 @@
+"""TribeConfig: devices TRIBE's extractors accept, and the feature cache's place, key and cap."""
+
+import os
+
+import pytest
+
+from brainrl.brain.tribe import TribeConfig
+from brainrl.brain.tribe.engine import TribeEngine
+
+from tribe_helpers import make_stimulus
+
+
+@pytest.mark.parametrize("device,extractor,index", [("cpu", "cpu", None), ("cuda", "cuda", None),
+                                                    ("cuda:1", "cuda", 1), ("auto", "auto", None)])
+def test_cuda_n_runs_as_cuda_on_that_device(device, extractor, index):
+    config = TribeConfig(device=device)
+    assert config.extractor_device == extractor and config.cuda_index == index
+    update = config.tribe_config_update()
+    # neuralset's extractors validate device against auto|cpu|cuda|accelerate: never "cuda:1"
+    assert {update[f"data.{m}.device"] for m in ("text_feature", "audio_feature", "video_feature.image")} == {extractor}
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "cuda1", "", "mps:0"])
+def test_bad_device_is_refused_with_the_choices(device):
+    with pytest.raises(ValueError, match=r"'cpu', 'cuda', 'cuda:N' or 'auto'"):
+        TribeConfig(device=device)
+
+
+def test_cache_under_brainrl_cache_root_keyed_by_mode_and_dtype(monkeypatch, tmp_path):
+    monkeypatch.setenv("BRAINRL_CACHE", str(tmp_path / "root"))
+    fp32 = TribeEngine(TribeConfig(device="cpu"))
+    bf16 = TribeEngine(TribeConfig(device="cpu", dtype="bfloat16", allow_bf16=True))
+    ref = TribeEngine(TribeConfig(device="cpu", text_features="reference"))
+    assert fp32.cache_folder == tmp_path / "root" / "tribe"
+    assert len({fp32.tribe_cache, bf16.tribe_cache, ref.tribe_cache}) == 3
+    assert fp32.tribe_cache.name == "tribe-one-pass-float32" and bf16.tribe_cache.name == "tribe-one-pass-bfloat16"
+
+
+def test_bf16_needs_explicit_consent():
+    with pytest.raises(ValueError, match="parity check"):
+        TribeConfig(dtype="bfloat16")
+    with pytest.raises(ValueError, match="cache_max_gb"):
+        TribeConfig(cache_max_gb=-1)
+
+
+def test_cache_cap_empties_the_feature_cache(tribe_double, tmp_path, checkpoint_dir):
+    stimuli = [make_stimulus(t, tmp_path / "speech") for t in ("One short text here.", "And another one, slightly longer.")]
+    keep = TribeEngine(TribeConfig(checkpoint_dir=str(checkpoint_dir), cache_folder=str(tmp_path / "keep"), device="cpu"))
+    keep.predict(stimuli)
+    assert keep.cache_bytes() > 0 and keep.cache_clears == 0  # the audio copies at least
+    capped = TribeEngine(TribeConfig(checkpoint_dir=str(checkpoint_dir), cache_folder=str(tmp_path / "cap"), device="cpu",
+                                     cache_max_gb=0))
+    first = capped.predict(stimuli)
+    assert capped.cache_clears == 1 and capped.cache_bytes() == 0
+    second = capped.predict(stimuli)  # recomputed from an empty cache: the same maps
+    assert capped.cache_clears == 2
+    for a, b in zip(first, second):
+        assert a.shape == b.shape and abs(a - b).max() < 1e-5
+    assert not os.listdir(capped.tribe_cache)
