@@ -359,7 +359,7 @@ def _sync(device) -> None:
 def brainrl_trainer(model, tokenizer, reward, lora, lr, max_new_tokens, n, workdir):
     """brainrl's AWSFTTrainer on the anchor's prompt, with the anchor's sampling settings."""
     from brainrl.policy.sampling import SamplingConfig
-    from brainrl.rewards.loading import RewardSpec
+    from brainrl.rewards.loading import RewardConfig
     from brainrl.train.awsft import AWSFTTrainer
     from brainrl.train.config import AWSFTConfig, DataConfig, LoggingConfig, PolicyConfig, RecipeConfig
 
@@ -367,7 +367,7 @@ def brainrl_trainer(model, tokenizer, reward, lora, lr, max_new_tokens, n, workd
                               top_k=ANCHOR_SAMPLING["top_k"], repetition_penalty=ANCHOR_SAMPLING["repetition_penalty"],
                               max_new_tokens=max_new_tokens, do_sample=True)
     recipe = RecipeConfig(
-        name="bench", output_dir=str(Path(workdir) / f"brainrl-{n}"), rewards=[RewardSpec(path="bench")],
+        name="bench", output_dir=str(Path(workdir) / f"brainrl-{n}"), rewards=[RewardConfig(path="bench")],
         policy=PolicyConfig(lora=lora), data=DataConfig(system_prompt=ANCHOR_SYSTEM),
         awsft=AWSFTConfig(steps=1000, prompts_per_step=1, completions_per_prompt=n, learning_rate=lr, beta=0.1),
         sampling=sampling, logging=LoggingConfig(report_to=[], progress=False))
@@ -513,7 +513,7 @@ def main(argv=None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but no CUDA device is visible")
 
-    from brainrl.policy import LoraSettings
+    from brainrl.policy import LoraConfig
     from brainrl.provenance import versions
 
     started = time.perf_counter()
@@ -524,7 +524,7 @@ def main(argv=None) -> int:
         brainrl_reward, anchor_reward, reward_info = standin_rewards(
             args.device, args.tiny_standin, args.standin_dtype, args.standin_fbank, args.speech_workers, args.audio_batch,
             args.seed)
-    lora = LoraSettings(r=32, alpha=64, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"])
+    lora = LoraConfig(r=32, alpha=64, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"])
     results = []
     try:
         with tempfile.TemporaryDirectory() as workdir:

@@ -105,10 +105,6 @@ class BrainPipeline:
         self.counters["failed"] += sum(isinstance(r, Failed) for r in results)
         return results  # type: ignore[return-value]
 
-    def predict_stimuli(self, stimuli: Sequence[Stimulus]) -> list[Prediction]:
-        """Like ``predict_texts`` for stimuli that were already synthesised."""
-        return self._predict_stimuli(dict(enumerate(stimuli)), [None] * len(stimuli))  # type: ignore[return-value]
-
     def _predict_stimuli(self, stimuli: dict[int, Stimulus], results: list) -> list:
         if not stimuli:
             return results

@@ -87,7 +87,7 @@ class CompareConfig:
     seed: int
     batch_prompts: int
     pipeline: dict[str, Any]
-    rewards: list[dict[str, Any]]  # RewardSpec fields, paths resolved
+    rewards: list[dict[str, Any]]  # RewardConfig fields, paths resolved
     generation: dict[str, Any] = field(default_factory=dict)  # GenerationSettings (speed only, not the distribution)
     target: str | None = None  # None: the rewards' first ROI, else broca
     extra_rois: list[str] = field(default_factory=list)

@@ -1,7 +1,7 @@
 """Generator policies: loading (hub, folder, GGUF, the embedded SmolLM2), chat prompts, LoRA and sampling."""
 
 from brainrl.policy.loading import EMBEDDED_POLICIES, convert_gguf, load_policy, resolve_policy, smollm2_gguf_path
-from brainrl.policy.lora import LoraSettings, attach_lora, trainable_parameters
+from brainrl.policy.lora import LoraConfig, attach_lora, trainable_parameters
 from brainrl.policy.sampling import (
     Samples,
     SamplingConfig,
@@ -13,7 +13,7 @@ from brainrl.policy.sampling import (
 
 __all__ = [
     "EMBEDDED_POLICIES",
-    "LoraSettings",
+    "LoraConfig",
     "Samples",
     "SamplingConfig",
     "attach_lora",

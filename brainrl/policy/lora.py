@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class LoraSettings:
+class LoraConfig:
     """A recipe's LoRA section. ``dropout`` defaults to 0: the loss then scores the same deterministic
     policy that generated the samples (the anchor measured its KL with dropout on)."""
 
@@ -33,16 +33,17 @@ class LoraSettings:
             raise ValueError(f"policy.lora.dropout must be in [0, 1); got {self.dropout}.")
 
     def peft_config(self):
-        from peft import LoraConfig
+        """The ``peft.LoraConfig`` these settings describe."""
+        import peft
 
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+        return peft.LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
                           target_modules=self.target_modules, bias=self.bias, task_type="CAUSAL_LM")
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def attach_lora(model, settings: LoraSettings):
+def attach_lora(model, settings: LoraConfig):
     """Wrap ``model`` with a fresh LoRA adapter (B = 0, so the tuned policy starts equal to the base)."""
     from peft import get_peft_model
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 import torch
@@ -246,7 +246,3 @@ def sample_completions(model, tokenizer, prompts: Sequence[str], sampling: Sampl
 @contextlib.contextmanager
 def _unmerged():
     yield False
-
-
-def sampling_record(sampling: SamplingConfig) -> dict[str, Any]:
-    return asdict(sampling)

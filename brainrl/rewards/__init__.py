@@ -5,7 +5,7 @@ Experiment-specific choices (which ROI, which contrast) live in the top-level ``
 
 from brainrl.rewards.base import BrainReward, Reward, completion_text
 from brainrl.rewards.compose import WeightedSum
-from brainrl.rewards.loading import RewardLoadError, RewardSpec, describe_reward, load_reward_file, load_rewards
+from brainrl.rewards.loading import RewardLoadError, RewardConfig, describe_reward, load_reward_file, load_rewards
 from brainrl.rewards.roi import ROIReward
 
 __all__ = [
@@ -13,7 +13,7 @@ __all__ = [
     "Reward",
     "ROIReward",
     "RewardLoadError",
-    "RewardSpec",
+    "RewardConfig",
     "WeightedSum",
     "completion_text",
     "describe_reward",

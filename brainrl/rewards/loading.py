@@ -43,7 +43,7 @@ def _where_in(path: Path, err: BaseException) -> str:
 
 
 @dataclass
-class RewardSpec:
+class RewardConfig:
     """One reward entry of a recipe: ``{path: rewards/broca.py, weight: 1.0, kwargs: {...}}``."""
 
     path: str
@@ -127,13 +127,13 @@ def load_reward_file(path: str | Path, base_dir: str | Path | None = None, **kwa
     return found
 
 
-def load_rewards(specs: Sequence[RewardSpec | dict], pipeline: PipelineConfig | None = None,
+def load_rewards(specs: Sequence[RewardConfig | dict], pipeline: PipelineConfig | None = None,
                  base_dir: str | Path | None = None) -> tuple[list[Callable], list[float]]:
     """Reward callables and their weights for a recipe, each brain reward bound to ``pipeline``."""
     funcs: list[Callable] = []
     weights: list[float] = []
     for spec in specs:
-        spec = spec if isinstance(spec, RewardSpec) else RewardSpec(**spec)
+        spec = spec if isinstance(spec, RewardConfig) else RewardConfig(**spec)
         for fn in load_reward_file(spec.path, base_dir, **spec.kwargs):
             if isinstance(fn, Reward) and pipeline is not None:
                 fn = fn.bind(pipeline)

@@ -10,9 +10,9 @@ from brainrl.brain.pipeline import PipelineConfig
 from brainrl.configs import check_range, locate
 from brainrl.evaluation.config import EvalConfig
 from brainrl.registry import closest_names
-from brainrl.policy.lora import LoraSettings
+from brainrl.policy.lora import LoraConfig
 from brainrl.policy.sampling import GenerationSettings, SamplingConfig
-from brainrl.rewards.loading import RewardSpec
+from brainrl.rewards.loading import RewardConfig
 from brainrl.train.audit import AuditConfig
 
 #: what trl.GRPOTrainer (1.14-1.16) implements; GRPOConfig itself accepts any string and fails mid-run
@@ -28,7 +28,7 @@ class PolicyConfig:
 
     model: str = "smollm2"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    lora: LoraSettings = field(default_factory=LoraSettings)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     trust_remote_code: bool = False
     #: how completions are computed (merged adapter, KV cache, compiled decoding): speed, not the distribution
     generation: GenerationSettings = field(default_factory=GenerationSettings)
@@ -89,7 +89,7 @@ class AWSFTConfig:
 
 
 @dataclass
-class GRPOSettings:
+class GRPORecipeConfig:
     """Recipe fields mapped onto ``trl.GRPOConfig``; ``extra`` passes any other GRPOConfig field by name
     (checked against GRPOConfig, so a typo fails at once)."""
 
@@ -149,9 +149,9 @@ class RecipeConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     data: DataConfig = field(default_factory=DataConfig)
     brain: PipelineConfig = field(default_factory=PipelineConfig)
-    rewards: list[RewardSpec] = field(default_factory=list)
+    rewards: list[RewardConfig] = field(default_factory=list)
     awsft: AWSFTConfig = field(default_factory=AWSFTConfig)
-    grpo: GRPOSettings = field(default_factory=GRPOSettings)
+    grpo: GRPORecipeConfig = field(default_factory=GRPORecipeConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -29,7 +29,7 @@ import torch
 
 from brainrl.provenance import json_default, versions
 from brainrl.rewards import BrainReward, describe_reward, load_rewards
-from brainrl.rewards.loading import RewardSpec
+from brainrl.rewards.loading import RewardConfig
 from brainrl.train.config import RecipeConfig
 from brainrl.train.records import JsonlWriter, read_jsonl  # noqa: F401 (re-exported: run folders hold JSONL records)
 from brainrl.train.recipe import recipe_from_dict
@@ -45,7 +45,7 @@ VERSION_PACKAGES = ("brainrl", "torch", "numpy", "transformers", "peft", "trl", 
 def build_rewards(recipe: RecipeConfig, pipeline: Any = None) -> tuple[list[Callable], list[float]]:
     """The recipe's reward callables, each brain reward bound to ``pipeline`` (default: the recipe's
     ``brain`` pipeline)."""
-    specs = [RewardSpec(path=str(recipe.resolve(s.path)), weight=s.weight, kwargs=s.kwargs, name=s.name)
+    specs = [RewardConfig(path=str(recipe.resolve(s.path)), weight=s.weight, kwargs=s.kwargs, name=s.name)
              for s in recipe.rewards]
     funcs, weights = load_rewards(specs, recipe.brain if pipeline is None else pipeline)
     names = [getattr(f, "__name__", "") for f in funcs]

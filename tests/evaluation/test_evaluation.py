@@ -103,7 +103,7 @@ def stg_run(tmp_path_factory):
     from brainrl.brain.pipeline import PipelineConfig
     from brainrl.policy.sampling import SamplingConfig
     from brainrl.policy.tiny import tiny_policy
-    from brainrl.rewards.loading import RewardSpec
+    from brainrl.rewards.loading import RewardConfig
     from brainrl.train.awsft import AWSFTTrainer
     from brainrl.train.config import AWSFTConfig, DataConfig, LoggingConfig, PolicyConfig, RecipeConfig
 
@@ -118,7 +118,7 @@ def stg_run(tmp_path_factory):
         name="stg", seed=3, output_dir=str(tmp / "run"),
         policy=PolicyConfig(model=str(tmp / "base"), dtype="float32"),
         data=DataConfig(train=str(tmp / "heldout.txt"), heldout=str(tmp / "heldout.txt")),
-        rewards=[RewardSpec(path=str(tmp / "left_stg.py"))], brain=PipelineConfig(cache_dir=""),
+        rewards=[RewardConfig(path=str(tmp / "left_stg.py"))], brain=PipelineConfig(cache_dir=""),
         awsft=AWSFTConfig(steps=2, prompts_per_step=2, completions_per_prompt=2, learning_rate=0.05, warmup_steps=0,
                           checkpoint_every=2),
         sampling=SamplingConfig(max_new_tokens=8), logging=LoggingConfig(report_to=[], progress=False),

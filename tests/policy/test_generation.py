@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from brainrl.policy import LoraSettings, SamplingConfig, attach_lora, sample_completions
+from brainrl.policy import LoraConfig, SamplingConfig, attach_lora, sample_completions
 from brainrl.policy.lora import MergedWeights, merged_adapter, mergeable
 from brainrl.policy.sampling import GenerationSettings
 from brainrl.policy.tiny import tiny_policy
@@ -18,7 +18,7 @@ LOGPROB_ATOL = 1e-4
 def trained_like_policy(seed=0):
     """A tiny policy with a LoRA adapter whose B is far from 0, so the adapter changes the policy a lot."""
     model, tokenizer = tiny_policy(seed=seed, hidden=64)
-    model = attach_lora(model, LoraSettings(r=4, alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
+    model = attach_lora(model, LoraConfig(r=4, alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
                                                                            "up_proj", "down_proj"]))
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
@@ -98,7 +98,7 @@ def test_unmergeable_models_generate_unmerged():
     with merged_adapter(plain) as merged:
         assert merged is False
     model, _ = tiny_policy(seed=0)
-    dora = attach_lora(model, LoraSettings(r=2))
+    dora = attach_lora(model, LoraConfig(r=2))
     dora.base_model.model.model.layers[0].self_attn.q_proj.lora_variant["default"] = object()  # as DoRA sets it
     ok, why = mergeable(dora)
     assert not ok and "variant" in why

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from brainrl.policy import (
-    LoraSettings,
+    LoraConfig,
     SamplingConfig,
     attach_lora,
     chat_prompt,
@@ -81,7 +81,7 @@ def test_lora_starts_equal_to_base_and_disable_adapter(tiny):
     model, tok = tiny_policy(seed=2)
     ids = tok(["tell a story about a river"], return_tensors="pt")["input_ids"]
     before = model(input_ids=ids).logits
-    peft_model = attach_lora(model, LoraSettings(r=4, alpha=8, target_modules=["q_proj", "v_proj"]))
+    peft_model = attach_lora(model, LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"]))
     trainable, total = trainable_parameters(peft_model)
     assert 0 < trainable < total
     assert torch.allclose(peft_model(input_ids=ids).logits, before)  # B = 0 at init

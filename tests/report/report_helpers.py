@@ -43,14 +43,14 @@ def make_run(tmp_path: Path, *, completions_per_prompt: int = 2) -> Path:
     a LoRA adapter with non-zero B (so tuned ≠ base), run_card.json, metrics.jsonl and held-out prompts."""
     import torch
 
-    from brainrl.policy.lora import LoraSettings, attach_lora
+    from brainrl.policy.lora import LoraConfig, attach_lora
     from brainrl.policy.tiny import tiny_policy
 
     base_dir, run_dir = tmp_path / "base_model", tmp_path / "run"
     model, tokenizer = tiny_policy(seed=0)
     model.save_pretrained(base_dir)
     tokenizer.save_pretrained(base_dir)
-    peft_model = attach_lora(model, LoraSettings(r=4, alpha=8))
+    peft_model = attach_lora(model, LoraConfig(r=4, alpha=8))
     torch.manual_seed(1)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():

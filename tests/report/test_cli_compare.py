@@ -109,7 +109,7 @@ def test_compare_reads_a_run_written_by_the_trainer(tmp_path):
     """Format check against the real writer: train 2 AWSFT steps on a saved tiny policy, then compare."""
     from brainrl.policy import load_policy
     from brainrl.policy.tiny import tiny_policy
-    from brainrl.rewards.loading import RewardSpec
+    from brainrl.rewards.loading import RewardConfig
     from brainrl.train.awsft import AWSFTTrainer
     from brainrl.train.config import AWSFTConfig, DataConfig, LoggingConfig, PolicyConfig, RecipeConfig
     from brainrl.policy.sampling import SamplingConfig
@@ -123,7 +123,7 @@ def test_compare_reads_a_run_written_by_the_trainer(tmp_path):
         name="tiny-real", seed=3, output_dir=str(tmp_path / "run"),
         policy=PolicyConfig(model=str(tmp_path / "base"), dtype="float32"),
         data=DataConfig(train=str(tmp_path / "heldout.txt"), heldout=str(tmp_path / "heldout.txt")),
-        rewards=[RewardSpec(path=str(tmp_path / "reward.py"))],
+        rewards=[RewardConfig(path=str(tmp_path / "reward.py"))],
         awsft=AWSFTConfig(steps=2, prompts_per_step=2, completions_per_prompt=2, checkpoint_every=2),
         sampling=SamplingConfig(max_new_tokens=8), logging=LoggingConfig(report_to=[], progress=False),
     )

@@ -32,12 +32,12 @@ def test_dimension_stats_recover_known_behaviour():
 
 @pytest.fixture
 def tiny_parts(tmp_path):
-    from brainrl.policy import LoraSettings, attach_lora
+    from brainrl.policy import LoraConfig, attach_lora
     from brainrl.policy.tiny import tiny_llama, tiny_policy
 
     model, tokenizer = tiny_policy(seed=0)
     adapter_dir = tmp_path / "adapter"
-    attach_lora(model, LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
+    attach_lora(model, LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
                 ).save_pretrained(adapter_dir)
     base = tiny_llama(tokenizer, seed=0)  # the same random weights, without the adapter
     pipeline = BrainPipeline(PipelineConfig(cache_dir=""), speech=CountingSpeech(out_dir=tmp_path), model=LengthBrain())

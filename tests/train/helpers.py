@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from brainrl.brain.pipeline import PipelineConfig
-from brainrl.rewards.loading import RewardSpec
+from brainrl.rewards.loading import RewardConfig
 from brainrl.train.config import AWSFTConfig, LoggingConfig, RecipeConfig
 from brainrl.policy.sampling import SamplingConfig
 
@@ -30,7 +30,7 @@ def letter_share_reward(prompts, completions, **columns):
 def tiny_recipe(tmp_path, steps=2, **awsft) -> RecipeConfig:
     return RecipeConfig(
         name="tiny", seed=3, output_dir=str(tmp_path / "run"), trainer="awsft",
-        rewards=[RewardSpec(path=str(ROOT / "rewards" / "broca.py"))],
+        rewards=[RewardConfig(path=str(ROOT / "rewards" / "broca.py"))],
         brain=PipelineConfig(cache_dir=""),
         awsft=AWSFTConfig(steps=steps, prompts_per_step=2, completions_per_prompt=3, learning_rate=5e-3,
                           warmup_steps=1, checkpoint_every=2, **awsft),

@@ -4,8 +4,8 @@ import pytest
 
 from brainrl.policy.tiny import tiny_policy
 from brainrl.rewards import completion_text
-from brainrl.rewards.loading import RewardSpec
-from brainrl.train.config import GRPOSettings, LoggingConfig, RecipeConfig
+from brainrl.rewards.loading import RewardConfig
+from brainrl.train.config import GRPORecipeConfig, LoggingConfig, RecipeConfig
 from brainrl.policy.sampling import SamplingConfig
 from brainrl.train.grpo import grpo_config, train_grpo
 from brainrl.train.recipe import RecipeError
@@ -26,8 +26,8 @@ def text_length(prompts, completions, **columns):
 
 def recipe(tmp_path, **extra):
     return RecipeConfig(name="tiny-grpo", seed=1, output_dir=str(tmp_path / "run"), trainer="grpo",
-                        rewards=[RewardSpec(path="unused.py")],
-                        grpo=GRPOSettings(steps=2, prompts_per_step=2, num_generations=2, learning_rate=1e-3,
+                        rewards=[RewardConfig(path="unused.py")],
+                        grpo=GRPORecipeConfig(steps=2, prompts_per_step=2, num_generations=2, learning_rate=1e-3,
                                           checkpoint_every=1, extra=extra),
                         sampling=SamplingConfig(max_new_tokens=6), logging=LoggingConfig(report_to=[], progress=False))
 

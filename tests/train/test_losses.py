@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from brainrl.policy import LoraSettings, attach_lora, neutralise_generation_config, sample_completions, SamplingConfig
+from brainrl.policy import LoraConfig, attach_lora, neutralise_generation_config, sample_completions, SamplingConfig
 from brainrl.policy.tiny import tiny_policy
 from brainrl.train.awsft import warmup_cosine
 from brainrl.train.losses import awsft_loss, completion_logits, group_advantages, k3_kl, token_logprobs
@@ -47,7 +47,7 @@ def test_awsft_gradient_equals_independent_computation():
     model, tok = tiny_policy(seed=1)
     neutralise_generation_config(model, tok)
     reference = copy.deepcopy(model).eval()
-    policy = attach_lora(model, LoraSettings(r=4, alpha=8))
+    policy = attach_lora(model, LoraConfig(r=4, alpha=8))
     with torch.no_grad():  # move away from B = 0 so policy and reference differ
         for name, p in policy.named_parameters():
             if "lora_B" in name:

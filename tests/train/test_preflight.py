@@ -87,9 +87,9 @@ def _recipe_with_reward(tmp_path, source: str | None, kwargs: dict | None = None
     if kwargs:
         spec["kwargs"] = kwargs
     recipe = load_recipe(trainer_recipe, [f"output_dir={tmp_path / 'run'}", "brain.cache_dir=''"])
-    from brainrl.rewards.loading import RewardSpec
+    from brainrl.rewards.loading import RewardConfig
 
-    recipe.rewards = [RewardSpec(**spec)]
+    recipe.rewards = [RewardConfig(**spec)]
     return recipe
 
 

@@ -13,7 +13,7 @@ import pytest
 from brainrl.brain.pipeline import PipelineConfig
 from brainrl.policy.sampling import SamplingConfig
 from brainrl.policy.tiny import tiny_policy
-from brainrl.rewards.loading import RewardSpec
+from brainrl.rewards.loading import RewardConfig
 from brainrl.train.awsft import AWSFTTrainer
 from brainrl.train.config import AWSFTConfig, LoggingConfig, RecipeConfig
 from brainrl.train.runs import read_jsonl
@@ -26,7 +26,7 @@ def test_awsft_step_scores_through_the_tribe_worker(tmp_path, checkpoint_dir):
     pytest.importorskip("espeakng_loader")
     synthetic = RecipeConfig(
         name="tribe-step", seed=1, output_dir=str(tmp_path / "run"), trainer="awsft",
-        rewards=[RewardSpec(path=str(ROOT / "rewards" / "broca.py"))],
+        rewards=[RewardConfig(path=str(ROOT / "rewards" / "broca.py"))],
         brain=PipelineConfig(cache_dir=""),
         awsft=AWSFTConfig(steps=1, prompts_per_step=1, completions_per_prompt=3, learning_rate=5e-3,
                           warmup_steps=0, checkpoint_every=1),
