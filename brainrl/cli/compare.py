@@ -58,6 +58,8 @@ def register(subparsers) -> None:
     rep.add_argument("--out", default=None, type=folder_arg, help="output folder (default: RUN/compare, else compare/)")
     rep.add_argument("--reward", dest="rewards", action="append", default=None, metavar="FILE",
                      help="reward file to score (repeatable; default: the run's rewards)")
+    rep.add_argument("--judge", dest="judges", action="append", default=[], metavar="FILE",
+                     help="a file of judge callables to score besides the rewards (repeatable; see brainrl evaluate)")
     rep.add_argument("--target", default=None, help="target ROI (default: the rewards' first ROI, else broca)")
     rep.add_argument("--roi", dest="rois", action="append", default=None,
                      help="ROI to compare (repeatable; default: every preset)")
@@ -223,7 +225,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from brainrl.policy.sampling import GenerationSettings, SamplingConfig
     from brainrl.report import (ModelOutputs, ReportConfig, StatsConfig, build_comparison, default_roi_names, read_metrics,
                                 write_report)
-    from brainrl.rewards import load_rewards
+    from brainrl.rewards import load_reward_file, load_rewards
     from brainrl.train.runs import Run
 
     settings = resolve_settings(args)
@@ -231,7 +233,8 @@ def run_compare(args: argparse.Namespace) -> int:
     rewards, _ = load_rewards(settings.rewards, pipeline_config)
     used = reward_rois(rewards)
     target = get_roi(settings.target) if settings.target else (used[0] if used else get_roi("broca"))
-    scorers = default_scorers(rewards, extra_rois=[target, *settings.extra_rois], pipeline=pipeline_config)
+    judges = [fn for path in args.judges for fn in load_reward_file(path)]
+    scorers = default_scorers(rewards, judges=judges, extra_rois=[target, *settings.extra_rois], pipeline=pipeline_config)
     out = Path(args.out) if args.out else (Path(settings.run_dir) / "compare" if settings.run_dir else Path("compare"))
 
     model, tokenizer, dropped = load_pair(settings.base, settings.adapter, dtype=settings.dtype, device=settings.device,

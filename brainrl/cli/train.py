@@ -16,6 +16,9 @@ def register(subparsers) -> None:
     evaluate.add_argument("--run", required=True, help="the run's output_dir")
     evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                           help="override an eval.* field, e.g. --set eval.completions_per_prompt=4")
+    evaluate.add_argument("--judge", dest="judges", action="append", default=[], metavar="FILE",
+                          help="a file defining `reward`/`rewards`/`make_reward` callables to score as judges "
+                               "(repeatable); a judge may return one value per completion or a dict of named ones")
     evaluate.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     evaluate.set_defaults(func=_evaluate)
 
@@ -31,7 +34,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from brainrl.rewards import load_reward_file
     from brainrl.train.evaluate import evaluate_run, print_eval
 
-    print_eval(evaluate_run(args.run, overrides=args.overrides))
+    judges = [fn for path in args.judges for fn in load_reward_file(path)]
+    print_eval(evaluate_run(args.run, overrides=args.overrides, judges=judges))
     return 0

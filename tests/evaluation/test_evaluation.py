@@ -131,12 +131,16 @@ def stg_run(tmp_path_factory):
 def test_evaluate_and_compare_score_the_trained_reward_and_its_region(stg_run, tmp_path, capsys):
     from brainrl.cli.main import main
 
-    assert main(["evaluate", "--run", str(stg_run)]) == 0
+    judge = tmp_path / "judge.py"
+    judge.write_text("def reward(prompts, completions, **columns):\n"
+                     "    return {'chars': [float(len(c)) for c in completions]}\n")
+    assert main(["evaluate", "--run", str(stg_run), "--judge", str(judge)]) == 0
     record = json.loads((stg_run / "eval.json").read_text())
     scores = {r["name"]: r for r in record["scores"]}
     reward = scores["left_stg_minus_global"]
     assert reward["kind"] == "reward" and None not in reward["diff"]["ci"]
     assert {"roi:left_stg", "roi:left_stg − global", "roi:global"} <= set(scores)
+    assert scores["reward:chars"]["kind"] == "judge"  # a judge file's named statistic, with its interval
     assert not any(name.startswith("roi:broca") for name in scores)  # the recipe default ROI is not imposed
     # the reward and its ROI column are the same number, computed two ways
     assert reward["tuned"]["estimate"] == pytest.approx(scores["roi:left_stg − global"]["tuned"]["estimate"],
@@ -147,12 +151,12 @@ def test_evaluate_and_compare_score_the_trained_reward_and_its_region(stg_run, t
 
     out = tmp_path / "compare"
     assert main(["compare", "--run", str(stg_run), "--out", str(out), "--no-surfaces", "--n-boot", "200",
-                 "--n-perm", "200", "--roi", "broca", "--roi", "global"]) == 0
+                 "--n-perm", "200", "--roi", "broca", "--roi", "global", "--judge", str(judge)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["headline"]["target"] == "left_stg" and "left_stg" in summary["roi_names"]
     compared = {r["name"]: r for r in summary["evaluation"]["scores"]}
     # same seeds, same sampling, same interval: compare's numbers are evaluate's numbers
-    for name in ("left_stg_minus_global", "roi:left_stg"):
+    for name in ("left_stg_minus_global", "roi:left_stg", "reward:chars"):
         for part in ("base", "tuned", "diff"):
             assert compared[name][part]["estimate"] == pytest.approx(scores[name][part]["estimate"], rel=1e-4, abs=1e-6)
             assert compared[name][part]["ci"] == pytest.approx(scores[name][part]["ci"], rel=1e-4, abs=1e-6)
