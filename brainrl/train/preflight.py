@@ -68,7 +68,7 @@ def check_resume(recipe: RecipeConfig) -> None:
     card_path = Path(recipe.output_dir) / runs.RUN_CARD
     if not card_path.exists():
         return  # nothing to compare with: the trainer starts from step 0 (and says so)
-    saved = json.loads(card_path.read_text(encoding="utf-8")).get("recipe")
+    saved = runs.read_run_card(recipe.output_dir).get("recipe")
     if not saved:
         return
     diffs = recipe_differences(saved, recipe.to_dict())

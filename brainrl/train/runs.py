@@ -93,7 +93,7 @@ def write_run_card(output_dir: Path, recipe: RecipeConfig, funcs: Sequence[Calla
 
 def update_run_card(output_dir: Path, **fields: Any) -> None:
     path = Path(output_dir) / RUN_CARD
-    card = json.loads(path.read_text())
+    card = read_run_card(output_dir)
     card.update(fields)
     path.write_text(json.dumps(card, indent=2, default=json_default, ensure_ascii=False))
 
