@@ -102,7 +102,8 @@ def batches(items: Sequence, size: int, desc: str) -> Iterator[tuple[int, Sequen
     from tqdm.auto import tqdm
 
     size = max(1, size)
-    with tqdm(total=len(items), desc=desc, unit="text", disable=len(items) <= size) as bar:
+    # a bar even for one batch of many texts (a TRIBE batch takes a while); none for a handful
+    with tqdm(total=len(items), desc=desc, unit="text", disable=len(items) < 8) as bar:
         for start in range(0, len(items), size):
             batch = items[start:start + size]
             yield start, batch

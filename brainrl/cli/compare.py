@@ -258,7 +258,12 @@ def run_compare(args: argparse.Namespace) -> int:
         rois += [r for r in used if r.name not in {x.name for x in rois}]
     report_config = ReportConfig(target=target, rois=rois, stats=StatsConfig(
         n_boot=args.n_boot, n_perm=args.n_perm, test=args.test, resample=args.resample, seed=args.stats_seed))
+    from tqdm.auto import tqdm
+
+    stages = tqdm(total=2, desc="report: statistics (bootstrap, permutations)", unit="stage")
     comparison = build_comparison(outputs["base"], outputs["tuned"], report_config)
+    stages.update(1)
+    stages.set_description("report: figures and HTML")
     run = Run.open(settings.run_dir) if settings.run_dir else None
     record = evaluation.to_dict()
     record_settings = {**asdict(settings), "target": target.name, "brain_pipeline": pipeline.describe()}
@@ -266,11 +271,13 @@ def run_compare(args: argparse.Namespace) -> int:
     paths = write_report(comparison, out, run_card=run.card if run else None,
                          metrics=read_metrics(run.metrics_path) if run else [], settings=record_settings,
                          evaluation=record, surfaces=not args.no_surfaces)
+    stages.update(1)
+    stages.close()
     print_table(record)
     summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
     for sentence in summary["verdict"]:
         print(" -", sentence)
-    print(f"wrote {paths['report']} and {paths['summary']}")
+    print(f"results: {paths['report']} (open it in a browser) and {paths['summary']}")
     failed = summary["completions"]["base"]["failed"] + summary["completions"]["tuned"]["failed"]
     if failed:
         print(f"note: {failed} completion(s) had no brain map; see the report's list of failures")

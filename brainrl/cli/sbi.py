@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 
 from brainrl.cli.common import folder_arg, positive_int
 
@@ -30,6 +31,8 @@ def _simulate(args: argparse.Namespace) -> int:
                       "shards_skipped (already done)": len(result.shards_skipped), "failed_items": result.n_failed,
                       "dataset": str(result.dataset_dir) if result.dataset_dir else None,
                       "seconds": round(result.seconds, 1)}, indent=1))
+    if result.dataset_dir:
+        print(f"next: brainrl sbi fit --data {result.out_dir} --out {Path(result.out_dir).parent / 'posterior'}")
     return 0
 
 
@@ -47,6 +50,8 @@ def _fit(args: argparse.Namespace) -> int:
     print(json.dumps({"posterior": str(result.out_dir), "train/val/test": [result.n_train, result.n_val, result.n_test],
                       "epochs": result.epochs, "best_val_loss": round(result.best_val_loss, 4),
                       "seconds": round(result.seconds, 1)}, indent=1))
+    print(f"next: brainrl sbi diagnose --posterior {result.out_dir} --data {args.data} "
+          f"--out {Path(result.out_dir).parent / 'diagnose'}")
     return 0
 
 
@@ -65,7 +70,8 @@ def _diagnose(args: argparse.Namespace) -> int:
                             cycle=cycle, sampler=sampler)
     report = diagnose(args.posterior, args.data, args.out, config)
     print(metrics_table(report["results"]))
-    print(f"report: {args.out}/index.html")
+    print(f"results: {args.out}/index.html (open it in a browser)")
+    print(f"next:    brainrl validate --posterior {args.posterior} --base smollm2 --out {Path(args.out).parent / 'validate'}")
     return 0
 
 

@@ -53,6 +53,9 @@ def run_serve(args: argparse.Namespace) -> int:
                          header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout)
     log.info("serving %s at %s (token %s)", args.model, server.url, "required" if server.token else "off")
     print(f"brainrl serve: {args.model} at {server.url}", flush=True)
+    print(f"use it:  brainrl predict TEXT --model remote --model-arg url={server.url}, or in a recipe "
+          f"brain: {{model: remote, model_kwargs: {{url: {server.url}}}}}"
+          + ("" if speech else "  (texts need --speech espeak; this server takes only stimuli)"), flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -39,4 +39,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     judges = [fn for path in args.judges for fn in load_reward_file(path)]
     print_eval(evaluate_run(args.run, overrides=args.overrides, judges=judges))
+    print(f"\nresults: {args.run}/eval.json and {args.run}/eval_completions.jsonl")
+    print(f"next:    brainrl compare --run {args.run}   # HTML report: maps, ROI statistics, examples")
     return 0

@@ -64,7 +64,10 @@ def load_pair(base: str, adapter: str | Path, *, dtype: str = "auto", device: st
     if model is None:
         model, tokenizer = load_policy(base, dtype, device, trust_remote_code=trust_remote_code)
     dropped = neutralise_generation_config(model, tokenizer)
-    model = PeftModel.from_pretrained(model, str(adapter)).to(device).eval()
+    from brainrl.policy.loading import quiet_loading
+
+    with quiet_loading():  # no "Loading weights" bar, no PEFT FutureWarning
+        model = PeftModel.from_pretrained(model, str(adapter)).to(device).eval()
     return model, tokenizer, dropped
 
 

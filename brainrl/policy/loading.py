@@ -181,6 +181,30 @@ def torch_dtype(name: str, device: str):
     return getattr(torch, name)
 
 
+#: warnings transformers/PEFT raise on every load that a user cannot act on (PEFT calls a renamed method)
+LOAD_NOISE = (r".*`is_gradient_checkpointing` is deprecated.*",)
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """Load models without transformers' per-tensor "Loading weights" bar and without the FutureWarnings in
+    ``LOAD_NOISE``; everything else (real warnings, errors) still shows."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            for message in LOAD_NOISE:
+                warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+            yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_policy(spec: str = "smollm2", dtype: str = "auto", device: str = "cpu", *,
                 cache_dir: Path | None = None, trust_remote_code: bool = False) -> tuple[Any, Any]:
     """(model, tokenizer) for a hub id, a local folder, a ``.gguf`` file or ``"smollm2"``.
@@ -196,9 +220,10 @@ def load_policy(spec: str = "smollm2", dtype: str = "auto", device: str = "cpu",
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(
-        resolved.load_from, dtype=torch_dtype(dtype, device), trust_remote_code=trust_remote_code
-    )
+    with quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(
+            resolved.load_from, dtype=torch_dtype(dtype, device), trust_remote_code=trust_remote_code
+        )
     model.to(device)
     model.brainrl_source = {
         "spec": spec, "kind": resolved.kind, "load_from": resolved.load_from, "source_sha256": resolved.source_sha256,

@@ -47,7 +47,10 @@ def attach_lora(model, settings: LoraConfig):
     """Wrap ``model`` with a fresh LoRA adapter (B = 0, so the tuned policy starts equal to the base)."""
     from peft import get_peft_model
 
-    return get_peft_model(model, settings.peft_config())
+    from brainrl.policy.loading import quiet_loading
+
+    with quiet_loading():
+        return get_peft_model(model, settings.peft_config())
 
 
 def trainable_parameters(model) -> tuple[int, int]:

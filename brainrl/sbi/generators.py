@@ -142,9 +142,12 @@ class LocalChatGenerator:
         if prefix not in self._prefix_kv:
             self._prefix_kv.clear()  # one prefix at a time: a campaign uses one prompt style
             with torch.no_grad():
-                self._prefix_kv[prefix] = self._model(torch.tensor([prefix_ids], device=self.device),
-                                                      use_cache=True).past_key_values
-        cache = copy.deepcopy(self._prefix_kv[prefix])
+                output = self._model(torch.tensor([prefix_ids], device=self.device), use_cache=True)
+            # transformers >= 5 names the cache ``cache`` (``past_key_values`` warns); 4.x only has the old name
+            key = "cache" if "cache" in output else "past_key_values"
+            self._prefix_kv[prefix] = (key, output[key])
+        key, cached = self._prefix_kv[prefix]
+        cache = copy.deepcopy(cached)
         cache.batch_repeat_interleave(len(prompts))
         n_prefix, width = len(prefix_ids), max(map(len, suffixes))
         ids = torch.full((len(prompts), n_prefix + width), tok.pad_token_id, dtype=torch.long)
@@ -153,7 +156,7 @@ class LocalChatGenerator:
         for row, suffix in enumerate(suffixes):
             ids[row, n_prefix + width - len(suffix):] = torch.tensor(suffix)
             mask[row, n_prefix + width - len(suffix):] = 1
-        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device), "past_key_values": cache}
+        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device), key: cache}
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.model_spec, "max_new_tokens": self.max_new_tokens,

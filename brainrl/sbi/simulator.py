@@ -57,7 +57,7 @@ def ask_until_parsed(generator: ChatGenerator, conversations: dict[Hashable, lis
                 accepted[key] = parse(key, reply)
             except FormatViolation as err:
                 reasons[key] = err.reason
-                log.info("%s attempt %d rejected: %s", label(key), attempt + 1, err.reason)
+                log.debug("%s attempt %d rejected: %s", label(key), attempt + 1, err.reason)  # --verbose shows each
                 if retry is not None:
                     conversations[key] = retry(key, reply, err.reason)
                 still.append(key)

@@ -33,7 +33,16 @@ def run(args: argparse.Namespace) -> int:
     from brainrl.train import load_recipe, run_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    run_recipe(recipe, resume=args.resume, overwrite=args.overwrite, evaluate=False if args.no_eval else None)
+    result = run_recipe(recipe, resume=args.resume, overwrite=args.overwrite,
+                        evaluate=False if args.no_eval else None)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        out = recipe.output_dir
+        written = "adapter/, metrics.jsonl, completions.jsonl, run_card.json" + (", eval.json" if result["eval"] else "")
+        print(f"\nresults: {out}/ ({written})")
+        print(f"next:    brainrl compare --run {out}   # HTML report: maps, ROI statistics, examples"
+              + ("" if result["eval"] else f"\n         brainrl evaluate --run {out}   # held-out base vs tuned"))
     return 0
 
 

@@ -281,10 +281,13 @@ def train_grpo(recipe: RecipeConfig, *, model=None, tokenizer=None, reward_funcs
         (output_dir / "completions.jsonl").unlink(missing_ok=True)  # restarts with the metrics log
     logged = _CompletionLog(reward_funcs, reward_weights, output_dir / "completions.jsonl",
                             recipe.logging.completions_per_step, write=PartialState().is_main_process)
-    trainer = _trainer_class()(model=model, reward_funcs=logged.wrapped, args=args,
-                               train_dataset=prompt_dataset(prompts, recipe.data.system_prompt),
-                               processing_class=tokenizer, peft_config=recipe.policy.lora.peft_config(),
-                               callbacks=[metrics.callback], generation=recipe.policy.generation)
+    from brainrl.policy.loading import quiet_loading
+
+    with quiet_loading():  # TRL attaches the LoRA adapter here
+        trainer = _trainer_class()(model=model, reward_funcs=logged.wrapped, args=args,
+                                   train_dataset=prompt_dataset(prompts, recipe.data.system_prompt),
+                                   processing_class=tokenizer, peft_config=recipe.policy.lora.peft_config(),
+                                   callbacks=[metrics.callback], generation=recipe.policy.generation)
     _quiet_progress(trainer)
     trainable, total = trainable_parameters(trainer.model)
     if trainer.is_world_process_zero():

@@ -144,3 +144,25 @@ def test_map_plot_title_units_background_and_medial_wall(four_frame_map):
     yellowish = (image[..., 0] > image[..., 2] + 0.15) & (image[..., 1] > image[..., 2] + 0.15)
     brightness = image[yellowish].mean(axis=1)
     assert yellowish.sum() > 10_000 and brightness.std() > 0.03
+
+
+def test_unreachable_and_unauthorised_brain_servers_are_one_line(capsys):
+    from brainrl.brain.server import BrainServer
+    from brainrl.brain.synthetic import SyntheticBrainModel
+    from brainrl.stimulus import get_speech_engine
+
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    err = one_error_line(capsys, main(["predict", "A text.", "--model", "remote", "--model-arg",
+                                       f"url=http://127.0.0.1:{free}", "--model-arg", "retries=0", "--cache-dir", ""]))
+    assert "cannot reach" in err and "Is `brainrl serve` running there?" in err
+    server = BrainServer(SyntheticBrainModel(), port=0, token="s3cret", speech=get_speech_engine("espeak")).start()
+    try:
+        err = one_error_line(capsys, main(["predict", "A text.", "--model", "remote", "--model-arg",
+                                           f"url={server.url}", "--cache-dir", ""]))
+        assert "HTTP 401" in err and "--model-arg token=TOKEN" in err
+    finally:
+        server.close()

@@ -135,3 +135,26 @@ def test_gguf_conversion_roundtrip(tmp_path):
     ids = tok(["The weather today"], return_tensors="pt")["input_ids"]
     assert torch.equal(from_gguf(input_ids=ids).logits, converted(input_ids=ids).logits)
     assert tok.chat_template
+
+
+def test_loading_and_attaching_lora_print_no_bar_and_no_future_warning(tmp_path, capfd):
+    import warnings
+
+    from brainrl.policy import attach_lora, load_policy
+    from brainrl.policy.lora import LoraSettings
+    from brainrl.policy.tiny import tiny_policy
+
+    model, tokenizer = tiny_policy(seed=0)
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded, _ = load_policy(str(tmp_path / "tiny"), "float32", "cpu")
+        attach_lora(loaded, LoraSettings(r=2, alpha=4))
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()  # restored for everything else

@@ -75,8 +75,11 @@ def test_compare_writes_report_end_to_end(run_dir, tmp_path, capsys):
     assert "training" in summary["figures"]
     html = (out / "report.html").read_text()
     assert "run_card.json" in html and "Example completions" in html
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "report.html" in printed and "The target ROI 'broca'" in printed and "broca_minus_global" in printed
+    assert f"results: {out / 'report.html'} (open it in a browser)" in printed
+    assert "report: figures and HTML" in captured.err  # the statistics and figures are not a silent minute
     assert "scores-table" in html
 
 

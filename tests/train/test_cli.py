@@ -31,3 +31,21 @@ def test_evaluate_needs_a_finished_run(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="run_card.json"):
         evaluate_run(tmp_path)
+
+
+def test_train_ends_saying_where_results_went_and_what_next(monkeypatch, capsys, tmp_path):
+    import brainrl.train
+
+    seen = {}
+
+    def fake_run_recipe(recipe, **kwargs):  # stands in for minutes of training; the message is under test
+        seen["recipe"] = recipe
+        return {"train": {}, "eval": None}
+
+    monkeypatch.setattr(brainrl.train, "run_recipe", fake_run_recipe)
+    out = tmp_path / "run"
+    assert module_main(["--recipe", "recipes/offline_broca.yaml", "--set", f"output_dir={out}", "--no-eval"]) == 0
+    printed = capsys.readouterr().out
+    assert seen["recipe"].output_dir == str(out)
+    assert f"results: {out}/ (adapter/, metrics.jsonl, completions.jsonl, run_card.json)" in printed
+    assert f"brainrl compare --run {out}" in printed and f"brainrl evaluate --run {out}" in printed
