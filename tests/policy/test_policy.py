@@ -141,7 +141,7 @@ def test_loading_and_attaching_lora_print_no_bar_and_no_future_warning(tmp_path,
     import warnings
 
     from brainrl.policy import attach_lora, load_policy
-    from brainrl.policy.lora import LoraSettings
+    from brainrl.policy.lora import LoraConfig
     from brainrl.policy.tiny import tiny_policy
 
     model, tokenizer = tiny_policy(seed=0)
@@ -151,7 +151,7 @@ def test_loading_and_attaching_lora_print_no_bar_and_no_future_warning(tmp_path,
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         loaded, _ = load_policy(str(tmp_path / "tiny"), "float32", "cpu")
-        attach_lora(loaded, LoraSettings(r=2, alpha=4))
+        attach_lora(loaded, LoraConfig(r=2, alpha=4))
     err = capfd.readouterr().err
     assert "Loading weights" not in err
     assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
