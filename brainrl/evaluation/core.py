@@ -72,12 +72,15 @@ def score_pair(samples: PairedSamples, scorers: Sequence[Any],
         if len(values) != len(samples.prompts):
             raise ValueError(f"prompt column {key!r} has {len(values)} entries for {len(samples.prompts)} prompts.")
     out: list[Column] = []
+    present = [m for m in MODELS if m in samples.texts]
+    missing = np.full(samples.n, math.nan)  # a base-only run: every tuned value is absent
     for scorer in scorers:
-        scored: dict[str, ScoredColumns] = {m: scorer.score(prompts, samples.texts[m], columns) for m in MODELS}
-        for name in scored["tuned"].values:
-            out.append(Column(name, scorer.kind, scored["base"].values[name], scored["tuned"].values[name],
-                              {m: scored[m].failures.get(name, []) for m in MODELS if scored[m].failures.get(name)}))
-    out.append(Column("tokens", "length", samples.tokens["base"], samples.tokens["tuned"]))
+        scored: dict[str, ScoredColumns] = {m: scorer.score(prompts, samples.texts[m], columns) for m in present}
+        for name in scored["base"].values:
+            out.append(Column(name, scorer.kind, scored["base"].values[name],
+                              scored["tuned"].values[name] if "tuned" in scored else missing,
+                              {m: scored[m].failures.get(name, []) for m in present if scored[m].failures.get(name)}))
+    out.append(Column("tokens", "length", samples.tokens["base"], samples.tokens.get("tuned", missing)))
     names = [c.name for c in out]
     if len(set(names)) != len(names):
         raise ValueError(f"Scorer column names must be unique; got {names}. Rename a reward (`name:` in the recipe).")
@@ -141,8 +144,7 @@ class Evaluation:
         rows = []
         prompts = self.samples.prompts_of()
         for i in range(self.samples.n):
-            row: dict[str, Any] = {"prompt": prompts[i], "base": self.samples.texts["base"][i],
-                                   "tuned": self.samples.texts["tuned"][i]}
+            row: dict[str, Any] = {"prompt": prompts[i], **{m: texts[i] for m, texts in self.samples.texts.items()}}
             for c in self.columns:
                 row[c.name] = {"base": _finite(c.base[i]), "tuned": _finite(c.tuned[i])}
             rows.append(row)

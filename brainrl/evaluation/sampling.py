@@ -8,6 +8,7 @@ batch size and sampling settings give the same completions.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -30,7 +31,7 @@ class PairedSamples:
 
     prompts: list[str]  # the distinct prompts, in order
     prompt_index: np.ndarray  # (N,) index into ``prompts`` of completion i (the same for both models)
-    texts: dict[str, list[str]]  # "base" / "tuned" -> N texts
+    texts: dict[str, list[str]]  # "base" / "tuned" -> N texts ("base" alone for a base-only run)
     tokens: dict[str, np.ndarray]  # completion tokens, (N,) per model
     kl_to_base: float | None  # exact full-vocabulary KL(tuned‖base) per token over the tuned completions
     settings: dict[str, Any]  # sampling, seed rule, per_prompt, batch_prompts, system prompt
@@ -73,25 +74,30 @@ def load_pair(base: str, adapter: str | Path, *, dtype: str = "auto", device: st
 
 def sample_pair(model, tokenizer, prompts: Sequence[str], sampling: SamplingConfig, *, per_prompt: int, seed: int,
                 batch_prompts: int = 8, system: str | None = None, kl: bool = True, progress: bool = True,
-                generation: GenerationSettings | None = None) -> PairedSamples:
+                generation: GenerationSettings | None = None, base_only: bool = False) -> PairedSamples:
     """``per_prompt`` completions per prompt from tuned and from base (adapter disabled), paired by seed.
     ``generation`` (the recipe's ``policy.generation``) chooses merged-adapter generation and the KV cache;
-    it changes speed and float rounding, not the distribution sampled."""
+    it changes speed and float rounding, not the distribution sampled. ``base_only`` samples the base alone
+    (any model; with an adapter attached, it is disabled), with the same seeds as a paired run."""
     from tqdm.auto import tqdm
 
     from brainrl.policy.logprobs import kl_to_base
     from brainrl.policy.sampling import sample_completions
 
-    if not hasattr(model, "disable_adapter"):
-        raise TypeError("sample_pair needs a PEFT model (base + adapter); load it with load_pair(base, adapter).")
+    has_adapter = hasattr(model, "disable_adapter")
+    if not has_adapter and not base_only:
+        raise TypeError("sample_pair needs a PEFT model (base + adapter); load it with load_pair(base, adapter), "
+                        "or pass base_only=True.")
+    models = ("base",) if base_only else MODELS
+    kl = kl and not base_only
     prompts = list(dict.fromkeys(prompts))
     if not prompts:
         raise ValueError("No prompts to evaluate on.")
     if per_prompt < 1 or batch_prompts < 1:
         raise ValueError(f"per_prompt and batch_prompts must be >= 1; got {per_prompt}, {batch_prompts}.")
     started = time.perf_counter()
-    texts: dict[str, list[str]] = {m: [] for m in MODELS}
-    tokens: dict[str, list[int]] = {m: [] for m in MODELS}
+    texts: dict[str, list[str]] = {m: [] for m in models}
+    tokens: dict[str, list[int]] = {m: [] for m in models}
     index: list[int] = []
     kl_sum, kl_tokens = 0.0, 0.0
     starts = range(0, len(prompts), batch_prompts)
@@ -99,16 +105,16 @@ def sample_pair(model, tokenizer, prompts: Sequence[str], sampling: SamplingConf
         batch = prompts[start:start + batch_prompts]
         kwargs = dict(num_completions=per_prompt, system=system, seed=seed + b, temperature=sampling.temperature,
                       generation=generation)
-        drawn = {"tuned": sample_completions(model, tokenizer, batch, sampling, **kwargs)}
-        with model.disable_adapter():
+        drawn = {} if base_only else {"tuned": sample_completions(model, tokenizer, batch, sampling, **kwargs)}
+        with model.disable_adapter() if has_adapter else contextlib.nullcontext():
             drawn["base"] = sample_completions(model, tokenizer, batch, sampling, **kwargs)
         if kl:
             total, count = kl_to_base(model, drawn["tuned"])
             kl_sum, kl_tokens = kl_sum + total, kl_tokens + count
-        for name in MODELS:
+        for name in models:
             texts[name] += drawn[name].texts
             tokens[name] += drawn[name].lengths.tolist()
-        index += [start + int(g) for g in drawn["tuned"].group]
+        index += [start + int(g) for g in drawn["base"].group]
     settings = {
         "sampling": {**asdict(sampling), "temperature_used": sampling.temperature},
         "seed": seed, "seed_rule": "batch b of batch_prompts prompts uses seed + b, for both models",

@@ -162,3 +162,29 @@ def test_evaluate_and_compare_score_the_trained_reward_and_its_region(stg_run, t
             assert compared[name][part]["ci"] == pytest.approx(scores[name][part]["ci"], rel=1e-4, abs=1e-6)
     roi_row = next(r for r in summary["statistics"]["rois"] if r["name"] == "left_stg")
     assert roi_row["diff"]["ci"] == pytest.approx(scores["roi:left_stg"]["diff"]["ci"], rel=1e-3, abs=1e-5)
+
+
+def test_base_only_sampling_uses_the_paired_seeds():
+    """A model without an adapter (e.g. validating a base generator) draws what the base draws in a pair."""
+    import torch
+
+    from brainrl.evaluation import sample_pair
+    from brainrl.policy.lora import LoraConfig, attach_lora
+    from brainrl.policy.sampling import SamplingConfig
+    from brainrl.policy.tiny import tiny_policy
+
+    sampling = SamplingConfig(max_new_tokens=6)
+    kwargs = dict(per_prompt=2, seed=5, batch_prompts=2, progress=False)
+    plain, tok = tiny_policy(seed=0)
+    alone = sample_pair(plain, tok, PROMPTS[:3], sampling, base_only=True, **kwargs)
+    with pytest.raises(TypeError, match="base_only"):
+        sample_pair(plain, tok, PROMPTS[:3], sampling, **kwargs)
+    peft_model = attach_lora(tiny_policy(seed=0)[0], LoraConfig(r=2, alpha=4))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.5)
+    pair = sample_pair(peft_model, tok, PROMPTS[:3], sampling, **kwargs)
+    assert set(alone.texts) == {"base"} and alone.texts["base"] == pair.texts["base"]
+    result = evaluate_samples(alone, [LengthScorer()])
+    assert result.summary("words").n == {"base": 6, "tuned": 0} and math.isnan(result.summary("words").diff.estimate)
