@@ -4,6 +4,7 @@ conveniences exist, figures say what they show."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +167,14 @@ def test_unreachable_and_unauthorised_brain_servers_are_one_line(capsys):
         assert "HTTP 401" in err and "--model-arg token=TOKEN" in err
     finally:
         server.close()
+
+
+def test_reward_values_have_a_documented_scale(capsys):
+    assert main(["reward", "A sentence to score.", "--cache-dir", ""]) == 0
+    pointer = re.search(r"see (docs/\S+\.md)#([\w-]+)", capsys.readouterr().out)
+    page, anchor = pointer.groups()
+    headings = [line.lstrip("#").strip().lower().replace(" ", "-") for line in (ROOT / page).read_text().splitlines()
+                if line.startswith("#")]
+    assert anchor in headings
+    section = (ROOT / page).read_text().split("### Reward scale", 1)[1].split("\n## ", 1)[0]
+    assert "a.u." in section and "[−6, 0]" in section and "synthetic" in section and "TRIBE" in section
