@@ -77,16 +77,18 @@ def test_readme_commands_are_all_accounted_for():
     assert any(c.startswith("brainrl predict") for c in fast) and any(c.startswith("brainrl plot") for c in fast)
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
+def make_workspace(folder: Path) -> Path:
     """A scratch folder that looks like the checkout to a user: recipes/, rewards/, scripts/, .venv."""
-    folder = tmp_path_factory.mktemp("readme")
     for name in ("recipes", "scripts"):
         (folder / name).symlink_to(ROOT / name)
     shutil.copytree(ROOT / "rewards", folder / "rewards")  # README blocks add reward files here
-    venv = Path(sys.executable).parents[1]
-    (folder / ".venv").symlink_to(venv)
+    (folder / ".venv").symlink_to(Path(sys.executable).parents[1])
     return folder
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return make_workspace(tmp_path_factory.mktemp("readme"))
 
 
 def shell_env() -> dict[str, str]:
@@ -178,23 +180,18 @@ def test_quick_tour_training_and_sbi_commands_run_as_written(workspace):
     assert (workspace / "runs" / "sbi_quick" / "validate" / "validation.json").exists()
 
 
-SLOW_ELSEWHERE = [c for block in commands() if block is not QUICK_TOUR for c in block if kind(c) == "slow"]
+SLOW_ELSEWHERE = [c for block in commands() if block != QUICK_TOUR for c in block if kind(c) == "slow"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", SLOW_ELSEWHERE)
 def test_other_slow_readme_commands_run_as_written(command, tmp_path):
     """Each in a fresh folder (they train into the same run folder)."""
-    for name in ("recipes", "rewards", "scripts"):
-        (tmp_path / name).symlink_to(ROOT / name)
-    (tmp_path / ".venv").symlink_to(Path(sys.executable).parents[1])
-    run_shell(command, tmp_path, timeout=3600)
+    run_shell(command, make_workspace(tmp_path), timeout=3600)
 
 
 @pytest.mark.gpu
 @pytest.mark.online
 @pytest.mark.parametrize("command", [c for block in commands() for c in block if kind(c) == "gpu"])
 def test_gpu_readme_commands_run_as_written(command, tmp_path):
-    for name in ("recipes", "rewards", "scripts"):
-        (tmp_path / name).symlink_to(ROOT / name)
-    run_shell(command, tmp_path, timeout=3600)
+    run_shell(command, make_workspace(tmp_path), timeout=3600)
