@@ -283,17 +283,6 @@ def _percentile_ci(replicates: np.ndarray, level: float, units: int | None = Non
     return low, high
 
 
-def bootstrap_mean_ci(values: np.ndarray, strata: np.ndarray | None = None, *, n_boot: int = 2000,
-                      level: float = 0.95, seed: int | np.random.Generator = 0) -> Interval:
-    """Mean of ``values`` (N,) with a stratified, expanded percentile bootstrap CI."""
-    values = np.asarray(values, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    strata = np.zeros(values.size, np.int64) if strata is None else np.asarray(strata)
-    replicates = stratified_bootstrap_weights(strata, n_boot, rng) @ values
-    low, high = _percentile_ci(replicates, level, values.size, np.unique(strata).size)
-    return Interval(float(values.mean()), float(low), float(high))
-
-
 def permutation_pvalues(base: np.ndarray, tuned: np.ndarray, base_strata: np.ndarray, tuned_strata: np.ndarray,
                         n_perm: int, rng: np.random.Generator) -> np.ndarray:
     """Two-sided p-values (K,) for the difference of means, swapping model labels within each stratum.

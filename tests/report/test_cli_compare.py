@@ -148,3 +148,26 @@ def test_fewer_completions_than_prompts_uses_and_reports_only_those_prompts(run_
     assert settings.prompts == [f"prompt number {i}" for i in range(4)]
     assert any("-n 4 is less than the 6 prompts" in note for note in settings.notes)
     assert settings.per_prompt == 1 and settings.completions_per_model == 4
+
+
+def test_explicit_flags_score_a_reward_file_and_all_its_regions(run_dir, tmp_path):
+    """No run card: --base/--adapter/--prompts plus --reward; a weighted sum of a contrast (a custom ROI
+    against a reference) and a selectivity is scored as one reward, and every ROI it reads gets a row."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(PROMPTS[:3]) + "\n")
+    out = tmp_path / "out"
+    code = main(["compare", "--adapter", str(run_dir / "adapter"), "--base", str(run_dir.parent / "base_model"),
+                 "--prompts", str(prompts), "--reward", str(root / "rewards" / "broca_vs_auditory.py"), "-n", "6",
+                 "--out", str(out), "--no-surfaces", "--n-boot", "200", "--n-perm", "200", "--cache-dir", "",
+                 "--max-new-tokens", "8", "--dtype", "float32", "--roi", "global"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    scores = {row["name"]: row for row in summary["evaluation"]["scores"]}
+    assert scores["ifg_vs_auditory"]["kind"] == "reward" and len(scores["ifg_vs_auditory"]["diff"]["ci"]) == 2
+    assert {"roi:left_ifg", "roi:auditory", "roi:broca", "roi:global"} <= set(scores)
+    # the target is the reward's first region, an unregistered ROI object defined in the reward file
+    assert summary["headline"]["target"] == "left_ifg" and summary["run"] is None
+    assert "left_ifg" in summary["roi_names"] and "auditory" in summary["roi_names"]
