@@ -62,7 +62,7 @@ def register(subparsers) -> None:
                      help="a file of judge callables to score besides the rewards (repeatable; see brainrl evaluate)")
     rep.add_argument("--target", default=None, help="target ROI (default: the rewards' first ROI, else broca)")
     rep.add_argument("--roi", dest="rois", action="append", default=None,
-                     help="ROI to compare (repeatable; default: every preset)")
+                     help="ROI to compare (repeatable; default: every preset); the rewards' ROIs are always added")
     rep.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates")
     rep.add_argument("--n-perm", type=int, default=5000, help="permutations per test")
     rep.add_argument("--test", choices=("permutation", "welch"), default="permutation")
@@ -252,10 +252,8 @@ def run_compare(args: argparse.Namespace) -> int:
     outputs = {label: ModelOutputs(label, evaluation.samples.texts[label], prompts_of,
                                    predict_maps(evaluation.samples.texts[label], pipeline, args.batch_size))
                for label in ("base", "tuned")}
-    rois = args.rois
-    if rois is None:
-        rois = default_roi_names(target)
-        rois += [r for r in used if r.name not in {x.name for x in rois}]
+    rois = default_roi_names(target) if args.rois is None else [get_roi(r) for r in args.rois]
+    rois += [r for r in used if r.name not in {x.name for x in rois}]  # every region the rewards read
     report_config = ReportConfig(target=target, rois=rois, stats=StatsConfig(
         n_boot=args.n_boot, n_perm=args.n_perm, test=args.test, resample=args.resample, seed=args.stats_seed))
     from tqdm.auto import tqdm
