@@ -142,31 +142,45 @@ def convert_gguf(gguf_path: Path, cache_dir: Path | None = None) -> Path:
     return target
 
 
-def resolve_policy(spec: str, cache_dir: Path | None = None) -> ResolvedPolicy:
-    """Turn a policy spec into something ``from_pretrained`` loads quickly (converting GGUF once)."""
+def check_policy_spec(spec: str) -> str:
+    """The kind of a policy spec (``embedded``, ``gguf``, ``folder``, ``hub``), checked without loading or
+    converting anything; a spec that cannot work raises ``FileNotFoundError`` naming the fix."""
     if spec in EMBEDDED_POLICIES:
-        folder = convert_gguf(smollm2_gguf_path(), cache_dir)
-        record = json.loads((folder / "brainrl_conversion.json").read_text())
-        return ResolvedPolicy(spec, str(folder), None, record["source_sha256"], "embedded")
+        return "embedded"
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.exists():
             raise FileNotFoundError(f"GGUF policy file {spec!r} not found.")
-        folder = convert_gguf(path, cache_dir)
-        record = json.loads((folder / "brainrl_conversion.json").read_text())
-        return ResolvedPolicy(spec, str(folder), None, record["source_sha256"], "gguf")
+        return "gguf"
     if path.exists():
         if not (path / "config.json").exists():
             raise FileNotFoundError(
                 f"Policy folder {spec!r} has no config.json; pass a folder written by save_pretrained, "
                 "a .gguf file, a hub id, or one of: " + ", ".join(EMBEDDED_POLICIES)
             )
-        return ResolvedPolicy(spec, str(path), kind="folder")
+        return "folder"
     if spec.count("/") != 1 or spec.startswith((".", "/")):
         raise FileNotFoundError(
             f"Policy {spec!r} is neither a local folder, a .gguf file, a hub id ('org/name') nor an "
             f"embedded policy ({', '.join(EMBEDDED_POLICIES)})."
         )
+    return "hub"
+
+
+def resolve_policy(spec: str, cache_dir: Path | None = None) -> ResolvedPolicy:
+    """Turn a policy spec into something ``from_pretrained`` loads quickly (converting GGUF once)."""
+    kind = check_policy_spec(spec)
+    if kind == "embedded":
+        folder = convert_gguf(smollm2_gguf_path(), cache_dir)
+        record = json.loads((folder / "brainrl_conversion.json").read_text())
+        return ResolvedPolicy(spec, str(folder), None, record["source_sha256"], "embedded")
+    path = Path(spec).expanduser()
+    if kind == "gguf":
+        folder = convert_gguf(path, cache_dir)
+        record = json.loads((folder / "brainrl_conversion.json").read_text())
+        return ResolvedPolicy(spec, str(folder), None, record["source_sha256"], "gguf")
+    if kind == "folder":
+        return ResolvedPolicy(spec, str(path), kind="folder")
     return ResolvedPolicy(spec, spec, kind="hub")
 
 

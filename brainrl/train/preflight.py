@@ -139,6 +139,12 @@ def preflight(recipe: RecipeConfig, *, resume: bool = False, overwrite: bool = F
     check_output_dir(recipe, resume, overwrite)
     if resume:
         check_resume(recipe)
+    from brainrl.policy.loading import check_policy_spec
+
+    try:
+        check_policy_spec(recipe.policy.model)
+    except FileNotFoundError as err:
+        raise RecipeError(f"recipe.policy.model: {err}") from err
     train_prompts = read_prompts(resolve_path(recipe, recipe.data.train))
     if evaluate:
         read_prompts(resolve_path(recipe, recipe.data.heldout))

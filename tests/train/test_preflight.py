@@ -213,3 +213,10 @@ def test_accelerate_launch_prints_one_line_for_a_bad_field(tmp_path):
     assert proc.returncode != 0
     assert "brainrl.train: error: recipe.awsft.update_batch_size must be >= 0; got -1." in proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_a_policy_that_cannot_load_is_found_before_anything_loads(tmp_path, monkeypatch):
+    _policy_must_not_load(monkeypatch)
+    recipe = load_recipe(RECIPE, [f"output_dir={tmp_path / 'r'}", "policy.model=smollm3"])
+    with pytest.raises(RecipeError, match=r"recipe\.policy\.model: Policy 'smollm3' is neither"):
+        run_recipe(recipe)
