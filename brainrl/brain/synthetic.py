@@ -80,7 +80,7 @@ SMOOTHING_ITERATIONS = 4
 
 
 @dataclass(frozen=True)
-class SyntheticSettings:
+class SyntheticConfig:
     """Settings that change outputs (all go into ``identity()`` and cache keys)."""
 
     seed: int = 0
@@ -112,7 +112,7 @@ class SyntheticBrainModel(BrainModel):
 
     def __init__(self, seed: int = 0, noise_std: float = 0.0, text_features: str = "minilm-static",
                  semantic_dims: int = 32):
-        self.settings = SyntheticSettings(seed=seed, noise_std=float(noise_std), text_features=text_features,
+        self.settings = SyntheticConfig(seed=seed, noise_std=float(noise_std), text_features=text_features,
                                           semantic_dims=semantic_dims)
         self._loadings: SpatialLoadings | None = None
 
