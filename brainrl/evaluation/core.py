@@ -63,8 +63,10 @@ def _finite(value: float) -> float | None:
 
 
 def score_pair(samples: PairedSamples, scorers: Sequence[Any],
-               prompt_columns: dict[str, Sequence[Any]] | None = None) -> list[Column]:
+               prompt_columns: dict[str, Sequence[Any]] | None = None, progress: bool = False) -> list[Column]:
     """Every scorer's columns on both models' completions, plus completion tokens."""
+    from tqdm.auto import tqdm
+
     prompts = samples.prompts_of()
     columns = {key: [list(values)[i] for i in samples.prompt_index.tolist()]
                for key, values in (prompt_columns or {}).items()}
@@ -74,12 +76,18 @@ def score_pair(samples: PairedSamples, scorers: Sequence[Any],
     out: list[Column] = []
     present = [m for m in MODELS if m in samples.texts]
     missing = np.full(samples.n, math.nan)  # a base-only run: every tuned value is absent
+    bar = tqdm(total=len(scorers) * len(present), desc="score (brain maps, rewards)", unit="pass",
+               disable=not progress)  # brain models take minutes on many completions: not a silent stretch
     for scorer in scorers:
-        scored: dict[str, ScoredColumns] = {m: scorer.score(prompts, samples.texts[m], columns) for m in present}
+        scored: dict[str, ScoredColumns] = {}
+        for m in present:
+            scored[m] = scorer.score(prompts, samples.texts[m], columns)
+            bar.update(1)
         for name in scored["base"].values:
             out.append(Column(name, scorer.kind, scored["base"].values[name],
                               scored["tuned"].values[name] if "tuned" in scored else missing,
                               {m: scored[m].failures.get(name, []) for m in present if scored[m].failures.get(name)}))
+    bar.close()
     out.append(Column("tokens", "length", samples.tokens["base"], samples.tokens.get("tuned", missing)))
     names = [c.name for c in out]
     if len(set(names)) != len(names):
@@ -152,9 +160,9 @@ class Evaluation:
 
 
 def evaluate_samples(samples: PairedSamples, scorers: Sequence[Any], *, level: float = 0.95,
-                     prompt_columns: dict[str, Sequence[Any]] | None = None) -> Evaluation:
+                     prompt_columns: dict[str, Sequence[Any]] | None = None, progress: bool = False) -> Evaluation:
     started = time.perf_counter()
-    columns = score_pair(samples, scorers, prompt_columns)
+    columns = score_pair(samples, scorers, prompt_columns, progress=progress)
     summaries = [summarise(c, samples.prompt_index, level) for c in columns]
     return Evaluation(samples, columns, summaries, level, samples.seconds + time.perf_counter() - started)
 
@@ -167,4 +175,4 @@ def evaluate_pair(model, tokenizer, prompts: Sequence[str], scorers: Sequence[An
     samples = sample_pair(model, tokenizer, prompts, sampling, per_prompt=per_prompt, seed=seed,
                           batch_prompts=batch_prompts, system=system, kl=kl, progress=progress,
                           generation=generation)
-    return evaluate_samples(samples, scorers, level=level, prompt_columns=prompt_columns)
+    return evaluate_samples(samples, scorers, level=level, prompt_columns=prompt_columns, progress=progress)

@@ -19,7 +19,10 @@ def test_evaluate_run_end_to_end_on_tiny_policy(tmp_path, capsys):
     model, tok = tiny_policy(seed=0)
     AWSFTTrainer(recipe, model=model, tokenizer=tok, reward_funcs=[token_count_reward], train_prompts=PROMPTS).train()
     base, tok = tiny_policy(seed=0)
-    result = evaluate_run(recipe.output_dir, model=base, tokenizer=tok, progress=False)
+    capsys.readouterr()
+    result = evaluate_run(recipe.output_dir, model=base, tokenizer=tok, progress=True)
+    bars = capsys.readouterr().err  # minutes on a real run: progress bars for generating and scoring, not silence
+    assert "score (brain maps, rewards)" in bars  # (one generation batch here: its bar shows from two on)
     assert result["completions_per_model"] == 8 and result["completions_per_prompt"] == 2 and result["prompts"] == 4
     scores = {row["name"]: row for row in result["scores"]}
     # the recipe's reward as trained, with an interval; its ROI and the extra eval ROI; length
