@@ -29,7 +29,7 @@ class PairedSamples:
     """Both models' completions, aligned: completion ``i`` of base and of tuned answer the same prompt
     with the same seed."""
 
-    prompts: list[str]  # the distinct prompts, in order
+    prompts: list[str]  # the prompts, in the order given
     prompt_index: np.ndarray  # (N,) index into ``prompts`` of completion i (the same for both models)
     texts: dict[str, list[str]]  # "base" / "tuned" -> N texts ("base" alone for a base-only run)
     tokens: dict[str, np.ndarray]  # completion tokens, (N,) per model
@@ -90,7 +90,7 @@ def sample_pair(model, tokenizer, prompts: Sequence[str], sampling: SamplingConf
                         "or pass base_only=True.")
     models = ("base",) if base_only else MODELS
     kl = kl and not base_only
-    prompts = list(dict.fromkeys(prompts))
+    prompts = list(prompts)  # as given: prompt_index refers to these positions (callers merge duplicates)
     if not prompts:
         raise ValueError("No prompts to evaluate on.")
     if per_prompt < 1 or batch_prompts < 1:

@@ -205,13 +205,30 @@ def stratified_bootstrap_weights(strata: np.ndarray, n_boot: int, rng: np.random
     return counts / n
 
 
+def prompt_draws(n_prompts: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """The one prompt bootstrap draw: (n_boot, P) counts, how often each of P prompts is drawn (with
+    replacement, P draws) in each replicate."""
+    return rng.multinomial(n_prompts, np.full(n_prompts, 1.0 / n_prompts), size=n_boot).astype(np.float64)
+
+
+def prompt_bootstrap_rows(prompt_index: np.ndarray, n_boot: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Row indices of each replicate of the prompt bootstrap (``prompt_draws``): every row of a drawn prompt,
+    repeated as often as the prompt was drawn. For statistics that are not means (correlations, RMSE,
+    calibration), which the weights of ``prompt_bootstrap_weights`` cannot express."""
+    prompt_index = np.asarray(prompt_index)
+    levels, inverse = np.unique(prompt_index, return_inverse=True)
+    rows_of = [np.flatnonzero(inverse == k) for k in range(levels.size)]
+    counts = prompt_draws(levels.size, n_boot, rng).astype(np.int64)
+    return [np.concatenate([np.tile(rows_of[k], c) for k, c in enumerate(row) if c]) for row in counts]
+
+
 def prompt_bootstrap_weights(base_strata: np.ndarray, tuned_strata: np.ndarray, n_boot: int,
                              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Paired cluster bootstrap: draw prompts with replacement (one draw for both models); each completion
     weighs as often as its prompt was drawn. Returns per-model weights (rows sum to 1) and the joint
     (base then tuned) counts."""
     levels = np.unique(np.concatenate([base_strata, tuned_strata]))
-    counts = rng.multinomial(levels.size, np.full(levels.size, 1.0 / levels.size), size=n_boot).astype(np.float64)
+    counts = prompt_draws(levels.size, n_boot, rng)
     out = []
     for strata in (base_strata, tuned_strata):
         w = counts[:, np.searchsorted(levels, strata)]

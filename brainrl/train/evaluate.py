@@ -38,7 +38,7 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), *, model=No
     model, tokenizer, dropped = load_pair(recipe.policy.model, run.adapter_dir, dtype=recipe.policy.dtype,
                                           trust_remote_code=recipe.policy.trust_remote_code, model=model,
                                           tokenizer=tokenizer)
-    prompts = read_prompts(run.resolve(recipe.data.heldout))
+    prompts = list(dict.fromkeys(read_prompts(run.resolve(recipe.data.heldout))))  # a repeated line is one prompt
     brain = teacher_config(recipe.brain)  # a surrogate's teacher scores held-out completions, never the student
     rewards, _ = runs.build_rewards(recipe, brain)
     scorers = default_scorers(rewards, judges=judges, extra_rois=cfg.extra_rois(), pipeline=brain)

@@ -251,3 +251,16 @@ def test_cluster_interval_pairs_by_prompt_and_skips_failures():
     assert cluster_interval(with_nan, strata).estimate == pytest.approx(np.nanmean(with_nan))
     one_prompt = cluster_interval(base[:2], strata[:2])
     assert np.isnan(one_prompt.low) and np.isnan(one_prompt.high)
+
+
+def test_prompt_bootstrap_rows_resample_whole_prompts_like_the_weights():
+    from brainrl.report.stats import prompt_bootstrap_rows
+
+    index = np.array([0, 0, 1, 2, 2, 2])
+    values = np.array([1.0, 3.0, 10.0, 100.0, 200.0, 300.0])
+    rows = prompt_bootstrap_rows(index, 300, np.random.default_rng(4))
+    weights, _, _ = prompt_bootstrap_weights(index, index, 300, np.random.default_rng(4))  # the same draws
+    for r, w in zip(rows, weights):
+        for p in np.unique(index[r]):  # a drawn prompt brings every one of its rows, the same number of times
+            assert len(set(np.bincount(r, minlength=6)[index == p])) == 1
+        assert values[r].mean() == pytest.approx(w @ values)
