@@ -29,6 +29,18 @@ and the throughput reached.
     python scripts/bench_tribe.py --device cuda --dtype bfloat16 --out bench_tribe_bf16.json
     python scripts/bench_tribe.py --device cpu --tiny          # smoke test
 
+``--backend`` times the shipped backend instead (``TribeEngine``, what ``model: tribe`` runs): TRIBE v2's own
+code (tribev2 checkout in $BRAINRL_TRIBEV2_SRC, neuralset, exca) on a random-weight stand-in that tribev2's
+own config and FmriEncoder build (brainrl/brain/tribe/standin.py; ``--tiny`` for small shapes, else the
+real ones). Per batch it reports ms per completion for speech (espeak pool), the one-pass text features,
+the batched audio features (inside TRIBE's extractor), the rest of TRIBE's predict (data loading, fusion,
+splitting), the total, and peak GPU memory; ``--compare-reference`` also times TRIBE's own per-word text
+and per-clip audio paths side by side and reports their agreement, and with ``--dtype bfloat16`` the
+fp32 run is made too and the parity of bf16 against it is reported:
+
+    BRAINRL_TRIBEV2_SRC=... python scripts/bench_tribe.py --backend --device cuda --dtype bfloat16 --out bench_backend.json
+    BRAINRL_TRIBEV2_SRC=... python scripts/bench_tribe.py --backend --device cpu --tiny --batches 4 --reps 1
+
 Needs torch, transformers, numpy, scipy, soundfile, espeakng-loader and brainrl (no torchaudio/librosa).
 """
 
@@ -486,6 +498,108 @@ def versions() -> dict[str, str]:
             "cuda": torch.version.cuda or "none"}
 
 
+# -- the shipped backend ------------------------------------------------------------------------------------
+def backend_run(engine, speech: "Speech", texts: list[str], batch: int) -> tuple[dict[str, float], list]:
+    """One batch through the shipped backend: seconds per stage and the maps."""
+    t0 = time.perf_counter()
+    stimuli = speech.engine.synthesize(texts) if speech.engine is not None else None
+    if stimuli is None:
+        raise RuntimeError("--backend needs espeak (espeakng-loader) for real stimuli.")
+    speech_s = time.perf_counter() - t0
+    text0, audio0 = engine.text_stats.seconds, engine.audio_stats.seconds
+    if engine.config.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    maps = engine.predict(stimuli)
+    if engine.config.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    predict_s = time.perf_counter() - t0
+    failed = [m for m in maps if isinstance(m, str)]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(maps)} items failed: {failed[0]}")
+    text_s = engine.text_stats.seconds - text0
+    audio_s = engine.audio_stats.seconds - audio0
+    stages = {"speech": speech_s, "text_features": text_s, "audio_features": audio_s,
+              "tribe_rest (loading, fusion, split)": predict_s - text_s - audio_s, "total": speech_s + predict_s}
+    return stages, maps
+
+
+def backend_main(args) -> int:
+    from brainrl.brain.tribe import standin
+    from brainrl.brain.tribe.config import TribeConfig
+    from brainrl.brain.tribe.engine import TribeEngine
+
+    src = standin.tribev2_source()
+    if src is None:
+        raise SystemExit(f"--backend runs TRIBE v2's code: set {standin.SRC_ENV} to a checkout of facebookresearch/tribev2 "
+                         f"at {standin.TRIBEV2_COMMIT[:7]} (scripts/setup_tribe_tier.sh)")
+    sys.path.insert(0, str(src))
+    work = Path(args.workdir or Path(args.out).with_suffix("").as_posix() + "-standin").resolve()
+    os.environ.setdefault("DATAPATH", str(work / "data"))
+    os.environ.setdefault("SAVEPATH", str(work / "save"))
+    shape = "tiny" if args.tiny else "real"
+    batches = [int(b) for b in args.batches.split(",")]
+    texts = make_texts(sum(b * (args.reps + 1) for b in batches), args.words, args.seed)
+    if not (work / "ckpt" / "base" / "best.ckpt").exists():
+        standin.build_feature_models(work / "hub", texts, shape=shape)
+        standin.build_checkpoint("base", work / "ckpt" / "base", work / "scratch", shape=shape)
+    os.chdir(work / "hub")  # the feature models load from ./meta-llama/..., ./facebook/...
+    speech = Speech(args.speech_workers)
+    settings = [("fast", args.dtype, "one-pass", "batched")]
+    if args.compare_reference:
+        settings.append(("tribe-per-word-per-clip", args.dtype, "reference", "reference"))
+    if args.dtype == "bfloat16":
+        settings.append(("fast-fp32", "float32", "one-pass", "batched"))
+    results, maps_by_setting = {}, {}
+    for label, dtype, text_mode, audio_mode in settings:
+        extra = {"allow_bf16": True} if dtype == "bfloat16" else {}
+        engine = TribeEngine(TribeConfig(checkpoint_dir=str(work / "ckpt" / "base"), device=args.device, dtype=dtype,
+                                         text_features=text_mode, audio_features=audio_mode, cache_max_gb=0,
+                                         max_stimuli_per_call=max(batches), cache_folder=str(work / f"cache-{label}"),
+                                         **extra)).load()
+        if args.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        results[label] = {"load_s": engine.load_seconds}
+        cursor = 0
+        for batch in batches:
+            backend_run(engine, speech, texts[cursor: cursor + batch], batch)  # warm-up
+            cursor += batch
+            runs, last = [], None
+            for _ in range(args.reps):
+                timing, last = backend_run(engine, speech, texts[cursor: cursor + batch], batch)
+                cursor += batch
+                runs.append(timing)
+            results[label][batch] = {k: 1000 * statistics.median(r[k] for r in runs) / batch for k in runs[0]}
+            maps_by_setting.setdefault(label, {})[batch] = last
+        if args.device.startswith("cuda"):
+            results[label]["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
+        engine = None
+    parity = {}
+    for label in maps_by_setting:
+        if label == "fast":
+            continue
+        a = [m for b in batches for m in maps_by_setting[label][b]]
+        f = [m for b in batches for m in maps_by_setting["fast"][b]]
+        r = [float(np.corrcoef(x.ravel(), y.ravel())[0, 1]) for x, y in zip(a, f)]
+        rel = [float(np.abs(x - y).max() / np.abs(x).max()) for x, y in zip(a, f)]
+        parity[f"fast vs {label}"] = {"min_map_r": min(r), "max_rel_diff": max(rel),
+                                      "note": "same texts; maps of the last run of each batch size"}
+    print(f"\nshipped TRIBE backend (TribeEngine), stand-in {shape} shapes, random weights, {args.words}-word texts, "
+          f"{args.dtype} on {args.device}; ms per completion (median of {args.reps})")
+    for label, rows in results.items():
+        print(f"  {label}: load {rows['load_s']:.1f} s" + (f", peak GPU {rows['peak_gpu_gb']:.1f} GB" if "peak_gpu_gb" in rows else ""))
+        for batch in batches:
+            print(f"    batch {batch:>3}: " + ", ".join(f"{k} {v:.1f}" for k, v in rows[batch].items()))
+    for key, value in parity.items():
+        print(f"  parity {key}: {value}")
+    out = {"mode": "backend", "config": vars(args), "shape": shape, "results": results, "parity": parity,
+           "versions": versions(), "tribev2_commit": standin.TRIBEV2_COMMIT,
+           "notes": "random weights; TRIBE v2's own code path (TribeEngine.predict); speech = espeak pool"}
+    Path(args.out).write_text(json.dumps(out, indent=2, default=str))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -505,7 +619,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="compute dtype of the torch front end (float64 matches the extractor to ~1e-6)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench_tribe.json")
+    parser.add_argument("--backend", action="store_true", help="time the shipped backend (TribeEngine) on TRIBE v2's code")
+    parser.add_argument("--compare-reference", action="store_true",
+                        help="--backend: also time TRIBE's per-word text and per-clip audio paths")
+    parser.add_argument("--workdir", default=None, help="--backend: folder for the stand-in (default <out>-standin)")
     args = parser.parse_args(argv)
+    if args.backend:
+        args.out = str(Path(args.out).resolve())
+        return backend_main(args)
     torch.manual_seed(args.seed)
     batches = [int(b) for b in args.batches.split(",")]
     if args.tiny:

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "brainrl.cli.rois",  # rois list|show, plot
     "brainrl.cli.train",  # train, evaluate
     "brainrl.cli.serve",  # serve
+    "brainrl.cli.tribe",  # tribe parity
     "brainrl.cli.sbi",  # simulate, sbi fit|diagnose, validate
     "brainrl.cli.compare",  # compare
     "brainrl.cli.validate",  # validate, ood-fit, theta-prompts

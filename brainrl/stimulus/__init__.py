@@ -13,6 +13,7 @@ from brainrl.stimulus.base import (
 SPEECH_ENGINES.register("espeak", "brainrl.stimulus.espeak:EspeakEngine")
 SPEECH_ENGINES.register("gtts-whisperx", "brainrl.stimulus.online:GTTSWhisperXEngine")
 SPEECH_ENGINES.register("text-only", "brainrl.stimulus.text_only:TextOnlyEngine")
+SPEECH_ENGINES.register("piper", "brainrl.stimulus.piper:PiperEngine")
 
 
 def get_speech_engine(name: str = "espeak", **kwargs) -> SpeechEngine:

@@ -13,6 +13,9 @@ DEFAULT_REVISION = "f894e783020944dcd96e5568550afe2aa9743f9f"
 SPEECH_PATHS = ("fast", "reference")
 #: "one-pass": one causal pass per text inside TRIBE's text extractor; "reference": TRIBE's per-word passes.
 TEXT_FEATURE_MODES = ("one-pass", "reference")
+#: "batched": the filter bank and w2v-bert for many clips per forward, inside TRIBE's audio extractor
+#: (batched_audio.py); "reference": TRIBE's one clip at a time.
+AUDIO_FEATURE_MODES = ("batched", "reference")
 DTYPES = ("float32", "bfloat16")
 #: Speech engines whose words are WhisperX transcripts of gTTS audio (the reference path).
 REFERENCE_SPEECH_ENGINES = ("gtts-whisperx",)
@@ -54,10 +57,12 @@ class TribeConfig:
     speech_path: str = "fast"
     max_context_words: int = 1024  # TRIBE's AddContextToWords window (words, not tokens)
     max_stimuli_per_call: int = 32  # stimuli per TribeModel.predict call (each one a timeline)
-    window_batch_size: int = 8  # 100 s windows per fusion-model batch (TRIBE's data.batch_size)
+    window_batch_size: int = 32  # 100 s windows per fusion-model batch (TRIBE's data.batch_size)
     config_update: dict[str, Any] = field(default_factory=dict)  # extra TRIBE config overrides
     text_features: str | None = None  # "one-pass" | "reference"; None: by speech_path
     text_batch_size: int = 32  # texts per one-pass forward (does not change results)
+    audio_features: str = "batched"  # "batched" | "reference" (TRIBE's one clip per w2v-bert forward)
+    audio_batch_size: int = 8  # clips per batched w2v-bert forward
     cache_max_gb: float = 20.0  # TRIBE's feature cache + audio copies; emptied when larger (0: every call)
 
     def __post_init__(self) -> None:
@@ -67,6 +72,10 @@ class TribeConfig:
             self.text_features = "one-pass" if self.speech_path == "fast" else "reference"
         if self.text_features not in TEXT_FEATURE_MODES:
             raise ValueError(f"text_features must be one of {TEXT_FEATURE_MODES}; got {self.text_features!r}.")
+        if self.audio_features not in AUDIO_FEATURE_MODES:
+            raise ValueError(f"audio_features must be one of {AUDIO_FEATURE_MODES}; got {self.audio_features!r}.")
+        if self.audio_batch_size < 1:
+            raise ValueError(f"audio_batch_size must be >= 1; got {self.audio_batch_size}.")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}; got {self.dtype!r}.")
         if self.dtype == "bfloat16" and not self.allow_bf16:
@@ -131,6 +140,10 @@ class TribeConfig:
                 "one-pass (brainrl: one causal pass per text, word-span means, in TRIBE's HuggingFaceText)"
                 if self.text_features == "one-pass"
                 else "per-word-context (TRIBE's HuggingFaceText)"
+            ),
+            "audio_features": (
+                "batched (brainrl: torch filter bank + masked w2v-bert batches, in TRIBE's Wav2VecBert)"
+                if self.audio_features == "batched" else "per-clip (TRIBE's Wav2VecBert)"
             ),
             "max_context_words": self.max_context_words,
             "config_update": {k: v for k, v in sorted(self.config_update.items())},

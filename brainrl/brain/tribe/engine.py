@@ -14,6 +14,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from brainrl.brain.tribe.batched_audio import BatchedAudioStats, batched_audio_features
 from brainrl.brain.tribe.config import REFERENCE_SPEECH_ENGINES, TribeConfig
 from brainrl.brain.tribe.events import build_events, content_audio_path, split_by_timeline, timeline_id
 from brainrl.brain.tribe.one_pass_extractor import OnePassStats, one_pass_text_features, text_infra_method
@@ -75,8 +76,9 @@ class TribeEngine:
         self.audio_dir = self.cache_folder / "brainrl-audio"
         # TRIBE's own feature cache, one per text-feature mode and dtype: its uids (text + context, audio
         # path + offset + duration) do not say how a feature was computed, so these must not share it
-        self.tribe_cache = self.cache_folder / f"tribe-{config.text_features}-{config.dtype}"
+        self.tribe_cache = self.cache_folder / f"tribe-{config.text_features}-{config.audio_features}-{config.dtype}"
         self.text_stats = OnePassStats()
+        self.audio_stats = BatchedAudioStats()
         self._model: Any = None
         self.load_seconds: float | None = None
         self.cache_clears = 0  # times the feature cache passed cache_max_gb and was emptied
@@ -128,9 +130,16 @@ class TribeEngine:
             module = getattr(extractor, "model", None) if extractor is not None else None
             if isinstance(module, torch.nn.Module):
                 module.to(dtype)
+                if dtype != torch.float32:  # w2v-bert gets float32 filter-bank features
+                    module.register_forward_pre_hook(inputs_to(dtype), with_kwargs=True)
                 module.register_forward_hook(float32_outputs)
         brain = getattr(self._model, "_model", None)
         if isinstance(brain, torch.nn.Module):
+            if dtype != torch.float32:
+                # only the fusion model runs under autocast: around the whole predict, CPU autocast would
+                # also turn the audio resampling (julius, a conv1d) into bf16 before the numpy filter bank
+                device_type = "cuda" if self.config.device.startswith("cuda") else "cpu"
+                brain.forward = torch.autocast(device_type=device_type, dtype=dtype)(brain.forward)
             brain.register_forward_hook(float32_outputs)
 
     @contextlib.contextmanager
@@ -159,15 +168,12 @@ class TribeEngine:
             return contextlib.nullcontext()
         return one_pass_text_features(self._text_extractor(), self.config.text_batch_size, self.text_stats)
 
-    def _autocast(self):
-        """bf16 autocast for ``dtype="bfloat16"``: the feature models already hold bf16 weights; the fusion
-        model keeps its float32 weights and runs its matmuls in bf16."""
-        import torch
-
-        if self.config.dtype == "bfloat16":
-            device_type = "cuda" if str(self.config.device).startswith("cuda") else "cpu"
-            return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def _audio_feature_mode(self):
+        """Batched filter bank + w2v-bert inside TRIBE's audio extractor (batched_audio.py), or TRIBE's own."""
+        extractor = getattr(getattr(self._model, "data", None), "audio_feature", None)
+        if self.config.audio_features != "batched" or extractor is None:
+            return contextlib.nullcontext()
+        return batched_audio_features(extractor, self.config.audio_batch_size, self.audio_stats)
 
     # -- TRIBE's feature cache ---------------------------------------------------------------------------
     def cache_bytes(self) -> int:
@@ -260,8 +266,8 @@ class TribeEngine:
             events = get_audio_and_text_events(events)
         import torch
 
-        with (self._on_device(), self._resident_extractors(), self._text_feature_mode(), torch.inference_mode(),
-              self._autocast()):
+        with (self._on_device(), self._resident_extractors(), self._text_feature_mode(), self._audio_feature_mode(),
+              torch.inference_mode()):
             preds, segments = self._model.predict(events=events, verbose=False)
         by_timeline = split_by_timeline(preds, segments, timelines)
         out: list[ItemResult] = []
@@ -297,6 +303,19 @@ def float32_outputs(module: Any, inputs: Any, output: Any) -> Any:
             output[key] = cast(output[key])
         return output
     return cast(output)
+
+
+def inputs_to(dtype: Any):
+    """A forward pre-hook (``with_kwargs=True``) casting the module's floating-point inputs to ``dtype``."""
+    import torch
+
+    def cast(value: Any) -> Any:
+        return value.to(dtype) if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+
+    def hook(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
+
+    return hook
 
 
 def forget_infra_cache(infra: Any) -> None:

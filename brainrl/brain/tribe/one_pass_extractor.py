@@ -23,6 +23,7 @@ import collections
 import contextlib
 import functools
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
@@ -48,6 +49,7 @@ class OnePassStats:
     words: int = 0  # events served by one pass
     fallback_words: int = 0  # events sent to TRIBE's per-word computation
     fallback_reasons: collections.Counter = field(default_factory=collections.Counter)
+    seconds: float = 0.0  # wall time in the one-pass computation (tokenizing, forwards, span means)
     #: set by the first call: largest |one-pass - TRIBE's own computation| on one word, and its feature scale
     self_check: dict[str, Any] | None = None
 
@@ -63,6 +65,7 @@ class OnePassStats:
             "words": self.words,
             "fallback_words": self.fallback_words,
             "fallback_reasons": dict(self.fallback_reasons),
+            "seconds": self.seconds,
             "self_check": self.self_check,
         }
 
@@ -231,7 +234,9 @@ def make_one_pass_get_data(original: Callable, batch_size: int, stats: OnePassSt
             stats.fallback(len(events), reason)
             yield from original(self, events)
             return
+        started = time.perf_counter()
         results = one_pass_features(self, events, batch_size, stats)
+        stats.seconds += time.perf_counter() - started
         if stats.self_check is None:
             check_against_original(self, original, events, results, stats)  # raises before anything is cached
         missing = [i for i, value in enumerate(results) if value is None]

@@ -33,7 +33,8 @@ def test_cache_under_brainrl_cache_root_keyed_by_mode_and_dtype(monkeypatch, tmp
     ref = TribeEngine(TribeConfig(device="cpu", text_features="reference"))
     assert fp32.cache_folder == tmp_path / "root" / "tribe"
     assert len({fp32.tribe_cache, bf16.tribe_cache, ref.tribe_cache}) == 3
-    assert fp32.tribe_cache.name == "tribe-one-pass-float32" and bf16.tribe_cache.name == "tribe-one-pass-bfloat16"
+    assert fp32.tribe_cache.name == "tribe-one-pass-batched-float32"
+    assert bf16.tribe_cache.name == "tribe-one-pass-batched-bfloat16"
 
 
 def test_bf16_needs_explicit_consent():

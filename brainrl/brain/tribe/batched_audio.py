@@ -1,0 +1,166 @@
+"""Batched w2v-bert features inside TRIBE's own audio extractor (neuralset's ``Wav2VecBert``).
+
+TRIBE computes audio features one clip at a time: read, resample to 16 kHz (julius), normalise, run
+transformers' ``SeamlessM4TFeatureExtractor`` (numpy, on the CPU), then w2v-bert on that one clip. Like the
+one-pass text path (one_pass_extractor.py), this module swaps the undecorated ``_get_data`` that exca calls
+for the clips missing from its cache, for the duration of a predict call:
+
+1. each clip is read, resampled and normalised by the extractor's own ``_resample_wav`` and
+   ``_preprocess_wav``;
+2. the filter bank runs for all clips at once on the model's device (``SeamlessFbank``, per-clip CMVN, equal
+   to the extractor to ~1e-6; tests/brain/tribe/test_audio_frontend.py);
+3. w2v-bert runs on ``batch_size`` clips per forward, padded, with an attention mask that keeps each clip's
+   own frames (the same count as the clip alone: the last stacked vector counts even when half of it is
+   padding, as in the unbatched call);
+4. TRIBE's original ``_get_data`` then runs with ``_process_wav`` answering from step 3 (and resampling
+   answered from step 1), so the hidden-state layout, layer handling, 2 Hz interpolation, uids and cache
+   are TRIBE's own code.
+
+Anything this does not cover (another audio model, another feature extractor, other filter-bank settings)
+goes through TRIBE's computation unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchedAudioStats:
+    forwards: int = 0  # w2v-bert forwards made by the batched path
+    clips: int = 0  # clips served by it
+    fallback_clips: int = 0  # clips sent to TRIBE's per-clip computation
+    fallback_reason: str | None = None
+    seconds: float = 0.0  # wall time in the batched path (read, resample, filter bank, w2v-bert)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"forwards": self.forwards, "clips": self.clips, "fallback_clips": self.fallback_clips,
+                "fallback_reason": self.fallback_reason, "seconds": self.seconds}
+
+
+def unsupported_reason(extractor: Any) -> str | None:
+    """Why the batched path cannot stand in for this audio extractor (None: it can)."""
+    from brainrl.brain.tribe.audio_frontend import FbankConfig
+
+    if type(extractor).__name__ != "Wav2VecBert":
+        return f"audio extractor {type(extractor).__name__} (batched path implements Wav2VecBert)"
+    if getattr(extractor, "layer_type", "transformer") != "transformer":
+        return f"layer_type={extractor.layer_type!r}"
+    if getattr(extractor, "device", None) == "accelerate":
+        return "device='accelerate'"
+    fe = extractor.feature_extractor
+    c = FbankConfig()
+    if type(fe).__name__ != "SeamlessM4TFeatureExtractor":
+        return f"feature extractor {type(fe).__name__}"
+    settings = (getattr(fe, "sampling_rate", None), getattr(fe, "num_mel_bins", None), getattr(fe, "stride", None),
+                getattr(fe, "padding_value", None))
+    if settings != (c.sample_rate, c.num_mel_bins, c.stride, c.padding_value):
+        return f"filter-bank settings {settings} differ from SeamlessM4TFeatureExtractor's defaults"
+    return None
+
+
+def batched_latents(extractor: Any, waves: Sequence[Any], batch_size: int, stats: BatchedAudioStats) -> list[Any]:
+    """What ``extractor._process_wav(wave)`` returns for each 16 kHz mono wave, computed in batches."""
+    import torch
+
+    from brainrl.brain.tribe.audio_frontend import SeamlessFbank
+
+    model = extractor.model
+    device = next(model.parameters()).device
+    fbank = SeamlessFbank(device)
+    out: list[Any] = [None] * len(waves)
+    order = sorted(range(len(waves)), key=lambda i: -int(waves[i].numel()))  # similar lengths together
+    for begin in range(0, len(order), batch_size):
+        rows = order[begin: begin + batch_size]
+        feats = fbank([waves[i] for i in rows], sampling_rate=fbank.config.sample_rate)
+        lengths = [int(waves[i].numel()) for i in rows]
+        # vectors per clip as the clip alone gets them: ceil(frames / stride), the last one possibly half padding
+        n_vectors = [math.ceil(n / fbank.config.stride) for n in fbank.frame_counts(lengths)]
+        steps = feats["input_features"].shape[1]
+        mask = (torch.arange(steps, device=device)[None, :] < torch.tensor(n_vectors, device=device)[:, None]).long()
+        with torch.no_grad():
+            outputs = model(feats["input_features"], attention_mask=mask, output_hidden_states=True)
+        stats.forwards += 1
+        hidden = torch.stack(outputs.hidden_states)  # (layers, batch, time, d)
+        for row, index in enumerate(rows):
+            # the layout _process_wav builds: (layers, d, time) on the CPU, float32
+            latents = hidden[:, row, : n_vectors[row]].detach().cpu().float().transpose(-1, -2).contiguous()
+            if not getattr(extractor, "cache_all_layers", False) and getattr(extractor, "cache_n_layers", None) is None:
+                latents = torch.Tensor(extractor._aggregate_layers(latents.numpy()))
+            out[index] = latents
+        stats.clips += len(rows)
+    return out
+
+
+def make_batched_get_data(original: Callable, batch_size: int, stats: BatchedAudioStats) -> Callable:
+    """A drop-in for the undecorated ``BaseAudio._get_data`` (same name, so exca's cache folder is TRIBE's)."""
+
+    @functools.wraps(original)
+    def _get_data(self: Any, events: Sequence[Any]) -> Iterator[Any]:
+        events = list(events)
+        reason = unsupported_reason(self)
+        if reason is not None or not all(type(e).__name__ == "Audio" for e in events):
+            stats.fallback_clips += len(events)
+            stats.fallback_reason = reason or "non-Audio events (video sound tracks)"
+            yield from original(self, events)
+            return
+        cls = type(self)
+        started = time.perf_counter()
+        prepared = []
+        for event in events:  # step 1 with the extractor's own code
+            wav = self._resample_wav(event.read(), event.frequency, self._input_frequency)
+            prepared.append(self._preprocess_wav(wav))
+        latents = iter(batched_latents(self, prepared, batch_size, stats))
+        stats.seconds += time.perf_counter() - started
+        resampled = iter(prepared)
+        with _patched(cls, "_resample_wav", lambda self_, wav, old, new: next(resampled)), \
+                _patched(cls, "_preprocess_wav", lambda self_, wav: wav), \
+                _patched(cls, "_process_wav", lambda self_, wav: next(latents)):
+            yield from original(self, events)
+
+    return _get_data
+
+
+@contextlib.contextmanager
+def _patched(cls: type, name: str, value: Callable) -> Iterator[None]:
+    had = name in cls.__dict__
+    old = cls.__dict__.get(name)
+    setattr(cls, name, value)
+    try:
+        yield
+    finally:
+        if had:
+            setattr(cls, name, old)
+        else:
+            delattr(cls, name)
+
+
+@contextlib.contextmanager
+def batched_audio_features(extractor: Any, batch_size: int, stats: BatchedAudioStats) -> Iterator[None]:
+    """While active, the audio extractor's class computes missing clips' features in batches. Process-wide
+    for that class (TRIBE has one audio extractor); restored on exit."""
+    from brainrl.brain.tribe.one_pass_extractor import text_infra_method
+
+    reason = unsupported_reason(extractor)
+    if reason is not None:  # e.g. another audio model: TRIBE's own computation, said once in the stats
+        stats.fallback_reason = reason
+        yield
+        return
+    try:
+        imethod = text_infra_method(extractor)  # the same exca MapInfra structure as the text extractor
+    except TypeError as error:
+        raise TypeError(f"{error} (for audio: use audio_features='reference')") from error
+    original = imethod.method
+    imethod.method = make_batched_get_data(original, batch_size, stats)
+    try:
+        yield
+    finally:
+        imethod.method = original
