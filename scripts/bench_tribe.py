@@ -520,7 +520,7 @@ def backend_run(engine, speech: "Speech", texts: list[str], batch: int) -> tuple
     text_s = engine.text_stats.seconds - text0
     audio_s = engine.audio_stats.seconds - audio0
     stages = {"speech": speech_s, "text_features": text_s, "audio_features": audio_s,
-              "tribe_rest (loading, fusion, split)": predict_s - text_s - audio_s, "total": speech_s + predict_s}
+              "tribe_rest (loading, fusion, split; all of TRIBE's own feature paths when they run)": predict_s - text_s - audio_s, "total": speech_s + predict_s}
     return stages, maps
 
 

@@ -147,7 +147,7 @@ def _patched(cls: type, name: str, value: Callable) -> Iterator[None]:
 def batched_audio_features(extractor: Any, batch_size: int, stats: BatchedAudioStats) -> Iterator[None]:
     """While active, the audio extractor's class computes missing clips' features in batches. Process-wide
     for that class (TRIBE has one audio extractor); restored on exit."""
-    from brainrl.brain.tribe.one_pass_extractor import text_infra_method
+    from brainrl.brain.tribe.one_pass_extractor import replaced_method, text_infra_method
 
     reason = unsupported_reason(extractor)
     if reason is not None:  # e.g. another audio model: TRIBE's own computation, said once in the stats
@@ -158,9 +158,5 @@ def batched_audio_features(extractor: Any, batch_size: int, stats: BatchedAudioS
         imethod = text_infra_method(extractor)  # the same exca MapInfra structure as the text extractor
     except TypeError as error:
         raise TypeError(f"{error} (for audio: use audio_features='reference')") from error
-    original = imethod.method
-    imethod.method = make_batched_get_data(original, batch_size, stats)
-    try:
+    with replaced_method(imethod, lambda original: make_batched_get_data(original, batch_size, stats)):
         yield
-    finally:
-        imethod.method = original

@@ -16,6 +16,9 @@ TEXT_FEATURE_MODES = ("one-pass", "reference")
 #: "batched": the filter bank and w2v-bert for many clips per forward, inside TRIBE's audio extractor
 #: (batched_audio.py); "reference": TRIBE's one clip at a time.
 AUDIO_FEATURE_MODES = ("batched", "reference")
+#: Word contexts on the fast speech path: "brainrl" (natural text, ≤ max_context_words words) or "tribe"
+#: (TRIBE's own transforms: spaCy sentences, .capitalize(), unmatched words removed; needs en_core_web_lg)
+CONTEXT_MODES = ("brainrl", "tribe")
 DTYPES = ("float32", "bfloat16")
 #: Speech engines whose words are WhisperX transcripts of gTTS audio (the reference path).
 REFERENCE_SPEECH_ENGINES = ("gtts-whisperx",)
@@ -63,6 +66,7 @@ class TribeConfig:
     text_batch_size: int = 32  # texts per one-pass forward (does not change results)
     audio_features: str = "batched"  # "batched" | "reference" (TRIBE's one clip per w2v-bert forward)
     audio_batch_size: int = 8  # clips per batched w2v-bert forward
+    contexts: str = "brainrl"  # fast path: "brainrl" | "tribe" (TRIBE's transforms on brainrl's words)
     cache_max_gb: float = 20.0  # TRIBE's feature cache + audio copies; emptied when larger (0: every call)
 
     def __post_init__(self) -> None:
@@ -74,6 +78,8 @@ class TribeConfig:
             raise ValueError(f"text_features must be one of {TEXT_FEATURE_MODES}; got {self.text_features!r}.")
         if self.audio_features not in AUDIO_FEATURE_MODES:
             raise ValueError(f"audio_features must be one of {AUDIO_FEATURE_MODES}; got {self.audio_features!r}.")
+        if self.contexts not in CONTEXT_MODES:
+            raise ValueError(f"contexts must be one of {CONTEXT_MODES}; got {self.contexts!r}.")
         if self.audio_batch_size < 1:
             raise ValueError(f"audio_batch_size must be >= 1; got {self.audio_batch_size}.")
         if self.dtype not in DTYPES:
@@ -134,7 +140,7 @@ class TribeConfig:
             "revision": self.revision if self.checkpoint_dir is None else f"local:{self.checkpoint_dir}",
             "checkpoint_name": self.checkpoint_name,
             "speech_path": self.speech_path,
-            "contexts": "brainrl-direct" if self.speech_path == "fast" else "tribev2-transforms",
+            "contexts": "brainrl-direct" if self.speech_path == "fast" and self.contexts == "brainrl" else "tribev2-transforms",
             "dtype": self.dtype,
             "text_features": (
                 "one-pass (brainrl: one causal pass per text, word-span means, in TRIBE's HuggingFaceText)"

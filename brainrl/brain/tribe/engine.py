@@ -252,15 +252,17 @@ class TribeEngine:
 
     def _run(self, stimuli: list[Stimulus], audio_paths: list[Path], indices: list[int]) -> list[ItemResult]:
         timelines = [timeline_id(i, s) for i, s in zip(indices, stimuli)]
-        reference = self.config.speech_path == "reference"
+        # path A (reference speech) and contexts="tribe": TRIBE's own transforms (spaCy sentences,
+        # .capitalize(), AddContextToWords, RemoveMissing, audio chunking) rebuild the contexts from the Word rows
+        tribe_transforms = self.config.speech_path == "reference" or self.config.contexts == "tribe"
         events = build_events(
             stimuli,
             timelines,
             audio_paths,
-            with_context=not reference,
+            with_context=not tribe_transforms,
             max_context_words=self.config.max_context_words,
         )
-        if reference:  # path A: TRIBE's transforms rebuild sentences and contexts from the Word rows
+        if tribe_transforms:
             from tribev2.demo_utils import get_audio_and_text_events
 
             events = get_audio_and_text_events(events)

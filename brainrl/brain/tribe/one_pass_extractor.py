@@ -272,9 +272,15 @@ def text_infra_method(extractor: Any) -> Any:
 def one_pass_text_features(extractor: Any, batch_size: int, stats: OnePassStats) -> Iterator[None]:
     """While active, the text extractor's class computes missing Word features in one pass per text.
     Process-wide for that class (TRIBE has one text extractor); restored on exit."""
-    imethod = text_infra_method(extractor)
+    with replaced_method(text_infra_method(extractor), lambda original: make_one_pass_get_data(original, batch_size, stats)):
+        yield
+
+
+@contextlib.contextmanager
+def replaced_method(imethod: Any, make: Callable[[Callable], Callable]) -> Iterator[None]:
+    """Swap an exca ``MapInfraMethod``'s undecorated ``.method`` for ``make(original)``; restored on exit."""
     original = imethod.method
-    imethod.method = make_one_pass_get_data(original, batch_size, stats)
+    imethod.method = make(original)
     try:
         yield
     finally:

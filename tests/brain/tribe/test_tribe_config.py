@@ -58,3 +58,23 @@ def test_cache_cap_empties_the_feature_cache(tribe_double, tmp_path, checkpoint_
     for a, b in zip(first, second):
         assert a.shape == b.shape and abs(a - b).max() < 1e-5
     assert not os.listdir(capped.tribe_cache)
+
+
+def test_tribe_contexts_run_tribes_transforms_on_the_fast_path(tribe_double, tmp_path, checkpoint_dir, monkeypatch):
+    """contexts="tribe": brainrl's words and audio, contexts from TRIBE's own get_audio_and_text_events."""
+    import tribev2.demo_utils as demo
+
+    calls = []
+    original = demo.get_audio_and_text_events
+    monkeypatch.setattr(demo, "get_audio_and_text_events", lambda events, **kw: calls.append(events.copy()) or original(events, **kw))
+    stimuli = [make_stimulus("One short text here.", tmp_path / "speech")]
+    engine = TribeEngine(TribeConfig(checkpoint_dir=str(checkpoint_dir), cache_folder=str(tmp_path / "c"), device="cpu",
+                                     contexts="tribe"))
+    (brain_map,) = engine.predict(stimuli)
+    assert not isinstance(brain_map, str) and len(calls) == 1
+    words = calls[0][calls[0]["type"] == "Word"]
+    assert "context" not in words.columns or words["context"].isna().all()  # TRIBE builds them, not brainrl
+    assert engine.identity()["contexts"] == "tribev2-transforms"
+    assert TribeEngine(TribeConfig(device="cpu")).identity()["contexts"] == "brainrl-direct"
+    with pytest.raises(ValueError, match="contexts must be one of"):
+        TribeConfig(contexts="spacy")
