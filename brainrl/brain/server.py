@@ -33,6 +33,7 @@ import math
 import os
 import queue
 import socket
+import struct
 import threading
 import time
 from concurrent.futures import Future
@@ -59,6 +60,8 @@ from brainrl.stimulus import EmptyTextError, SpeechEngine, Stimulus
 log = logging.getLogger(__name__)
 
 MAX_TRACKED_CLIENTS = 256
+#: ASGI scope extension through which a handler can drop its connection at once
+ABORT_EXTENSION = "brainrl.abort"
 _INCOMPLETE_REPLY = "ASGI callable returned without completing response."
 
 
@@ -179,6 +182,19 @@ def _deadline_protocol(base: type, header_timeout_s: float) -> type:
             super().handle_events()
             if self.cycle is not None and not self.cycle.response_complete:
                 self._disarm_head_deadline()  # the head arrived; the app's own deadlines take over
+                # the app may need to drop the connection with its unsent buffer (a client that does not read)
+                self.scope.setdefault("extensions", {})[ABORT_EXTENSION] = self._reset_connection
+
+        def _reset_connection(self) -> None:
+            """Drop the connection now, with a reset, and the reply bytes queued for it in the process and
+            in the kernel (a plain close sends them first, at whatever pace the client reads)."""
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                except OSError:
+                    pass
+            self.transport.abort()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
@@ -538,19 +554,33 @@ class BrainServer:
 
 
 class _TimedResponse(Response):
-    """A reply that a client must read within ``send_timeout_s`` (else its connection is dropped)."""
+    """A reply that a client must read within ``send_timeout_s`` (else its connection is dropped).
+
+    The body goes out in chunks: uvicorn waits for its write buffer to drain before each chunk, so a
+    client that stops reading stops the reply (and its deadline fires) instead of the whole reply
+    waiting in the server's memory for as long as the client likes."""
+
+    chunk_bytes = 256 * 1024
 
     def __init__(self, content: bytes, send_timeout_s: float, **kwargs: Any):
         super().__init__(content, **kwargs)
         self.send_timeout_s = send_timeout_s
 
     async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        body = memoryview(self.body)
         try:
             async with asyncio.timeout(self.send_timeout_s):
-                await super().__call__(scope, receive, send)
+                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+                for begin in range(0, max(len(body), 1), self.chunk_bytes):
+                    chunk = bytes(body[begin : begin + self.chunk_bytes])
+                    await send({"type": "http.response.body", "body": chunk,
+                                "more_body": begin + self.chunk_bytes < len(body)})
         except TimeoutError:
             log.debug("client %s did not read its reply within %.0f s; dropped", scope.get("client"),
                       self.send_timeout_s)
+            abort = (scope.get("extensions") or {}).get(ABORT_EXTENSION)
+            if abort is not None:
+                abort()  # a close() would keep the unsent reply buffered until the client reads it
 
 
 class _GuardedApp:

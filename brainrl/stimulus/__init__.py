@@ -1,11 +1,15 @@
 """Speech synthesis and word timings: text -> Stimulus. Knows nothing about brains."""
 
 from brainrl.stimulus.base import (
+    MAX_CHARS,
+    MAX_SECONDS,
     MAX_WORDS,
     SPEECH_ENGINES,
+    UNSPEAKABLE_MODES,
     EmptyTextError,
     SpeechEngine,
     Stimulus,
+    UnspeakableTextError,
     Word,
     clean_text,
 )
@@ -22,11 +26,15 @@ def get_speech_engine(name: str = "espeak", **kwargs) -> SpeechEngine:
 
 
 __all__ = [
+    "MAX_CHARS",
+    "MAX_SECONDS",
     "MAX_WORDS",
     "SPEECH_ENGINES",
+    "UNSPEAKABLE_MODES",
     "EmptyTextError",
     "SpeechEngine",
     "Stimulus",
+    "UnspeakableTextError",
     "Word",
     "clean_text",
     "get_speech_engine",

@@ -18,8 +18,30 @@ from brainrl.registry import Registry
 #: recorded in ``Stimulus.truncated``: ~300 words is ~2 min of speech, past which TRIBE v2's
 #: reference path mis-chunks audio (tribev2.md section 1.4) and RL completions never reach.
 MAX_WORDS = 300
+#: Longest text in characters (300 words of ~7 characters, with room to spare). Words alone do not bound
+#: speech: one 50,000-character "word" is spelt out for 714 s.
+MAX_CHARS = 2400
+#: Longest speech in seconds (300 words at espeak's 175 wpm take ~105 s). Longer speech is cut after the
+#: last word that ends in time (the text with it), and marked truncated.
+MAX_SECONDS = 150.0
 
-_CONTROL = re.compile(r"[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\ufeff]")
+#: What an engine does with text its voice cannot speak (letters of another script, emoji and other
+#: pictographs), which an English voice spells out letter by letter or names symbol by symbol:
+#: "fail" (default) raises ``UnspeakableTextError`` (a failed item, reward None), "drop" removes those
+#: characters and speaks the rest, "speak" passes them to the voice as they are.
+UNSPEAKABLE_MODES = ("fail", "drop", "speak")
+
+#: Scripts each voice language speaks (the first word of Unicode character names). Latin-script
+#: languages speak Latin letters; a language not listed is not checked.
+_LATIN_LANGUAGES = frozenset(
+    "af an ca cs cy da de en eo es et eu fi fr ga gd hr hu id is it lt lv ms mt nb nl no pl pt ro sk sl sq "
+    "sv sw tr vi".split())
+_OTHER_SCRIPTS = {
+    "ru": {"CYRILLIC"}, "uk": {"CYRILLIC"}, "bg": {"CYRILLIC"}, "sr": {"CYRILLIC"}, "mk": {"CYRILLIC"},
+    "be": {"CYRILLIC"}, "el": {"GREEK"}, "grc": {"GREEK"},
+}
+
+_CONTROL = re.compile(r"[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\ufeff\ufffd]")
 
 
 @dataclass(frozen=True)
@@ -80,22 +102,60 @@ class Stimulus:
         return data.mean(axis=1)
 
 
-def clean_text(text: str, max_words: int = MAX_WORDS) -> tuple[str, bool]:
+def clean_text(text: str, max_words: int = MAX_WORDS, max_chars: int | None = MAX_CHARS) -> tuple[str, bool]:
     """Normalise a completion for speech: NFC, control and zero-width characters to spaces, collapsed
-    whitespace, and at most ``max_words`` words. Returns ``(clean, truncated)``."""
+    whitespace, at most ``max_words`` words and ``max_chars`` characters (cut at the last word boundary
+    that fits, or inside a single over-long word). Returns ``(clean, truncated)``."""
     if not isinstance(text, str):
         raise TypeError(f"Expected a str completion, got {type(text).__name__}.")
     text = unicodedata.normalize("NFC", text)
     text = _CONTROL.sub(" ", text)
     text = " ".join(text.split())
+    truncated = False
     words = text.split(" ")
     if max_words and len(words) > max_words:
-        return " ".join(words[:max_words]), True
-    return text, False
+        text, truncated = " ".join(words[:max_words]), True
+    if max_chars and len(text) > max_chars:
+        cut = text.rfind(" ", 0, max_chars + 1)
+        text, truncated = (text[:cut] if cut > 0 else text[:max_chars]), True
+    return text, truncated
 
 
 class EmptyTextError(ValueError):
     """Raised for a text with nothing to speak (empty, whitespace or control characters only)."""
+
+
+class UnspeakableTextError(ValueError):
+    """Raised for a text holding characters the engine's voice cannot speak (``unspeakable="fail"``)."""
+
+
+def speakable_scripts(language: str) -> frozenset[str] | None:
+    """Unicode scripts a voice of ``language`` (e.g. "en-us", "en-gb+f3", "de") speaks; None: unchecked."""
+    lang = language.split("+")[0].replace("_", "-").split("-")[0].lower()
+    if lang in _LATIN_LANGUAGES:
+        return frozenset({"LATIN"})
+    if lang in _OTHER_SCRIPTS:
+        return frozenset({"LATIN", *_OTHER_SCRIPTS[lang]})
+    return None
+
+
+def unspeakable_characters(text: str, scripts: frozenset[str] | None) -> list[str]:
+    """Characters of ``text`` a voice speaking ``scripts`` cannot say: letters of other scripts, and
+    pictographs (emoji, dingbats and other symbols from U+2190 on). Punctuation, digits, combining marks,
+    mathematical signs and common symbols such as the degree sign or the copyright sign pass."""
+    if scripts is None:
+        return []
+    out = []
+    for char in text:
+        category = unicodedata.category(char)
+        if category.startswith("L"):
+            words = unicodedata.name(char, "?").split(" ")
+            script = words[1] if words[0] in ("FULLWIDTH", "HALFWIDTH") and len(words) > 1 else words[0]
+            if script not in scripts and script != "MODIFIER":  # modifier letters: apostrophe-like marks
+                out.append(char)
+        elif category in ("So", "Sk", "Co", "Cs", "Cn") and ord(char) >= 0x2190:
+            out.append(char)
+    return out
 
 
 class SpeechEngine(abc.ABC):
@@ -104,13 +164,31 @@ class SpeechEngine(abc.ABC):
     #: registry name, also recorded in provenance and cache keys
     name: str = "speech"
 
-    def __init__(self, out_dir: str | Path | None = None, max_words: int = MAX_WORDS, keep_waveform: bool = True):
-        import tempfile
-
-        self.out_dir = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="brainrl-speech-"))
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, out_dir: str | Path | None = None, max_words: int = MAX_WORDS, keep_waveform: bool = True,
+                 max_chars: int = MAX_CHARS, max_seconds: float = MAX_SECONDS, unspeakable: str = "fail"):
+        """``out_dir``: where to write one WAV per stimulus (named by its key). Without it (the default)
+        the audio stays in memory (``Stimulus.waveform``) and nothing is written to disk."""
+        if out_dir is None and not keep_waveform:
+            raise ValueError("keep_waveform=False needs an out_dir: the audio must live somewhere. "
+                             "Pass out_dir=... or keep the waveform in memory.")
+        if unspeakable not in UNSPEAKABLE_MODES:
+            raise ValueError(f"unspeakable={unspeakable!r} is not known; use one of {', '.join(UNSPEAKABLE_MODES)}.")
+        for name, value in (("max_words", max_words), ("max_chars", max_chars), ("max_seconds", max_seconds)):
+            if not (value > 0 and value == value and value != float("inf")):
+                raise ValueError(f"{name} must be a positive number, got {value!r}.")
+        self.out_dir = Path(out_dir) if out_dir else None
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         self.max_words = max_words
+        self.max_chars = max_chars
+        self.max_seconds = float(max_seconds)
         self.keep_waveform = keep_waveform
+        self.unspeakable = unspeakable
+
+    @property
+    def language(self) -> str:
+        """Language of the voice (e.g. "en-us"), which decides what text it can speak."""
+        return self.voice or "en"
 
     @property
     @abc.abstractmethod
@@ -141,19 +219,72 @@ class SpeechEngine(abc.ABC):
         return out
 
     def synthesize_one(self, text: str) -> Stimulus:
-        clean, truncated = clean_text(text, self.max_words)
+        clean, truncated = self.prepare(text)
+        return self.finish(self._synthesize_one(clean), truncated)
+
+    def prepare(self, text: str) -> tuple[str, bool]:
+        """The text as it will be spoken, and whether it was cut: cleaned, capped in words and characters,
+        and checked for characters the voice cannot speak (``unspeakable``)."""
+        clean, truncated = clean_text(text, self.max_words, self.max_chars)
         if not clean.strip():
             raise EmptyTextError("Nothing to speak: the text is empty or only whitespace/control characters.")
-        stim = self._synthesize_one(clean)
+        if self.unspeakable != "speak":
+            bad = unspeakable_characters(clean, speakable_scripts(self.language))
+            if bad and self.unspeakable == "fail":
+                shown = "".join(dict.fromkeys(bad))[:12]
+                raise UnspeakableTextError(
+                    f"{len(bad)} of {len(clean)} characters cannot be spoken by the {self.language!r} voice "
+                    f"(e.g. {shown!r}: another script or emoji, which it would spell out or name one by one). "
+                    "Use a voice for that language, or the engine's unspeakable='drop' (remove them) or "
+                    "'speak' (keep them).")
+            if bad:
+                drop = set(bad)
+                clean, _ = clean_text("".join(" " if c in drop else c for c in clean), self.max_words, self.max_chars)
+                if not clean.strip():
+                    raise EmptyTextError("Nothing to speak once the characters the voice cannot speak are dropped.")
+        return clean, truncated
+
+    def finish(self, stim: Stimulus, truncated: bool) -> Stimulus:
+        """Mark the cut and hold the speech to ``max_seconds`` (cut after the last word that ends in time)."""
         stim.truncated = truncated
+        if stim.duration > self.max_seconds:
+            stim = self._cut_to_seconds(stim)
         return stim
+
+    def _cut_to_seconds(self, stim: Stimulus) -> Stimulus:
+        limit = self.max_seconds
+        keep = [w for w in stim.words if w.stop <= limit]
+        if keep:
+            following = stim.words[len(keep)] if len(keep) < len(stim.words) else None
+            cut_s = min(limit, following.start) if following is not None else limit
+        else:  # a single word longer than the limit: keep its first max_seconds
+            first = stim.words[0]
+            keep = [Word(first.text, first.start, limit - first.start, first.char_start, first.char_end)]
+            cut_s = limit
+        last = keep[-1]
+        text = stim.text[: last.char_end] if last.char_end >= 0 else " ".join(stim.text.split(" ")[: len(keep)])
+        waveform = stim.load_waveform()[: int(round(cut_s * stim.sample_rate))]
+        old_path = stim.audio_path
+        cut = Stimulus(text=text, words=keep, audio_path=None, sample_rate=stim.sample_rate,
+                       duration=len(waveform) / stim.sample_rate, engine=stim.engine,
+                       engine_version=stim.engine_version, voice=stim.voice, truncated=True, waveform=waveform)
+        if old_path is not None:
+            cut.audio_path = self._write_wav(cut.key(), waveform, stim.sample_rate)
+            if cut.audio_path != old_path:
+                Path(old_path).unlink(missing_ok=True)
+        if not self.keep_waveform:
+            cut.waveform = None
+        return cut
 
     @abc.abstractmethod
     def _synthesize_one(self, text: str) -> Stimulus:
         """Synthesize one clean, non-empty text."""
 
-    def _write_wav(self, key: str, samples: np.ndarray, sample_rate: int) -> Path:
-        """A 16-bit WAV named by the stimulus key in ``out_dir`` (content-addressed, so reruns overwrite)."""
+    def _write_wav(self, key: str, samples: np.ndarray, sample_rate: int) -> Path | None:
+        """A 16-bit WAV named by the stimulus key in ``out_dir`` (content-addressed, so reruns overwrite);
+        None, and nothing written, when the engine has no ``out_dir``."""
+        if self.out_dir is None:
+            return None
         import soundfile
 
         path = self.out_dir / f"{key}.wav"
@@ -161,7 +292,9 @@ class SpeechEngine(abc.ABC):
         return path
 
     def describe(self) -> dict[str, Any]:
-        return {"speech_engine": self.name, "speech_engine_version": self.version, "voice": self.voice}
+        return {"speech_engine": self.name, "speech_engine_version": self.version, "voice": self.voice,
+                "max_words": self.max_words, "max_chars": self.max_chars, "max_seconds": self.max_seconds,
+                "unspeakable": self.unspeakable}
 
 
 SPEECH_ENGINES: Registry[SpeechEngine] = Registry("speech engine")

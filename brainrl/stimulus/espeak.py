@@ -13,6 +13,7 @@ import _ctypes
 import atexit
 import ctypes
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -27,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from brainrl.registry import unknown_name_error
-from brainrl.stimulus.base import MAX_WORDS, EmptyTextError, SpeechEngine, Stimulus, clean_text
+from brainrl.stimulus.base import MAX_CHARS, MAX_SECONDS, MAX_WORDS, EmptyTextError, SpeechEngine, Stimulus
 from brainrl.stimulus.timing import build_words, token_of_char, token_spans
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,8 @@ class _EspeakLibrary:
             raise ImportError("The espeak engine needs espeakng-loader: pip install espeakng-loader") from error
         self.source_path = Path(espeakng_loader.get_library_path())
         self.data_path = Path(espeakng_loader.get_data_path())
-        self._private_dir = Path(tempfile.mkdtemp(prefix="brainrl-espeak-"))
+        _remove_orphaned_copies()
+        self._private_dir = Path(tempfile.mkdtemp(prefix=f"{_PRIVATE_PREFIX}{os.getpid()}-"))
         self.library_path = self._private_dir / self.source_path.name
         shutil.copyfile(self.source_path, self.library_path)
         atexit.register(shutil.rmtree, self._private_dir, True)
@@ -177,6 +179,25 @@ class _EspeakLibrary:
         return RawSpeech(samples, self.sample_rate, self._words, self._phonemes)
 
 
+_PRIVATE_PREFIX = "brainrl-espeak-"
+
+
+def _remove_orphaned_copies() -> None:
+    """Private library copies left in the temp folder by processes that were killed (their atexit never
+    ran): a folder ``brainrl-espeak-<pid>-*`` whose process no longer exists is removed."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_PRIVATE_PREFIX}*"):
+        pid = folder.name[len(_PRIVATE_PREFIX):].split("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive (or someone else's process we may not signal)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (PermissionError, OverflowError):
+            continue
+
+
 def _dlclose(handle: int) -> None:
     close = getattr(_ctypes, "dlclose", None) or getattr(_ctypes, "FreeLibrary")
     close(handle)
@@ -249,10 +270,11 @@ def _sound_end(phonemes, onsets, word_sample: int, next_start: int, sr: float) -
 
 @dataclass(frozen=True)
 class _WorkerConfig:
-    out_dir: str
+    out_dir: str | None
     keep_waveform: bool
     voice: str
     rate: int
+    max_seconds: float
 
 
 _WORKER_ENGINES: dict[_WorkerConfig, "EspeakEngine"] = {}
@@ -262,11 +284,10 @@ def _synthesize_in_worker(config: _WorkerConfig, clean: str, truncated: bool) ->
     """Runs in a pool process: one engine (and one espeak) per process and configuration."""
     engine = _WORKER_ENGINES.get(config)
     if engine is None:
-        engine = EspeakEngine(config.out_dir, keep_waveform=config.keep_waveform, voice=config.voice, rate=config.rate)
+        engine = EspeakEngine(config.out_dir, keep_waveform=config.keep_waveform, voice=config.voice, rate=config.rate,
+                              max_seconds=config.max_seconds)
         _WORKER_ENGINES[config] = engine
-    stim = engine._synthesize_one(clean)
-    stim.truncated = truncated
-    return stim
+    return engine.finish(engine._synthesize_one(clean), truncated)
 
 
 class EspeakEngine(SpeechEngine):
@@ -282,8 +303,12 @@ class EspeakEngine(SpeechEngine):
         voice: str = "en-us",
         rate: int = 175,
         workers: int = 1,
+        max_chars: int = MAX_CHARS,
+        max_seconds: float = MAX_SECONDS,
+        unspeakable: str = "fail",
     ):
-        super().__init__(out_dir=out_dir, max_words=max_words, keep_waveform=keep_waveform)
+        super().__init__(out_dir=out_dir, max_words=max_words, keep_waveform=keep_waveform, max_chars=max_chars,
+                         max_seconds=max_seconds, unspeakable=unspeakable)
         if not 80 <= int(rate) <= 450:
             raise ValueError(f"espeak rate must be 80-450 words per minute, got {rate}.")
         if int(workers) < 1:
@@ -333,13 +358,12 @@ class EspeakEngine(SpeechEngine):
             return super().synthesize(texts)
         cleaned = []
         for index, text in enumerate(texts):
-            clean, truncated = clean_text(text, self.max_words)
-            if not clean:
-                raise EmptyTextError(
-                    f"Nothing to speak in text {index}: it is empty or only whitespace/control characters."
-                )
-            cleaned.append((clean, truncated))
-        config = _WorkerConfig(str(self.out_dir), self.keep_waveform, self._voice, self.rate)
+            try:
+                cleaned.append(self.prepare(text))
+            except ValueError as error:  # EmptyTextError, UnspeakableTextError: say which text
+                raise type(error)(f"text {index}: {error}") from error
+        config = _WorkerConfig(str(self.out_dir) if self.out_dir else None, self.keep_waveform, self._voice, self.rate,
+                               self.max_seconds)
         futures = [self._worker_pool().submit(_synthesize_in_worker, config, c, t) for c, t in cleaned]
         return [f.result() for f in futures]
 

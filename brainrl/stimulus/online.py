@@ -14,13 +14,14 @@ import importlib
 import importlib.metadata
 import logging
 import re
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from brainrl.stimulus.base import MAX_WORDS, SpeechEngine, Stimulus
+from brainrl.stimulus.base import MAX_CHARS, MAX_SECONDS, MAX_WORDS, SpeechEngine, Stimulus
 from brainrl.stimulus.timing import build_words, token_spans
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,12 @@ class GTTSWhisperXEngine(SpeechEngine):
         compute_type: str | None = None,
         batch_size: int = 16,
         align_model: str | None = None,
+        max_chars: int = MAX_CHARS,
+        max_seconds: float = MAX_SECONDS,
+        unspeakable: str = "fail",
     ):
-        super().__init__(out_dir=out_dir, max_words=max_words, keep_waveform=keep_waveform)
+        super().__init__(out_dir=out_dir, max_words=max_words, keep_waveform=keep_waveform, max_chars=max_chars,
+                         max_seconds=max_seconds, unspeakable=unspeakable)
         self._gtts = require("gtts")
         self._whisperx = require("whisperx")
         if device is None:
@@ -144,6 +149,10 @@ class GTTSWhisperXEngine(SpeechEngine):
     @property
     def voice(self) -> str:
         return f"gtts-{self.lang}"
+
+    @property
+    def language(self) -> str:
+        return self.lang
 
     # models ---------------------------------------------------------------------------------------
     def asr_model(self) -> Any:
@@ -179,15 +188,16 @@ class GTTSWhisperXEngine(SpeechEngine):
     def _synthesize_one(self, text: str) -> Stimulus:
         stim = Stimulus(text, [], None, WHISPERX_SAMPLE_RATE, 0.0, self.name, self.version, self.voice)
         key = stim.key()
-        mp3_path = self.out_dir / f"{key}.mp3"
-        try:
-            self._gtts.gTTS(text=text, lang=self.lang, tld=self.tld).save(str(mp3_path))
-        except Exception as error:  # gTTSError, requests errors: name the usual cause
-            raise RuntimeError(
-                f"gTTS could not synthesise the text ({error}); it needs network access to Google's TTS "
-                f"endpoint. The offline default engine is 'espeak'."
-            ) from error
-        audio = np.asarray(self._whisperx.load_audio(str(mp3_path)), dtype=np.float32)
+        with tempfile.TemporaryDirectory(prefix="brainrl-gtts-") as scratch:  # the MP3 lives only this long
+            mp3_path = (self.out_dir or Path(scratch)) / f"{key}.mp3"
+            try:
+                self._gtts.gTTS(text=text, lang=self.lang, tld=self.tld).save(str(mp3_path))
+            except Exception as error:  # gTTSError, requests errors: name the usual cause
+                raise RuntimeError(
+                    f"gTTS could not synthesise the text ({error}); it needs network access to Google's TTS "
+                    f"endpoint. The offline default engine is 'espeak'."
+                ) from error
+            audio = np.asarray(self._whisperx.load_audio(str(mp3_path)), dtype=np.float32)
         duration = len(audio) / WHISPERX_SAMPLE_RATE
         words = self.align(text, audio)
         spans, starts, ends = map_aligned_words(text, words)

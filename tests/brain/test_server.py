@@ -149,6 +149,25 @@ def test_idle_and_half_sent_connections_are_closed_by_the_deadlines(served):
     assert isinstance(ok, BrainMap)
 
 
+def test_a_client_that_does_not_read_its_reply_is_dropped(served):
+    server = served(send_timeout_s=1.0)
+    body = json.dumps({"stimuli": wire(*[" ".join(["word"] * 100)] * 8)}).encode()  # 8 x 31 frames: ~27 MB reply
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        time.sleep(4)  # the model answers at once; the reply waits on us, then the server gives up
+        received, reset = 0, False
+        try:
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+        except ConnectionResetError:
+            reset = True
+    assert reset and received < 8 * 31 * 20484 * 4  # dropped with most of the reply unsent
+    assert server.budget.used == 0
+    [ok] = RemoteBrainModel(server.url, timeout=5, retries=0).predict([stimulus("next client")])
+    assert isinstance(ok, BrainMap)
+
+
 def test_many_simultaneous_plain_clients_are_all_accepted(served):
     """Backlog and concurrency: 64 clients without retries connect at the same instant."""
     server = served()

@@ -69,7 +69,8 @@ def test_non_english_long_and_control_characters(pipeline):
     long_text = " ".join(["word"] * 1000)
     out = reward(None, ["Le café est très bon, naïve façade.", "Привет мир", "天气很好", "bell\x07 and\x1b escape",
                         long_text])
-    assert all(isinstance(v, float) for v in out)
+    # an English voice cannot speak Cyrillic or Chinese (it spells them out): None, with the reason logged
+    assert [type(v) for v in out] == [float, type(None), type(None), float, float]
     stim = pipeline.speech.synthesize_one(long_text)
     assert stim.truncated and len(stim.words) == 300
 

@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -174,9 +175,11 @@ class WorkerClient:
                 return [f"TRIBE worker unavailable: {error}"] * len(stimuli)
             timeout = self.settings.predict_timeout + self.settings.per_item_timeout * len(stimuli)
             try:
-                reply, arrays = self._exchange(
-                    {"op": "predict", "stimuli": [stimulus_to_dict(s) for s in stimuli]}, timeout
-                )
+                with tempfile.TemporaryDirectory(prefix="brainrl-worker-audio-") as scratch:
+                    # audio kept only in memory travels as WAV files that live for this exchange
+                    reply, arrays = self._exchange(
+                        {"op": "predict", "stimuli": [_with_audio_file(s, Path(scratch)) for s in stimuli]}, timeout
+                    )
             except WorkerTimeout:
                 self._kill("stalled")
                 return [f"TRIBE worker stalled: no answer within {timeout:.0f} s; it was killed and will restart"] * len(
@@ -230,3 +233,16 @@ class WorkerClient:
                 except Exception:  # noqa: BLE001 - we are shutting down anyway
                     pass
             self._kill("close")
+
+
+def _with_audio_file(stimulus: Stimulus, folder: Path) -> dict[str, Any]:
+    """The stimulus as the worker reads it (``stimulus_to_dict``), with an audio file it can open: the
+    stimulus's own, or its in-memory waveform written to ``folder``."""
+    item = stimulus_to_dict(stimulus)
+    if (stimulus.audio_path is None or not Path(stimulus.audio_path).is_file()) and stimulus.waveform is not None:
+        import soundfile
+
+        path = folder / f"{stimulus.key()}.wav"
+        soundfile.write(str(path), np.asarray(stimulus.waveform, dtype=np.float32), stimulus.sample_rate)
+        item["audio_path"] = str(path)
+    return item
