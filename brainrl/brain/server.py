@@ -8,8 +8,10 @@ down needs, in the order a request meets them:
 
 1. a deadline for the request line and headers (``header_timeout_s``), before any other work;
 2. the bearer token, checked on the headers alone;
-3. ``Content-Length`` required and at most ``limits.max_body_bytes`` (411/413), and a byte budget shared by
-   all requests whose bodies are in memory (``max_inflight_bytes``; over it a request waits, then 503);
+3. ``Content-Length`` required and at most ``limits.max_body_bytes`` (411/413), and a memory budget
+   shared by all requests in flight (``max_inflight_bytes``): a request is charged ``MEMORY_PER_BODY_BYTE``
+   times the body bytes it has sent (for its parsed audio, maps and reply), until its reply is sent, at
+   most the whole budget; over it, it waits, then 503 (so a slow sender holds only what it sent);
 4. a deadline for the body (``body_timeout_s`` plus one second per MB);
 5. per-request caps on items, characters and seconds of audio (seconds computed from the audio), 413/400
    naming the cap; per-item problems (a sample rate of 0, word times outside the audio) become that item's
@@ -25,6 +27,7 @@ A client that goes away at any point is dropped with one debug line, never a tra
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import ipaddress
 import json
@@ -45,12 +48,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from brainrl.brain.base import BrainMap, BrainModel, Failed
+from brainrl.brain.tribe.protocol import array_to_npy
 from brainrl.brain.wire import (
     CLIENT_HEADER,
     TOKEN_ENV,
     RequestRefused,
     ServeLimits,
-    encode_array,
     item_chars,
     stimulus_from_wire,
 )
@@ -60,6 +63,11 @@ from brainrl.stimulus import EmptyTextError, SpeechEngine, Stimulus
 log = logging.getLogger(__name__)
 
 MAX_TRACKED_CLIENTS = 256
+#: Memory a request costs per byte of its body, until its reply is sent: the body (1), its parsed JSON and
+#: audio (~1.5), and maps plus the JSON reply, which at the lowest sample rate allowed (8 kHz: 43 KB of body
+#: per second of audio against 82 KB of float32 map and 2 x 109 KB of base64 reply) come to ~7.
+MEMORY_PER_BODY_BYTE = 10
+DEFAULT_INFLIGHT_BYTES = 1 << 30
 #: ASGI scope extension through which a handler can drop its connection at once
 ABORT_EXTENSION = "brainrl.abort"
 _INCOMPLETE_REPLY = "ASGI callable returned without completing response."
@@ -276,9 +284,11 @@ class BrainServer:
         self.body_timeout_s = body_timeout_s
         self.send_timeout_s = send_timeout_s
         self.queue_timeout_s = queue_timeout_s
-        self.budget = _ByteBudget(max_inflight_bytes or 4 * self.limits.max_body_bytes)
-        if self.budget.capacity < self.limits.max_body_bytes:
-            raise ValueError("max_inflight_bytes must be at least limits.max_body_bytes (one full request).")
+        if max_inflight_bytes is not None and not (isinstance(max_inflight_bytes, int) and max_inflight_bytes > 0):
+            raise ValueError(f"max_inflight_bytes must be a positive integer, got {max_inflight_bytes!r}.")
+        #: memory all requests in flight may use together (see MEMORY_PER_BODY_BYTE); one request alone
+        #: is always admitted, whatever its size within the limits
+        self.budget = _ByteBudget(max_inflight_bytes or DEFAULT_INFLIGHT_BYTES)
         self.identity = model.identity()
         self.identity_with_speech = {**self.identity, "speech": speech.describe()} if speech is not None else None
         self.started = time.time()
@@ -436,21 +446,28 @@ class BrainServer:
 
     def encode_reply(self, body: dict[str, Any], stimuli: list[Stimulus | None], errors: list[str | None],
                      results: list) -> bytes:
+        """The JSON reply as bytes, assembled from pieces so that the maps' base64 text is held once."""
+        def dump(value: Any) -> bytes:
+            return json.dumps(value, default=str).encode("utf-8")
+
         it = iter(results)
-        items = []
-        for stimulus, error in zip(stimuli, errors):
+        identity = self.identity_with_speech if "texts" in body else self.identity
+        pieces = [b'{"identity": ', dump(identity), b', "items": [']
+        for index, (stimulus, error) in enumerate(zip(stimuli, errors)):
+            if index:
+                pieces.append(b", ")
             if stimulus is None:
-                items.append({"error": error})
+                pieces.append(dump({"error": error}))
                 continue
             result = next(it)
             if isinstance(result, BrainMap):
-                items.append({"data_npy_b64": encode_array(result.data), "provenance": result.provenance,
-                              "tr": result.tr})
+                pieces += [b'{"data_npy_b64": "', base64.b64encode(array_to_npy(result.data)), b'", "provenance": ',
+                           dump(result.provenance), b', "tr": ', dump(result.tr), b"}"]
             else:
                 reason = result.reason if isinstance(result, Failed) else f"unexpected result {type(result).__name__}"
-                items.append({"error": reason})
-        identity = self.identity_with_speech if "texts" in body else self.identity
-        return json.dumps({"identity": identity, "items": items}, default=str).encode("utf-8")
+                pieces.append(dump({"error": reason}))
+        pieces.append(b"]}")
+        return b"".join(pieces)
 
     def predict_body(self, body: dict[str, Any]) -> dict[str, Any]:
         """The whole POST /predict work for a parsed body, synchronously (for tests and in-process use)."""
@@ -479,13 +496,21 @@ class BrainServer:
                 return error(401, "missing or wrong bearer token (Authorization: Bearer <token>)", "unauthorized")
             return JSONResponse(server.health())
 
-        async def read_body(request: Request, length: int) -> bytes:
+        async def read_body(request: Request, length: int, charge: "_Charge") -> bytes:
+            """The body, charged to the memory budget as it arrives (a slow client holds only what it sent)."""
             chunks, received = [], 0
-            async with asyncio.timeout(server.body_timeout_s + length / 2**20):
+            loop = asyncio.get_running_loop()
+            async with asyncio.timeout(server.body_timeout_s + length / 2**20) as deadline:
                 async for chunk in request.stream():
                     received += len(chunk)
                     if received > length:
                         raise RequestRefused("the body is longer than its Content-Length")
+                    due, waiting_since = deadline.when(), loop.time()
+                    deadline.reschedule(None)  # time spent waiting for the budget is not the client's
+                    admitted = await charge.add(len(chunk) * MEMORY_PER_BODY_BYTE, server.queue_timeout_s)
+                    deadline.reschedule(due + loop.time() - waiting_since)
+                    if not admitted:
+                        raise _Busy()
                     chunks.append(chunk)
             if received != length:
                 raise ClientDisconnect()
@@ -504,20 +529,21 @@ class BrainServer:
             if length > server.limits.max_body_bytes:
                 return error(413, f"a body of {length} bytes exceeds max_body_bytes={server.limits.max_body_bytes}; "
                                   "send fewer items at a time", "too_large", close=True)
-            if not await server.budget.acquire(length, server.queue_timeout_s):
-                return error(503, "the server is busy (request memory budget in use); retry later", "busy",
-                             close=True)
+            charge = _Charge(server.budget)
             try:
                 try:
-                    raw = await read_body(request, length)
+                    raw = await read_body(request, length, charge)
                 except TimeoutError:
                     server._refuse("body_timeout")
                     log.debug("dropping %s: body not received in time", request.client)
-                    return Response(status_code=408)
+                    return Response(status_code=408, headers={"connection": "close"})
                 except ClientDisconnect:
                     server._refuse("client_gone")
                     log.debug("client %s went away while sending its body", request.client)
-                    return Response(status_code=400)
+                    return Response(status_code=400, headers={"connection": "close"})
+                except _Busy:
+                    return error(503, "the server is busy (memory budget for requests in flight is in use); "
+                                      "retry later", "busy", close=True)
                 loop = asyncio.get_running_loop()
                 try:
                     body = await loop.run_in_executor(None, server.parse_body, raw)
@@ -537,9 +563,10 @@ class BrainServer:
                 reply = await loop.run_in_executor(None, server.encode_reply, body, stimuli, errors, results)
                 del body, stimuli, results
                 server.count_client(request.headers.get(CLIENT_HEADER) or str(request.client), len(errors))
-                return _TimedResponse(reply, server.send_timeout_s, media_type="application/json")
+                return _TimedResponse(reply, server.send_timeout_s, charge.hand_over(),
+                                      media_type="application/json")
             finally:
-                await server.budget.release(length)
+                await charge.release()
 
         async def not_found(request: Request) -> Response:
             return JSONResponse({"error": f"no such endpoint {request.method} {request.url.path}; "
@@ -553,6 +580,38 @@ class BrainServer:
         return _GuardedApp(app, server)
 
 
+class _Busy(Exception):
+    """The memory budget stayed full for ``queue_timeout_s``."""
+
+
+class _Charge:
+    """What one request holds of the server's memory budget; released once, by whoever holds it last."""
+
+    def __init__(self, budget: _ByteBudget):
+        self.budget = budget
+        self.held = 0
+
+    async def add(self, n: int, timeout: float) -> bool:
+        n = min(n, self.budget.capacity - self.held)  # one request alone always fits
+        if n <= 0:
+            return True
+        if not await self.budget.acquire(n, timeout):
+            return False
+        self.held += n
+        return True
+
+    def hand_over(self) -> "_Charge":
+        """A charge carrying this one's bytes (for the reply, released after sending); this one is emptied."""
+        other = _Charge(self.budget)
+        other.held, self.held = self.held, 0
+        return other
+
+    async def release(self) -> None:
+        if self.held:
+            held, self.held = self.held, 0
+            await self.budget.release(held)
+
+
 class _TimedResponse(Response):
     """A reply that a client must read within ``send_timeout_s`` (else its connection is dropped).
 
@@ -562,11 +621,19 @@ class _TimedResponse(Response):
 
     chunk_bytes = 256 * 1024
 
-    def __init__(self, content: bytes, send_timeout_s: float, **kwargs: Any):
+    def __init__(self, content: bytes, send_timeout_s: float, charge: _Charge, **kwargs: Any):
         super().__init__(content, **kwargs)
         self.send_timeout_s = send_timeout_s
+        self.charge = charge
 
     async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        try:
+            await self._send_in_chunks(scope, send)
+        finally:
+            self.body = b""
+            await self.charge.release()
+
+    async def _send_in_chunks(self, scope, send) -> None:  # type: ignore[no-untyped-def]
         body = memoryview(self.body)
         try:
             async with asyncio.timeout(self.send_timeout_s):

@@ -31,8 +31,9 @@ from brainrl.stimulus.timing import check_words
 CLIENT_HEADER = "X-Brainrl-Client"
 #: environment variable holding the bearer token, read by both sides
 TOKEN_ENV = "BRAINRL_SERVE_TOKEN"
-#: statuses a client retries (with backoff): the server is busy, restarting or behind a proxy
-TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
+#: statuses a client retries (with backoff): the request timed out on the way in, or the server is busy,
+#: restarting or behind a proxy
+TRANSIENT_STATUS = frozenset({408, 429, 502, 503, 504})
 #: slack allowed between a word's end and the end of the audio (rounding of word times)
 WORD_SLACK_S = 0.05
 

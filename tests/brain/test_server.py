@@ -248,4 +248,4 @@ def test_limits_are_validated():
     with pytest.raises(ValueError, match="min_sample_rate"):
         ServeLimits(min_sample_rate=50_000)
     with pytest.raises(ValueError, match="max_inflight_bytes"):
-        BrainServer(HashBrain(), port=0, limits=ServeLimits(max_body_bytes=1000), max_inflight_bytes=10)
+        BrainServer(HashBrain(), port=0, max_inflight_bytes=-1)
