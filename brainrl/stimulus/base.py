@@ -163,6 +163,10 @@ class SpeechEngine(abc.ABC):
 
     #: registry name, also recorded in provenance and cache keys
     name: str = "speech"
+    #: caps and the unspeakable-text mode, also as class defaults for engines that set up their own state
+    max_chars: int = MAX_CHARS
+    max_seconds: float = MAX_SECONDS
+    unspeakable: str = "fail"
 
     def __init__(self, out_dir: str | Path | None = None, max_words: int = MAX_WORDS, keep_waveform: bool = True,
                  max_chars: int = MAX_CHARS, max_seconds: float = MAX_SECONDS, unspeakable: str = "fail"):
@@ -263,12 +267,13 @@ class SpeechEngine(abc.ABC):
             cut_s = limit
         last = keep[-1]
         text = stim.text[: last.char_end] if last.char_end >= 0 else " ".join(stim.text.split(" ")[: len(keep)])
-        waveform = stim.load_waveform()[: int(round(cut_s * stim.sample_rate))]
+        has_audio = stim.waveform is not None or stim.audio_path is not None
+        waveform = stim.load_waveform()[: int(round(cut_s * stim.sample_rate))] if has_audio else None
         old_path = stim.audio_path
         cut = Stimulus(text=text, words=keep, audio_path=None, sample_rate=stim.sample_rate,
-                       duration=len(waveform) / stim.sample_rate, engine=stim.engine,
+                       duration=len(waveform) / stim.sample_rate if has_audio else cut_s, engine=stim.engine,
                        engine_version=stim.engine_version, voice=stim.voice, truncated=True, waveform=waveform)
-        if old_path is not None:
+        if old_path is not None and waveform is not None:
             cut.audio_path = self._write_wav(cut.key(), waveform, stim.sample_rate)
             if cut.audio_path != old_path:
                 Path(old_path).unlink(missing_ok=True)
