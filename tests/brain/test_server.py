@@ -168,6 +168,19 @@ def test_a_client_that_does_not_read_its_reply_is_dropped(served):
     assert isinstance(ok, BrainMap)
 
 
+def test_a_full_memory_budget_answers_503_and_frees_when_the_holder_goes(served):
+    server = served(max_inflight_bytes=1000, queue_timeout_s=0.5, body_timeout_s=10)
+    with socket.create_connection(server.address, timeout=10) as holder:
+        holder.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b" " * 200)
+        time.sleep(0.3)  # 200 bytes charged x10: the whole budget
+        status, reply = post(server, {"stimuli": wire("waits for memory")})
+        assert status == 503 and "busy" in reply["error"]
+    time.sleep(0.3)  # the holder went away: its charge is released
+    assert server.budget.used == 0
+    [ok] = RemoteBrainModel(server.url, timeout=5, retries=0).predict([stimulus("now there is room")])
+    assert isinstance(ok, BrainMap)
+
+
 def test_many_simultaneous_plain_clients_are_all_accepted(served):
     """Backlog and concurrency: 64 clients without retries connect at the same instant."""
     server = served()
