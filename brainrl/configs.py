@@ -206,3 +206,48 @@ def read_prompts(path: str | Path) -> list[str]:
     if not prompts:
         raise ValueError(f"Prompt file {path} has no prompts (one per line; # starts a comment).")
     return prompts
+
+
+def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line of a JSONL file; a line that is not a JSON object
+    raises a ValueError naming ``path:line``."""
+    import json
+
+    path = Path(path)
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number} is not JSON: {err}") from err
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{number} is not a JSON object (one object per line).")
+        rows.append((number, row))
+    return rows
+
+
+def read_prompt_rows(path: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """Prompts and their extra dataset columns. A ``.jsonl`` file holds one object per line with a
+    ``prompt`` and any columns the rewards read (e.g. ``theta_target``, ``topic`` from
+    ``brainrl theta-prompts``); the trainers pass those columns to the rewards (TRL's dataset columns,
+    AWSFT the same). Any other file is ``read_prompts`` (no columns)."""
+    path = Path(path)
+    if path.suffix != ".jsonl":
+        prompts = read_prompts(path)
+        return prompts, [{} for _ in prompts]
+    if not path.is_file():
+        raise FileNotFoundError(f"Prompt file {str(path)!r} not found; a .jsonl prompt file holds one JSON object "
+                                "per line with a 'prompt' (recipe data.train / data.heldout).")
+    prompts, columns = [], []
+    for number, row in read_jsonl(path):
+        if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+            raise ValueError(f"{path}:{number} needs a non-empty string 'prompt' field.")
+        prompts.append(row.pop("prompt").strip())
+        columns.append(row)
+    if not prompts:
+        raise ValueError(f"Prompt file {path} has no prompts.")
+    if len({tuple(sorted(c)) for c in columns}) > 1:
+        raise ValueError(f"{path}: every row needs the same columns (a dataset column per field).")
+    return prompts, columns

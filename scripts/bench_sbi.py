@@ -31,7 +31,9 @@ def rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def bench_simulations(n: int, with_generator: bool, seed: int = 0) -> dict:
+def bench_simulations(n: int, with_generator: bool | str, seed: int = 0) -> dict:
+    """Generator and speech + brain throughput on the same items, side by side. ``with_generator``:
+    False (fixed texts), True / "smollm2" (the embedded LLM, per_headline) or "procedural"."""
     from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
     from brainrl.sbi.parse import block_text
     from brainrl.sbi.prior import theta_for_index
@@ -41,13 +43,19 @@ def bench_simulations(n: int, with_generator: bool, seed: int = 0) -> dict:
     requests = [(i, theta_for_index(seed, i), topic_for_index(i)) for i in range(n)]
     if with_generator:
         from brainrl.sbi.generators import LocalChatGenerator
+        from brainrl.sbi.procedural import ProceduralGenerator
         from brainrl.sbi.simulator import HeadlineRequest, HeadlineWriter
 
-        gen = LocalChatGenerator(max_new_tokens=40, batch_size=50, stop_strings=["\n"])
-        started = time.time()
-        gen._ensure_loaded()
-        out["generator_load_s"] = round(time.time() - started, 2)
-        writer = HeadlineWriter(gen, max_attempts=4, min_words=5, max_words=40, mode="per_headline")
+        out["generator"] = "procedural" if with_generator == "procedural" else "smollm2"
+        if with_generator == "procedural":
+            gen = ProceduralGenerator()
+            writer = HeadlineWriter(gen, max_attempts=4, feedback=False)
+        else:
+            gen = LocalChatGenerator(max_new_tokens=40, batch_size=50, stop_strings=["\n"])
+            started = time.time()
+            gen._ensure_loaded()
+            out["generator_load_s"] = round(time.time() - started, 2)
+            writer = HeadlineWriter(gen, max_attempts=4, min_words=5, max_words=40, mode="per_headline")
         started = time.time()
         blocks = writer.write([HeadlineRequest(i, t, c) for i, t, c in requests], seed, set())
         out["generator_s"] = round(time.time() - started, 2)
@@ -66,6 +74,7 @@ def bench_simulations(n: int, with_generator: bool, seed: int = 0) -> dict:
                 "mean_frames": float(np.mean(frames)) if frames else None})
     if with_generator and texts:
         out["end_to_end_items_per_s"] = round(len(texts) / (seconds + out["generator_s"]), 4)
+        out["generator_share_of_item_time"] = round(out["generator_s"] / (seconds + out["generator_s"]), 4)
     return out
 
 
@@ -138,8 +147,9 @@ def bench_fit(args) -> dict:
         out["peak_gpu_gib_fit"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     # 4. posterior sampling rate
     post = Posterior.load(folder)
-    cases = min(100, n)
-    inputs = (coeffs[:cases], mask[:cases])
+    held = np.array(post.meta["splits"]["test"] + post.meta["splits"]["val"], dtype=int)[:100]  # not trained on
+    cases = len(held)
+    inputs = (coeffs[held], mask[held])
     post.sample((coeffs[:2], mask[:2]), n=10)  # warm-up
     for label, kwargs in (("euler50", {"method": "euler", "steps": 50}), ("bayesflow_default", {})):
         if label == "bayesflow_default" and args.tiny:
@@ -150,7 +160,7 @@ def bench_fit(args) -> dict:
         try:
             draws = post.sample((inputs[0][:n_cases], inputs[1][:n_cases]), n=args.draws, seed=0, **kwargs) \
                 if kwargs else post.approximator.sample(
-                    num_samples=args.draws, conditions={"coeffs": inputs[0][:n_cases], "mask": inputs[1][:n_cases]})["theta"]
+                    num_samples=args.draws, conditions=post._conditions(inputs[0][:n_cases], inputs[1][:n_cases]))["theta"]
         except torch.OutOfMemoryError as err:
             out[f"samples_per_s_{label}"] = f"out of memory at {n_cases}x{args.draws} draws: {str(err)[:80]}"
             torch.cuda.empty_cache()
@@ -159,8 +169,8 @@ def bench_fit(args) -> dict:
         out[f"samples_per_s_{label}"] = round(n_cases * args.draws / seconds, 1)
         if label == "euler50":
             mean_est = np.asarray(draws).mean(1)
-            out["recovery_r_first_cases"] = [round(float(np.corrcoef(mean_est[:, j], theta[:cases, j])[0, 1]), 3)
-                                             for j in range(6)]
+            out["recovery_r_held_out"] = [round(float(np.corrcoef(mean_est[:, j], theta[held, j])[0, 1]), 3)
+                                          for j in range(6)]
     out["peak_rss_gib"] = round(rss_gib(), 2)
     return out
 
@@ -177,7 +187,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=70)
     parser.add_argument("--draws", type=int, default=500)
     parser.add_argument("--sims", type=int, default=20, help="items for the simulation-throughput part (0: skip)")
-    parser.add_argument("--with-generator", action="store_true")
+    parser.add_argument("--with-generator", action="store_true", help="= --generator smollm2")
+    parser.add_argument("--generator", choices=["none", "smollm2", "procedural"], default="none",
+                        help="time this generator beside speech + brain on the same items")
     parser.add_argument("--skip-fit", action="store_true")
     parser.add_argument("--work", default="/tmp/brainrl-bench-sbi")
     parser.add_argument("--out", help="write the JSON here too")
@@ -195,7 +207,8 @@ def main() -> int:
 
     report["versions"] = versions(("torch", "numpy", "keras", "bayesflow", "transformers"))
     if args.sims:
-        report["simulation"] = bench_simulations(args.sims, args.with_generator)
+        report["simulation"] = bench_simulations(args.sims, "smollm2" if args.with_generator else (
+            False if args.generator == "none" else args.generator))
     if not args.skip_fit:
         report["fit"] = bench_fit(args)
     text = json.dumps(report, indent=1)

@@ -37,7 +37,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from brainrl.sbi.campaign import load_campaign_arrays
+    from brainrl.sbi.campaign import combine_campaign_arrays
     from brainrl.sbi.config import load_yaml
     from brainrl.sbi.estimator import EstimatorConfig, fit_posterior
 
@@ -46,7 +46,8 @@ def _fit(args: argparse.Namespace) -> int:
         config.max_epochs = args.max_epochs
     if args.seed is not None:
         config.seed = args.seed
-    result = fit_posterior(load_campaign_arrays(args.data), args.out, config, data_dir=args.data)
+    data = args.data[0] if len(args.data) == 1 else args.data
+    result = fit_posterior(combine_campaign_arrays(args.data), args.out, config, data_dir=data)
     print(json.dumps({"posterior": str(result.out_dir), "train/val/test": [result.n_train, result.n_val, result.n_test],
                       "epochs": result.epochs, "best_val_loss": round(result.best_val_loss, 4),
                       "seconds": round(result.seconds, 1)}, indent=1))
@@ -61,7 +62,9 @@ def _diagnose(args: argparse.Namespace) -> int:
     from brainrl.sbi.generators import GeneratorSpec
 
     cycle = None
-    if args.cycle != "none":
+    if args.cycle == "judge":
+        cycle = "judge"
+    elif args.cycle != "none":
         kwargs = json.loads(args.cycle_kwargs) if args.cycle_kwargs else None
         cycle = CycleConfig() if args.cycle == "local" and kwargs is None else CycleConfig(
             evaluator=GeneratorSpec(args.cycle, kwargs or {}))
@@ -72,6 +75,54 @@ def _diagnose(args: argparse.Namespace) -> int:
     print(metrics_table(report["results"]))
     print(f"results: {args.out}/index.html (open it in a browser)")
     print(f"next:    brainrl validate --posterior {args.posterior} --base smollm2 --out {Path(args.out).parent / 'validate'}")
+    return 0
+
+
+def _named(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"{what} must be NAME=PATH (e.g. procedural=runs/p/posterior); got {item!r}.")
+        out[name] = path
+    return out
+
+
+def _decode(args: argparse.Namespace) -> int:
+    from brainrl.sbi.decode import decode_file
+
+    report = decode_file(args.posterior, args.file, args.out, n_samples=args.n_samples, seed=args.seed,
+                         judge=args.judge)
+    print(report["table"])
+    print(f"report: {args.out}/decoded.json, {args.out}/decoded.png")
+    return 0
+
+
+def _cross(args: argparse.Namespace) -> int:
+    from brainrl.sbi.decode import cross_generator_table
+
+    report = cross_generator_table(_named(args.posterior, "--posterior"), _named(args.data, "--data"), args.out,
+                                   n_samples=args.n_samples, split=args.split)
+    print(report["table"])
+    return 0
+
+
+def _judge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from brainrl.sbi.judge import TextJudge, judge_campaigns, procedural_corpus, text_features
+
+    out = Path(args.out)
+    if args.calibrate:
+        texts, theta, corpus = procedural_corpus(args.n)
+        judge = TextJudge.calibrate(text_features(texts), theta, corpus=corpus)
+        judge.save(out / "judge.npz")
+        print(json.dumps(judge.card["cv_pearson_r"], indent=1))
+    if args.data:
+        report = judge_campaigns(args.data, out, args.judge_path or (out / "judge.npz" if args.calibrate else None))
+        print(report["table"])
+    if not args.calibrate and not args.data:
+        raise ValueError("give --calibrate, --data CAMPAIGN, or both.")
     return 0
 
 
@@ -86,7 +137,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sbi = subparsers.add_parser("sbi", help="fit and diagnose the BayesFlow posterior")
     sub = sbi.add_subparsers(dest="sbi_command", metavar="SBI_COMMAND", required=True)
     fit = sub.add_parser("fit", help="train q(θ | brain sequence) on a campaign")
-    fit.add_argument("--data", required=True, help="campaign folder (brainrl simulate's out_dir)")
+    fit.add_argument("--data", required=True, action="append",
+                     help="campaign folder (brainrl simulate's out_dir); repeat to fit on several campaigns that "
+                          "share one projection (the paper's 'Both' model)")
     fit.add_argument("--out", required=True, type=folder_arg, help="folder for the posterior")
     fit.add_argument("--recipe", help="YAML with EstimatorConfig fields (defaults: the paper's)")
     fit.add_argument("--max-epochs", type=int)
@@ -101,8 +154,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dia.add_argument("--split", default="test", choices=["test", "val", "train", "all"])
     dia.add_argument("--max-cases", type=int)
     dia.add_argument("--seed", type=int, default=0)
-    dia.add_argument("--cycle", default="local", choices=["local", "openai", "none"],
-                     help="inverse LLM evaluator backend for the cycle-consistency baseline")
+    dia.add_argument("--cycle", default="judge", choices=["judge", "local", "openai", "none"],
+                     help="text-only baseline: the offline text judge (default), an inverse LLM evaluator "
+                          "(local/openai), or none")
     dia.add_argument("--cycle-kwargs", help='JSON generator settings, e.g. \'{"model": "gpt-5.4-nano"}\'')
     dia.add_argument("--sampler", help='JSON ODE settings, e.g. \'{"method": "euler", "steps": 100}\'')
     dia.set_defaults(func=_diagnose)
+
+    dec = sub.add_parser("decode", help="decode arbitrary texts (one per line) with a posterior: table + plot")
+    dec.add_argument("--posterior", required=True)
+    dec.add_argument("--file", required=True, help="text file, one text per line (a headline or a block); "
+                                                   "'#' lines and blank lines are skipped")
+    dec.add_argument("--out", required=True, type=folder_arg)
+    dec.add_argument("--n-samples", type=int, default=500)
+    dec.add_argument("--seed", type=int, default=0)
+    dec.add_argument("--judge", action="store_true", help="also score every text with the text judge")
+    dec.set_defaults(func=_decode)
+
+    cross = sub.add_parser("cross", help="cross-generator table: every posterior on every campaign's test ids")
+    cross.add_argument("--posterior", required=True, action="append", help="NAME=FOLDER, repeatable")
+    cross.add_argument("--data", required=True, action="append", help="NAME=CAMPAIGN, repeatable")
+    cross.add_argument("--out", required=True, type=folder_arg)
+    cross.add_argument("--n-samples", type=int, default=200)
+    cross.add_argument("--split", default="test", choices=["test", "val", "all"])
+    cross.set_defaults(func=_cross)
+
+    judge = sub.add_parser("judge", help="calibrate the text judge, or measure a campaign generator's fidelity")
+    judge.add_argument("--calibrate", action="store_true",
+                       help="fit the de-mixing on procedural texts of known θ and write DIR/judge.npz + .json")
+    judge.add_argument("--n", type=int, default=1000, help="calibration texts")
+    judge.add_argument("--data", action="append", help="campaign folder: judge r of its texts against its θ")
+    judge.add_argument("--judge-path", help="a calibration written by --calibrate (default: the packaged one)")
+    judge.add_argument("--out", required=True, type=folder_arg)
+    judge.set_defaults(func=_judge)

@@ -16,14 +16,17 @@ def _validate(args: argparse.Namespace) -> int:
     from brainrl.sbi.validate import ValidateConfig, print_validation, validate
 
     sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
-    pipeline = PipelineConfig(speech=args.speech, model=args.model, model_kwargs=parse_key_values(args.model_arg),
-                              cache_dir=args.cache_dir)
+    pipeline = None  # the posterior's campaign pipeline, unless the brain pipeline is given explicitly
+    if args.model or args.speech or args.model_arg or args.cache_dir is not None:
+        pipeline = PipelineConfig(speech=args.speech or "espeak", model=args.model or "synthetic",
+                                  model_kwargs=parse_key_values(args.model_arg), cache_dir=args.cache_dir)
     config = ValidateConfig(n=args.n, seed=args.seed, completions_per_prompt=args.completions_per_prompt,
                             sampling=sampling, pipeline=pipeline, n_samples=args.n_samples,
-                            ood_threshold=args.ood_threshold, bootstrap=args.bootstrap)
+                            ood_threshold=args.ood_threshold, bootstrap=args.bootstrap, text_format=args.text_format)
     if args.topics:
         config.topics = [t.strip() for t in args.topics.split(",") if t.strip()]
-    result = validate(args.posterior, args.base, args.out, adapter=args.adapter, config=config)
+    result = validate(args.posterior, args.base, args.out, adapter=args.adapter, config=config,
+                      second_posterior=args.second_posterior, judge=None if args.no_judge else (args.judge or "packaged"))
     print_validation(result)
     print(f"results: {args.out}/validation.json, figures: {', '.join(result['figures'].values())}")
     return 0
@@ -68,10 +71,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     val.add_argument("--max-new-tokens", type=int, default=160)
     val.add_argument("--out", required=True, type=folder_arg,
                      help="folder for validation.json, completions.jsonl and figures")
-    group = val.add_argument_group("brain pipeline (use the posterior's campaign settings)")
-    group.add_argument("--model", default="synthetic")
+    val.add_argument("--second-posterior", help="a posterior fitted on a disjoint campaign: an independent decoder")
+    val.add_argument("--judge", help="text-judge calibration (default: the packaged one)")
+    val.add_argument("--no-judge", action="store_true", help="skip the text judge")
+    val.add_argument("--text-format", default="campaign", choices=["campaign", "raw"],
+                     help="speak completions as the campaign spoke its texts (default) or as generated")
+    group = val.add_argument_group("brain pipeline (default: the posterior's campaign pipeline, from its card; "
+                                   "a different one is refused)")
+    group.add_argument("--model", default=None)
     group.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE")
-    group.add_argument("--speech", default="espeak")
+    group.add_argument("--speech", default=None)
     group.add_argument("--cache-dir", default=None)
     val.set_defaults(func=_validate)
 

@@ -50,6 +50,9 @@ class ProjectionConfig:
     k: int = 64
     t_max: int = T_MAX
     max_fit_frames: int = 20000
+    #: another campaign's ``projection/`` folder to reuse instead of fitting one on shard 0, so that
+    #: campaigns can be fitted together and evaluated across (``brainrl sbi fit --data A --data B``)
+    projection_from: str | None = None
 
 
 @dataclass
@@ -97,9 +100,24 @@ class CampaignConfig:
     def fingerprint(self) -> str:
         """What fixes the items: everything except where they go and how the work is scheduled."""
         data = asdict(self)
+        for key in ("out_dir", "merge_wait_s", "batch_size", "n_items"):
+            data.pop(key)  # n_items: a finished campaign can grow in place (``Campaign._check_or_write_manifest``)
+        if self.generator.name == "local":
+            # the local generator seeds each forward batch from its first request, so which items share a
+            # writer call (batch_size) changes its texts: a resume must keep it
+            data["batch_size"] = self.batch_size
+        if data["projection"].get("projection_from") is None:
+            data["projection"].pop("projection_from")  # fingerprints of campaigns made before the field
+        return content_hash(data, 16)
+
+    def legacy_fingerprints(self) -> set[str]:
+        """Fingerprints this config had before n_items left the fingerprint (so old campaigns resume)."""
+        data = asdict(self)
         for key in ("out_dir", "merge_wait_s", "batch_size"):
             data.pop(key)
-        return content_hash(data, 16)
+        if data["projection"].get("projection_from") is None:
+            data["projection"].pop("projection_from")
+        return {content_hash(data, 16)}
 
 
 def load_campaign_config(path: str | Path) -> CampaignConfig:
@@ -157,6 +175,8 @@ class Campaign:
         self.world_size = env_world if world_size is None else world_size
         self._generator, self._pipeline = generator, pipeline
         self.projection: Projection | None = None
+        #: the fingerprint recorded in campaign.json (set when the manifest is checked or written)
+        self.fingerprint: str = config.fingerprint()
 
     # -- lazily built parts -------------------------------------------------------------------
     @property
@@ -177,13 +197,31 @@ class Campaign:
     def _check_or_write_manifest(self) -> None:
         path = self.out_dir / "campaign.json"
         fingerprint = self.config.fingerprint()
+        self.fingerprint = fingerprint
         if path.is_file():
             old = json.loads(path.read_text())
-            if old.get("fingerprint") != fingerprint:
+            if old.get("fingerprint") in self.config.legacy_fingerprints():
+                self.fingerprint = old["fingerprint"]  # made before n_items left the fingerprint: resumes, as it was
+            elif old.get("fingerprint") != fingerprint:
                 diffs = [k for k, v in asdict(self.config).items() if old.get("config", {}).get(k) != v
-                         and k not in ("out_dir", "merge_wait_s", "batch_size")]
-                raise ValueError(f"{self.out_dir} holds a different campaign (fields differ: {', '.join(diffs)}); "
+                         and k not in ("out_dir", "merge_wait_s", "batch_size", "n_items")]
+                raise ValueError(f"{self.out_dir} holds a different campaign (fields differ: {', '.join(diffs) or 'batch_size'}); "
                                  "use a new out_dir or the original recipe to resume.")
+            old_n = int(old.get("config", {}).get("n_items", self.config.n_items))
+            if self.config.n_items < old_n:
+                raise ValueError(f"{self.out_dir} holds {old_n} items; n_items={self.config.n_items} would shrink it. "
+                                 f"Use n_items >= {old_n} (growing is allowed) or a new out_dir.")
+            if self.config.n_items > old_n and self.rank == 0:
+                if old_n % self.config.shard_size:
+                    raise ValueError(f"{self.out_dir}'s last shard is partial ({old_n} items, shard_size "
+                                     f"{self.config.shard_size}); it can only grow from a multiple of shard_size.")
+                old["config"]["n_items"] = self.config.n_items
+                old.setdefault("grown", []).append({"from": old_n, "to": self.config.n_items,
+                                                    "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                tmp = path.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps(old, indent=2, default=str))
+                tmp.replace(path)
+                log.info("growing %s from %d to %d items", self.out_dir, old_n, self.config.n_items)
             return
         if self.rank != 0:
             return
@@ -217,6 +255,15 @@ class Campaign:
             return self.projection
         if (folder / "projection.npz").is_file():
             self.projection = Projection.load(folder)
+        elif self.config.projection.projection_from:
+            source = Projection.load(self.config.projection.projection_from)
+            cfg = self.config.projection
+            if (source.k, source.t_max) != (cfg.k, cfg.t_max):
+                raise ValueError(f"projection_from {cfg.projection_from} has k={source.k}, t_max={source.t_max}; this "
+                                 f"recipe asks for k={cfg.k}, t_max={cfg.t_max}. Make them equal.")
+            self.projection = source
+            if self.rank == 0:
+                source.save(folder)
         elif shard == 0:
             cfg = self.config.projection
             if not maps:
@@ -277,7 +324,7 @@ class Campaign:
             row["coeffs"], row["n_frames"], row["n_frames_total"] = projection.project_frames(brain_map.data)
         columns = {name: [row[name] for row in rows] for name in _features(projection.t_max, projection.k)}
         meta = {"shard": shard, "ids": [r["id"] for r in rows], "failures": failures, "seed": self.config.seed,
-                "campaign_fingerprint": self.config.fingerprint(), "projection": projection.fingerprint(),
+                "campaign_fingerprint": self.fingerprint, "projection": projection.fingerprint(),
                 "rank": self.rank, "world_size": self.world_size, "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
         features = _features(projection.t_max, projection.k)
         info = DatasetInfo(description=json.dumps({"campaign": self.config.name, "shard": shard}), features=features)
@@ -336,12 +383,19 @@ def merge_shards(out_dir: str | Path) -> Path:
     n_items = manifest["config"]["n_items"]
     shard_size = manifest["config"]["shard_size"]
     n_shards = math.ceil(n_items / shard_size)
+    projection = Projection.load(out_dir / "projection").fingerprint()
     parts, failures, seen_ids, seen_headlines = [], [], set(), set()
     for s in range(n_shards):
         folder = shard_dir(out_dir, s)
         if not (folder / SHARD_META).is_file():
             raise FileNotFoundError(f"shard {s} is missing ({folder}); rerun the campaign to finish it before merging.")
         meta = json.loads((folder / SHARD_META).read_text())
+        if meta.get("campaign_fingerprint") not in (None, manifest["fingerprint"]):
+            raise ValueError(f"shard {s} was written by another campaign (fingerprint {meta['campaign_fingerprint']}, "
+                             f"campaign.json says {manifest['fingerprint']}); delete {folder} and rerun to redo it.")
+        if meta.get("projection") not in (None, projection):
+            raise ValueError(f"shard {s} was projected with another basis ({meta['projection']}, the campaign's is "
+                             f"{projection}); its coefficients are not comparable. Delete {folder} and rerun.")
         failures += meta["failures"]
         part = load_from_disk(str(folder))
         keep = []
@@ -378,6 +432,33 @@ def run_campaign(config: CampaignConfig, **kwargs: Any) -> CampaignResult:
     return Campaign(config, **kwargs).run()
 
 
+def combine_campaign_arrays(campaign_dirs: Sequence[str | Path]) -> dict[str, Any]:
+    """Several campaigns' arrays as one training set (the paper's "Both" model): rows concatenated, a
+    ``source`` column (campaign index) so each campaign keeps its own id-based split, ``manifests`` in
+    order. All campaigns must share one projection (simulate the others with ``projection_from``)."""
+    if not campaign_dirs:
+        raise ValueError("no campaign folders given.")
+    parts = [load_campaign_arrays(d) for d in campaign_dirs]
+    if len(parts) == 1:
+        return {**parts[0], "source": np.zeros(len(parts[0]["ids"]), dtype=int), "manifests": [parts[0]["manifest"]]}
+    first = parts[0]["projection"]
+    for d, part in zip(campaign_dirs[1:], parts[1:]):
+        if part["projection"].fingerprint() != first.fingerprint():
+            raise ValueError(f"campaign {d} has its own projection ({part['projection'].fingerprint()}), not "
+                             f"{campaign_dirs[0]}'s ({first.fingerprint()}); one posterior needs one basis. Simulate it "
+                             f"with `projection_from: {Path(campaign_dirs[0]) / 'projection'}` in its recipe.")
+        if part["coeffs"].shape[1:] != parts[0]["coeffs"].shape[1:]:
+            raise ValueError(f"campaign {d} stores coefficients {part['coeffs'].shape[1:]}, not "
+                             f"{parts[0]['coeffs'].shape[1:]}.")
+    out: dict[str, Any] = {key: np.concatenate([p[key] for p in parts]) for key in ("coeffs", "mask", "theta", "ids")}
+    for key in ("topics", "headlines", "generator", "texts"):
+        out[key] = [x for p in parts for x in p[key]]
+    out["source"] = np.concatenate([np.full(len(p["ids"]), i, dtype=int) for i, p in enumerate(parts)])
+    out["projection"], out["manifest"] = first, parts[0]["manifest"]
+    out["manifests"] = [p["manifest"] for p in parts]
+    return out
+
+
 def load_campaign_arrays(campaign_dir: str | Path) -> dict[str, Any]:
     """The merged dataset as arrays for fitting: coeffs (n, t_max, k), mask (n, t_max), theta (n, 6), ids,
     topics, headlines, plus the projection and the manifest."""
@@ -395,5 +476,6 @@ def load_campaign_arrays(campaign_dir: str | Path) -> dict[str, Any]:
     return {"coeffs": coeffs, "mask": mask, "theta": np.asarray(dataset["theta"], dtype=np.float32),
             "ids": np.asarray(dataset["id"]), "topics": list(dataset["topic"]),
             "headlines": [list(h) for h in dataset["headlines"]], "generator": list(dataset["generator"]),
+            "texts": list(dataset["text"]),
             "projection": Projection.load(campaign_dir / "projection"),
             "manifest": json.loads((campaign_dir / "campaign.json").read_text())}

@@ -184,7 +184,7 @@ class DiagnoseConfig:
     split: str = "test"  # "test" = the fit's held-out ids when --data is the training campaign; "all" = every row
     max_cases: int | None = None
     seed: int = 0
-    cycle: Any = None  # brainrl.sbi.cycle.CycleConfig, or None to skip the baseline
+    cycle: Any = None  # brainrl.sbi.cycle.CycleConfig, "judge" (the text judge), or None to skip the baseline
     sampler: dict[str, Any] = field(default_factory=dict)  # overrides the posterior's ODE settings
 
 
@@ -192,7 +192,7 @@ def diagnose(posterior_dir: str | Path, data_dir: str | Path, out_dir: str | Pat
              config: DiagnoseConfig | None = None, *, posterior: Any = None, cycle_evaluator: Any = None) -> dict[str, Any]:
     """Evaluate a posterior on a campaign's held-out cases (and the cycle baseline on the same cases)."""
     from brainrl.sbi.campaign import load_campaign_arrays
-    from brainrl.sbi.estimator import Posterior, data_fingerprint
+    from brainrl.sbi.estimator import Posterior, heldout_rows
 
     config = config or DiagnoseConfig()
     out_dir = Path(out_dir)
@@ -200,14 +200,17 @@ def diagnose(posterior_dir: str | Path, data_dir: str | Path, out_dir: str | Pat
     posterior = posterior or Posterior.load(posterior_dir)
     arrays = load_campaign_arrays(data_dir)
     ids = arrays["ids"]
-    same_data = posterior.meta.get("data", {}).get("fingerprint") == data_fingerprint(ids)
-    if config.split == "all" or not same_data:
+    trained_on = arrays["manifest"].get("fingerprint") in {c.get("fingerprint")
+                                                           for c in posterior.meta.get("campaigns", [])}
+    if config.split == "all":
         rows = np.arange(len(ids))
-        which = "all rows" + ("" if same_data else " (the data differ from the training campaign)")
+        which = "all rows" + ("" if not trained_on else " (including training items)")
     else:
-        wanted = set(posterior.meta["splits"][config.split])
-        rows = np.array([r for r, i in enumerate(ids) if int(i) in wanted], dtype=int)
-        which = f"the fit's held-out '{config.split}' ids"
+        # the posterior's id-based split rule: for a training campaign exactly the items the fit held out; for
+        # another campaign the same hash subset, so cross-generator tables compare like with like
+        rows = heldout_rows(ids, posterior.meta, config.split)
+        which = f"the '{config.split}' ids of the posterior's split rule" + (
+            " (held out by the fit)" if trained_on else " (a campaign the posterior was not trained on)")
     if config.max_cases:
         rows = rows[: config.max_cases]
     if len(rows) < 3:
@@ -227,7 +230,11 @@ def diagnose(posterior_dir: str | Path, data_dir: str | Path, out_dir: str | Pat
               "SBI calibration (rank ECDF difference, 95% bands)": figs["calibration_ecdf"]}
     cross = {"SBI": np.asarray(results["sbi"]["cross_correlation"])}
     cycle_info = None
-    if cycle_evaluator is None and config.cycle is not None:
+    if cycle_evaluator is None and config.cycle == "judge":
+        from brainrl.sbi.judge import JudgeEvaluator
+
+        cycle_evaluator = JudgeEvaluator()
+    elif cycle_evaluator is None and config.cycle is not None:
         from brainrl.sbi.cycle import CycleEvaluator
 
         cycle_evaluator = CycleEvaluator.from_config(config.cycle)
@@ -235,7 +242,9 @@ def diagnose(posterior_dir: str | Path, data_dir: str | Path, out_dir: str | Pat
         started_cycle = time.time()
         outcome = cycle_evaluator.evaluate([arrays["headlines"][r] for r in rows], ids=ids[rows])
         valid = outcome.valid
-        cycle_info = {"evaluator": cycle_evaluator.generator.identity(), "n_valid": int(valid.sum()),
+        identity = cycle_evaluator.identity() if hasattr(cycle_evaluator, "identity") else \
+            cycle_evaluator.generator.identity()
+        cycle_info = {"evaluator": identity, "n_valid": int(valid.sum()),
                       "n_failed": int((~valid).sum()), "seconds": round(time.time() - started_cycle, 1),
                       "failures": [{"id": int(ids[r]), "reason": why} for r, why, ok in zip(rows, outcome.reasons, valid)
                                    if not ok]}
@@ -253,7 +262,7 @@ def diagnose(posterior_dir: str | Path, data_dir: str | Path, out_dir: str | Pat
     images["Pearson r per dimension"] = plot_r_comparison(comparable, out_dir / "pearson_r.png", names)
     report = {
         "posterior": str(posterior_dir), "data": str(data_dir), "cases": which, "n_cases": int(len(rows)),
-        "case_ids": [int(i) for i in ids[rows]], "n_samples": config.n_samples, "seed": config.seed,
+        "trained_on_this_campaign": bool(trained_on), "case_ids": [int(i) for i in ids[rows]], "n_samples": config.n_samples, "seed": config.seed,
         "sample_seconds": round(sample_seconds, 2), "param_names": list(names), "results": results, "cycle": cycle_info,
         "generator": sorted(set(arrays["generator"])), "versions": versions(("brainrl", "numpy", "torch", "keras", "bayesflow")),
         "images": images,

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 APPROXIMATOR_FILE = "approximator.keras"
 META_FILE = "posterior.json"
+SCALING_FILE = "input_scaling.npz"
 THETA_EPS = 1e-6  # keeps θ off the [0, 1] bounds, where the logit constraint is infinite
 SBI_PACKAGES = ("brainrl", "numpy", "torch", "keras", "bayesflow", "datasets")
 
@@ -63,6 +65,18 @@ class EstimatorConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     seed: int = 0
+    #: z-score every summary input (PCA coefficient) with its mean and SD over the training items' valid
+    #: frames. Raw PCA coefficients differ in scale by 40-100x (PC1 vs PC20-PC32 on synthetic maps), so
+    #: without it the frame LayerNorm sees the low-variance directions that carry θ shrunk to noise.
+    standardize_inputs: bool = True
+    #: the training budget counts optimiser steps, not epochs: a small campaign's epoch is padded to
+    #: ``min_steps_per_epoch`` steps (the training set repeated, reshuffled), and early stopping may not
+    #: stop before ``min_steps`` steps. The paper's 10k-item schedule (313 steps per epoch) is unchanged.
+    min_steps_per_epoch: int = 100
+    min_steps: int = 3000
+    #: the validation loss is a Monte-Carlo flow-matching loss (random t, ε per item); the validation set
+    #: is repeated so one epoch's loss averages at least this many (item, t, ε) draws
+    min_val_draws: int = 2048
     #: ODE integration when sampling; {} = BayesFlow's default (adaptive tsit5). Euler with fixed steps
     #: is 5-6x faster on CPU and deterministic in cost.
     sampler: dict[str, Any] = field(default_factory=lambda: {"method": "euler", "steps": 50})
@@ -99,9 +113,53 @@ def _build_approximator(config: EstimatorConfig):
                                          standardize="inference_variables")
 
 
-def _data_dict(arrays: dict[str, Any], rows: np.ndarray) -> dict[str, np.ndarray]:
+@dataclass
+class InputScaling:
+    """Per-component z-score of the summary inputs; padded frames stay exactly zero."""
+
+    mean: np.ndarray  # (k,)
+    std: np.ndarray  # (k,)
+
+    @classmethod
+    def fit(cls, coeffs: np.ndarray, mask: np.ndarray) -> "InputScaling":
+        valid = np.asarray(coeffs, np.float64)[np.asarray(mask) > 0]  # (frames, k)
+        if len(valid) < 2:
+            raise ValueError("input standardisation needs at least two valid frames in the training items.")
+        std = valid.std(axis=0)
+        return cls(valid.mean(axis=0).astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32))
+
+    def apply(self, coeffs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return (((coeffs - self.mean) / self.std) * (mask[..., None] > 0)).astype(np.float32)
+
+    def save(self, folder: Path) -> None:
+        np.savez(folder / SCALING_FILE, mean=self.mean, std=self.std)
+
+    @classmethod
+    def load(cls, folder: Path) -> "InputScaling | None":
+        path = folder / SCALING_FILE
+        if not path.is_file():
+            return None  # a posterior fitted on raw coefficients
+        with np.load(path) as f:
+            return cls(f["mean"], f["std"])
+
+
+def _data_dict(arrays: dict[str, Any], rows: np.ndarray, scaling: InputScaling | None = None,
+               repeats: int = 1) -> dict[str, np.ndarray]:
+    rows = np.tile(rows, max(1, int(repeats)))
+    coeffs, mask = arrays["coeffs"][rows], arrays["mask"][rows]
     return {"theta": np.clip(arrays["theta"][rows], THETA_EPS, 1 - THETA_EPS).astype(np.float32),
-            "coeffs": arrays["coeffs"][rows], "mask": arrays["mask"][rows]}
+            "coeffs": scaling.apply(coeffs, mask) if scaling is not None else coeffs, "mask": mask}
+
+
+def training_budget(n_train: int, n_val: int, config: EstimatorConfig) -> dict[str, int]:
+    """How the step budget maps onto keras epochs for this campaign size (recorded in the card)."""
+    natural = math.ceil(n_train / config.batch_size)
+    repeats = max(1, math.ceil(config.min_steps_per_epoch / natural))
+    steps_per_epoch = math.ceil(n_train * repeats / config.batch_size)
+    floor_epochs = math.ceil(config.min_steps / steps_per_epoch)
+    return {"train_repeats_per_epoch": repeats, "steps_per_epoch": steps_per_epoch,
+            "max_epochs": max(config.max_epochs, floor_epochs), "early_stopping_from_epoch": floor_epochs,
+            "val_repeats": max(1, math.ceil(config.min_val_draws / max(n_val, 1)))}
 
 
 @dataclass
@@ -115,57 +173,109 @@ class FitResult:
     seconds: float
 
 
+def campaign_rows(arrays: dict[str, Any], config: EstimatorConfig) -> dict[str, np.ndarray]:
+    """Row indices of the train/val/test parts: each campaign (``arrays["source"]``) is split by its own
+    ids with ``split_ids``, so a campaign's held-out items are the same alone or fitted with others."""
+    ids = np.asarray(arrays["ids"])
+    source = np.asarray(arrays.get("source", np.zeros(len(ids), dtype=int)))
+    rows: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for s in np.unique(source):
+        here = np.flatnonzero(source == s)
+        splits = split_ids(ids[here], config.val_fraction, config.test_fraction, config.seed)
+        row_of = {int(ids[r]): r for r in here}
+        for name, part in splits.items():
+            rows[name].append(np.array([row_of[int(i)] for i in part], dtype=int))
+    return {name: np.concatenate(parts) if parts else np.zeros(0, int) for name, parts in rows.items()}
+
+
+def heldout_rows(ids: np.ndarray, meta: dict[str, Any], split: str) -> np.ndarray:
+    """Rows of one campaign's ``split`` part under a fitted posterior's split rule (its seed and fractions):
+    the same items the fit held out when the campaign was a training campaign."""
+    cfg = meta.get("config", {})
+    parts = split_ids(np.asarray(ids), cfg.get("val_fraction", 0.1), cfg.get("test_fraction", 0.1), cfg.get("seed", 0))
+    wanted = set(int(i) for i in parts[split])
+    return np.array([r for r, i in enumerate(ids) if int(i) in wanted], dtype=int)
+
+
 def fit_posterior(arrays: dict[str, Any], out_dir: str | Path, config: EstimatorConfig | None = None,
-                  data_dir: str | Path | None = None) -> FitResult:
-    """Train on a campaign's arrays (``brainrl.sbi.campaign.load_campaign_arrays``) and save to ``out_dir``."""
+                  data_dir: str | Path | Sequence[str | Path] | None = None) -> FitResult:
+    """Train on campaign arrays (``brainrl.sbi.campaign.load_campaign_arrays``, or several combined by
+    ``combine_campaign_arrays``) and save to ``out_dir``."""
     config = config or EstimatorConfig()
     out_dir = Path(out_dir)
     ids = np.asarray(arrays["ids"])
-    splits = split_ids(ids, config.val_fraction, config.test_fraction, config.seed)
-    if len(splits["train"]) < config.batch_size or len(splits["val"]) == 0:
-        raise ValueError(f"{len(ids)} items give {len(splits['train'])} training and {len(splits['val'])} validation "
+    rows = campaign_rows(arrays, config)
+    splits = {name: ids[part] for name, part in rows.items()}
+    if len(rows["train"]) < config.batch_size or len(rows["val"]) == 0:
+        raise ValueError(f"{len(ids)} items give {len(rows['train'])} training and {len(rows['val'])} validation "
                          f"items; simulate more (at least ~{4 * config.batch_size}) or change the fractions.")
-    row_of = {int(i): r for r, i in enumerate(ids)}
-    rows = {name: np.array([row_of[int(i)] for i in part], dtype=int) for name, part in splits.items()}
     bf, approximator = _build_approximator(config)
     import keras
 
     keras.utils.set_random_seed(config.seed)
-    train = bf.OfflineDataset(data=_data_dict(arrays, rows["train"]), batch_size=config.batch_size,
-                              adapter=approximator.adapter)
-    val = bf.OfflineDataset(data=_data_dict(arrays, rows["val"]), batch_size=config.batch_size,
-                            adapter=approximator.adapter)
+    scaling = InputScaling.fit(arrays["coeffs"][rows["train"]], arrays["mask"][rows["train"]]) \
+        if config.standardize_inputs else None
+    budget = training_budget(len(rows["train"]), len(rows["val"]), config)
+    train = bf.OfflineDataset(data=_data_dict(arrays, rows["train"], scaling, budget["train_repeats_per_epoch"]),
+                              batch_size=config.batch_size, adapter=approximator.adapter)
+    val = bf.OfflineDataset(data=_data_dict(arrays, rows["val"], scaling, budget["val_repeats"]),
+                            batch_size=config.batch_size, adapter=approximator.adapter)
     approximator.compile(optimizer=keras.optimizers.AdamW(learning_rate=config.learning_rate,
                                                           weight_decay=config.weight_decay))
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience,
-                                      restore_best_weights=True),
+                                      restore_best_weights=True,
+                                      start_from_epoch=budget["early_stopping_from_epoch"]),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.lr_factor, patience=config.lr_patience,
                                           min_lr=config.min_lr),
     ]
     started = time.time()
-    history = approximator.fit(dataset=train, validation_data=val, epochs=config.max_epochs, callbacks=callbacks,
+    history = approximator.fit(dataset=train, validation_data=val, epochs=budget["max_epochs"], callbacks=callbacks,
                                verbose=config.verbose)
     seconds = time.time() - started
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     val_losses = hist.get("val_loss", [float("nan")])
     out_dir.mkdir(parents=True, exist_ok=True)
     approximator.save(str(out_dir / APPROXIMATOR_FILE))
+    if scaling is not None:
+        scaling.save(out_dir)
+    elif (out_dir / SCALING_FILE).exists():
+        (out_dir / SCALING_FILE).unlink()
     projection: Projection = arrays["projection"]
     projection.save(out_dir / "projection")
+    dirs = [str(d) for d in ([data_dir] if isinstance(data_dir, (str, Path)) else (data_dir or []))]
+    manifests = arrays.get("manifests") or [arrays.get("manifest", {})]
     meta = {
         "param_names": list(PARAM_NAMES), "config": asdict(config),
-        "data": {"dir": str(data_dir) if data_dir else None, "fingerprint": data_fingerprint(ids),
-                 "campaign": arrays.get("manifest", {}).get("fingerprint"),
+        "data": {"dir": dirs[0] if len(dirs) == 1 else dirs or None, "fingerprint": data_fingerprint(ids),
+                 "campaign": manifests[0].get("fingerprint") if len(manifests) == 1 else
+                 [m.get("fingerprint") for m in manifests],
                  "generator": sorted(set(arrays.get("generator", [])))},
+        "campaigns": [campaign_identity(m) for m in manifests],
         "splits": {k: [int(i) for i in v] for k, v in splits.items()},
         "projection": projection.describe(), "history": hist, "epochs": len(val_losses),
         "best_val_loss": float(np.nanmin(val_losses)), "fit_seconds": round(seconds, 2),
+        "training": {**budget, "optimizer_steps": budget["steps_per_epoch"] * len(val_losses),
+                     "best_epoch": int(np.nanargmin(val_losses)) + 1,
+                     "steps_to_best": budget["steps_per_epoch"] * (int(np.nanargmin(val_losses)) + 1),
+                     "val_draws_per_epoch": len(rows["val"]) * budget["val_repeats"],
+                     "input_standardisation": "per-component z-score over the training items' valid frames"
+                     if scaling is not None else "none (raw PCA coefficients)"},
         "versions": versions(SBI_PACKAGES), "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=1))
     return FitResult(out_dir, len(splits["train"]), len(splits["val"]), len(splits["test"]), len(val_losses),
                      meta["best_val_loss"], seconds)
+
+
+def campaign_identity(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a posterior must know about a training campaign to decode new texts the same way: the
+    campaign fingerprint, generator, speech + brain pipeline and the text format (``block_text`` of the
+    writer's cleaned headlines)."""
+    config = manifest.get("config", {})
+    return {"fingerprint": manifest.get("fingerprint"), "name": config.get("name"),
+            "generator": manifest.get("generator"), "pipeline": manifest.get("pipeline"),
+            "text_format": {"spoken": "block_text", "writer": config.get("writer")}}
 
 
 def data_fingerprint(ids: np.ndarray) -> str:
@@ -179,8 +289,10 @@ class Posterior:
     standardisation and PCA), or a projected ``(coeffs (n, t_max, k), mask (n, t_max))`` pair / dict.
     """
 
-    def __init__(self, approximator: Any, projection: Projection, meta: dict[str, Any]):
+    def __init__(self, approximator: Any, projection: Projection, meta: dict[str, Any],
+                 scaling: InputScaling | None = None):
         self.approximator, self.projection, self.meta = approximator, projection, meta
+        self.scaling = scaling
         self.param_names: tuple[str, ...] = tuple(meta.get("param_names", PARAM_NAMES))
 
     @classmethod
@@ -193,7 +305,11 @@ class Posterior:
 
         approximator = keras.saving.load_model(str(folder / APPROXIMATOR_FILE))
         meta = json.loads((folder / META_FILE).read_text())
-        return cls(approximator, Projection.load(folder / "projection"), meta)
+        return cls(approximator, Projection.load(folder / "projection"), meta, InputScaling.load(folder))
+
+    def _conditions(self, coeffs: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        """What the network was trained on: standardised coefficients (when fitted so) and the mask."""
+        return {"coeffs": self.scaling.apply(coeffs, mask) if self.scaling is not None else coeffs, "mask": mask}
 
     def prepare(self, inputs: Any) -> tuple[np.ndarray, np.ndarray]:
         """Inputs → (coeffs (n, t_max, k), mask (n, t_max)) float32."""
@@ -223,8 +339,8 @@ class Posterior:
         draws = []
         for start in range(0, len(coeffs), batch_size):
             out = self.approximator.sample(
-                num_samples=int(n), conditions={"coeffs": coeffs[start:start + batch_size],
-                                                "mask": mask[start:start + batch_size]},
+                num_samples=int(n), conditions=self._conditions(coeffs[start:start + batch_size],
+                                                                mask[start:start + batch_size]),
                 seed=None if seed is None else int(seed) + start, **kwargs)
             draws.append(np.asarray(out["theta"], dtype=np.float32))
         return np.concatenate(draws) if draws else np.zeros((0, int(n), len(self.param_names)), np.float32)
@@ -236,4 +352,4 @@ class Posterior:
     def summaries(self, inputs: Any) -> np.ndarray:
         """(n_items, summary_dim) learned summaries z = h(X) (deterministic: dropout is off)."""
         coeffs, mask = self.prepare(inputs)
-        return np.asarray(self.approximator.summarize({"coeffs": coeffs, "mask": mask}), dtype=np.float32)
+        return np.asarray(self.approximator.summarize(self._conditions(coeffs, mask)), dtype=np.float32)

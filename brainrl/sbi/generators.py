@@ -236,3 +236,4 @@ class OpenAIChatGenerator:
 
 GENERATORS.register("local", LocalChatGenerator)
 GENERATORS.register("openai", OpenAIChatGenerator)
+GENERATORS.register("procedural", "brainrl.sbi.procedural:ProceduralGenerator")

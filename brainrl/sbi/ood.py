@@ -181,18 +181,18 @@ def fit_ood(posterior: Any, arrays: dict[str, Any] | str | Path | None = None, o
     the one the posterior was fitted on, the mean/covariance are fitted on its training ids and the
     held-out (val + test) ids are the reference; otherwise K-fold cross-fitting over all items is used.
     """
-    from brainrl.sbi.estimator import Posterior, data_fingerprint
+    from brainrl.sbi.estimator import EstimatorConfig, Posterior, campaign_rows, data_fingerprint
 
     if isinstance(posterior, (str, Path)):
         posterior_dir = Path(posterior)
         posterior = Posterior.load(posterior_dir)
     if arrays is None or isinstance(arrays, (str, Path)):
-        from brainrl.sbi.campaign import load_campaign_arrays
+        from brainrl.sbi.campaign import combine_campaign_arrays
 
         campaign = arrays or posterior.meta.get("data", {}).get("dir")
         if not campaign:
             raise ValueError("the posterior's metadata names no campaign folder; pass the campaign (--data DIR).")
-        arrays = load_campaign_arrays(campaign)
+        arrays = combine_campaign_arrays([campaign] if isinstance(campaign, (str, Path)) else campaign)
     if posterior.projection.fingerprint() != arrays["projection"].fingerprint():
         raise ValueError("the campaign's projection differs from the posterior's; fit OOD statistics on the campaign "
                          "the posterior was trained on (its stored coefficients use the same basis).")
@@ -201,8 +201,11 @@ def fit_ood(posterior: Any, arrays: dict[str, Any] | str | Path | None = None, o
     splits = posterior.meta.get("splits", {})
     same = posterior.meta.get("data", {}).get("fingerprint") == data_fingerprint(ids) and splits
     if same:
-        held = set(int(i) for i in splits.get("val", []) + splits.get("test", []))
-        is_held = np.array([int(i) in held for i in ids])
+        known = set(EstimatorConfig.__dataclass_fields__)
+        rows = campaign_rows(arrays, EstimatorConfig(**{k: v for k, v in posterior.meta.get("config", {}).items()
+                                                        if k in known}))
+        is_held = np.zeros(len(ids), bool)
+        is_held[np.concatenate([rows["val"], rows["test"]])] = True
         reference = OODReference.fit(z[~is_held], z[is_held], folds, seed)
     else:
         reference = OODReference.fit(z, None, folds, seed)

@@ -98,14 +98,10 @@ def read_theta_prompts(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"θ-prompt file {str(path)!r} not found; write one with `brainrl theta-prompts`.")
+    from brainrl.configs import read_jsonl
+
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{number} is not JSON: {err}") from err
+    for number, row in read_jsonl(path):
         for column in ("prompt", THETA_COLUMN, TOPIC_COLUMN):
             if column not in row:
                 raise ValueError(f"{path}:{number} has no {column!r} column; rows need prompt, theta_target, topic.")

@@ -14,8 +14,15 @@ training summaries. ``ood`` says what a flagged item gets:
 - ``"none"``: ``None`` (dropped from the loss, like any failed item);
 - ``"off"``: no OOD scoring at all (no statistics needed).
 
-θ* and the topic come as dataset columns (``theta_target``: six floats in [0, 1]; ``topic``), or, for
-trainers that pass prompt texts only, from θ-prompt JSONL files given as ``prompts=`` (looked up by prompt).
+θ* and the topic come as dataset columns (``theta_target``: six floats in [0, 1]; ``topic``; both
+trainers pass the columns of a ``.jsonl`` prompt file); as fallbacks, from θ-prompt JSONL files given as
+``prompts=`` (looked up by prompt), else parsed from the prompt text's ``- valence: 0.64 (high)`` lines.
+
+The reward decodes what the posterior saw: a completion is cleaned into the campaigns' spoken format
+(``text_format="campaign"``: one headline per line, numbering stripped, each closed by a full stop, as
+``parse.block_text``), and its speech + brain pipeline must be the one of the posterior's training
+campaign(s) (speech engine and brain model identity, from the posterior's card); a different one is
+refused with a message naming both. Without a ``brain:`` section the campaign's pipeline is used.
 """
 
 from __future__ import annotations
@@ -34,6 +41,33 @@ log = logging.getLogger(__name__)
 
 MODES = ("expected", "mean")
 OOD_ACTIONS = ("log", "downweight", "none", "off")
+TEXT_FORMATS = ("campaign", "raw")
+
+
+class PipelineMismatch(ValueError):
+    """The reward's speech + brain pipeline is not the one the posterior's campaign used."""
+
+
+def check_pipeline(posterior_meta: dict[str, Any], described: dict[str, Any], what: str = "the reward") -> None:
+    """Raise ``PipelineMismatch`` when ``described`` (``BrainPipeline.describe()``) differs from every
+    training campaign's pipeline in the posterior's card (speech engine, brain model identity)."""
+    import json
+
+    from brainrl.sbi.decode import pipeline_identity
+
+    campaigns = posterior_meta.get("campaigns") or []
+    wanted = [pipeline_identity(c.get("pipeline")) for c in campaigns if c.get("pipeline")]
+    if not wanted:
+        log.warning("the posterior's card records no campaign pipeline; %s cannot check that it decodes what the "
+                    "posterior was trained on", what)
+        return
+    mine = json.loads(json.dumps(pipeline_identity(described), default=str))
+    if any(json.loads(json.dumps(w, default=str)) == mine for w in wanted):
+        return
+    raise PipelineMismatch(
+        f"{what} speaks and predicts with {mine}, but the posterior was trained on maps from {wanted[0]}; its decodes "
+        "of these maps would be meaningless. Use the campaign's pipeline (omit the recipe's brain: section, or copy "
+        "the campaign recipe's pipeline settings into it), or fit a posterior on a campaign made with this pipeline.")
 
 
 def theta_distance(draws: np.ndarray, targets: np.ndarray, weights: np.ndarray, mode: str) -> np.ndarray:
@@ -60,7 +94,7 @@ class ThetaTargetReward(BrainReward):
                  mode: str = "expected", n_samples: int = 64, ood: str = "log", ood_threshold: float = 0.05,
                  name: str | None = None, pipeline: PipelineConfig | None = None,
                  prompts: str | Path | Sequence[str | Path] | None = None, seed: int = 0,
-                 sampler: dict[str, Any] | None = None):
+                 sampler: dict[str, Any] | None = None, text_format: str = "campaign"):
         from brainrl.sbi.prior import PARAM_NAMES
 
         if mode not in MODES:
@@ -71,6 +105,10 @@ class ThetaTargetReward(BrainReward):
             raise ValueError(f"ood_threshold is a p-value threshold in (0, 1); got {ood_threshold}.")
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1; got {n_samples}.")
+        if text_format not in TEXT_FORMATS:
+            raise ValueError(f"unknown text_format {text_format!r}; choose one of {', '.join(TEXT_FORMATS)}.")
+        self.text_format = text_format
+        self._pipeline_checked = False
         dims = tuple(dims) if dims else tuple(PARAM_NAMES)
         unknown = [d for d in dims if d not in PARAM_NAMES]
         if unknown or len(set(dims)) != len(dims):
@@ -105,7 +143,61 @@ class ThetaTargetReward(BrainReward):
             state["_posterior"] = None
             state["_ood_reference"] = None
         state["_prompt_table"] = None
+        state["_pipeline_checked"] = False
         return state
+
+    def bind(self, pipeline):
+        bound = super().bind(pipeline)
+        bound._pipeline_checked = False
+        return bound
+
+    @property
+    def pipeline(self):
+        """The recipe's pipeline, or without one the posterior's training campaign's (from its card)."""
+        if self._pipeline is None:
+            from brainrl.brain.pipeline import BrainPipeline
+
+            config = self.pipeline_config
+            if config is None and (getattr(self.posterior, "meta", None) or {}).get("campaigns"):
+                from brainrl.sbi.decode import posterior_pipeline
+
+                config = posterior_pipeline(self.posterior.meta)
+            self._pipeline = BrainPipeline.shared(config)
+        return self._pipeline
+
+    def check_pipeline(self) -> None:
+        """Refuse (``PipelineMismatch``) a pipeline that differs from the posterior's campaign's; once."""
+        if self._pipeline_checked:
+            return
+        meta = getattr(self.posterior, "meta", None) or {}
+        describe = getattr(self.pipeline, "describe", None)
+        if meta.get("campaigns") and callable(describe):
+            check_pipeline(meta, describe(), f"reward {self.__name__}")
+        self._pipeline_checked = True
+
+    def maps(self, completions: Sequence[Any]) -> list[BrainMap | Failed]:
+        """Brain maps of the completions as the campaign spoke its texts (``text_format``)."""
+        if self.text_format == "raw":
+            return super().maps(completions)
+        from brainrl.rewards.base import completion_text
+        from brainrl.sbi.decode import campaign_text
+
+        texts: list[str | None] = []
+        bad: dict[int, str] = {}
+        for i, completion in enumerate(completions):
+            try:
+                texts.append(campaign_text(completion_text(completion)))
+            except TypeError as err:
+                bad[i] = str(err)
+                texts.append(None)
+            if texts[-1] is None and i not in bad:
+                bad[i] = "the completion holds no headline text after cleaning (campaign format)"
+        keep = [i for i, t in enumerate(texts) if t is not None]
+        predictions = self.pipeline([texts[i] for i in keep]) if keep else []
+        out: list[BrainMap | Failed] = [Failed(bad.get(i, "not scored")) for i in range(len(texts))]
+        for i, p in zip(keep, predictions):
+            out[i] = p
+        return out
 
     @property
     def posterior(self):
@@ -149,6 +241,15 @@ class ThetaTargetReward(BrainReward):
                 raise ValueError(f"column {THETA_COLUMN!r} has {len(values)} entries for {n} completions; "
                                  "it needs one per completion.")
             return np.stack([check_theta(v, f"{THETA_COLUMN}[{i}]") for i, v in enumerate(values)])
+        if not self.prompt_files and prompts is not None and len(prompts) == n:
+            from brainrl.sbi.procedural import parse_request
+
+            try:  # the θ prompt itself states θ* ("- valence: 0.64 (high)"), to two decimals
+                return np.stack([parse_request(prompt_key(p))[0] for p in prompts])
+            except ValueError as err:
+                raise ValueError(f"reward {self.__name__}: no {THETA_COLUMN!r} column and the prompts state no θ* "
+                                 f"({err}). Give the prompt dataset a {THETA_COLUMN!r} column (a .jsonl prompt file "
+                                 "from `brainrl theta-prompts`) or pass prompts=<θ-prompt JSONL>.") from err
         if not self.prompt_files:
             raise ValueError(f"reward {self.__name__}: no {THETA_COLUMN!r} column. Give the prompt dataset a "
                              f"{THETA_COLUMN!r} column (six floats in [0, 1] per prompt) or pass prompts=<θ-prompt "
@@ -191,6 +292,7 @@ class ThetaTargetReward(BrainReward):
         self.last_failures = {}
         n = len(completions)
         targets = self.targets(prompts, n, columns)  # configuration errors raise before any work
+        self.check_pipeline()
         predictions = self.maps(completions)
         rewards: list[float | None] = [None] * n
         self.last_ood = [None] * n
@@ -232,7 +334,8 @@ class ThetaTargetReward(BrainReward):
         """One map's reward, without the OOD action; ``columns`` hold ``theta_target`` with an entry at ``index``."""
         from brainrl.sbi.theta_prompts import THETA_COLUMN
 
-        target = self.targets(None, len(columns.get(THETA_COLUMN) or ()), columns)[index]
+        values = columns.get(THETA_COLUMN)
+        target = self.targets(None, 0 if values is None else len(values), columns)[index]
         draws, _ = self.decode([brain_map], with_ood=False)
         return float(self.score_draws(draws, target[None])[0])
 
@@ -241,5 +344,6 @@ class ThetaTargetReward(BrainReward):
         return {**super().describe(), "posterior": self.posterior_dir, "dims": list(self.dims),
                 "weights": self.weights.tolist(), "mode": self.mode, "n_samples": self.n_samples, "seed": self.seed,
                 "ood": self.ood, "ood_threshold": self.ood_threshold, "prompt_files": self.prompt_files,
+                "text_format": self.text_format,
                 "posterior_data": meta.get("data"),
                 "pipeline": None if self.pipeline_config is None else vars(self.pipeline_config)}

@@ -14,6 +14,15 @@ paired by prompt):
 - a prior-only reference: what a decoder that ignores the text (the prior as every posterior) scores on
   the same items, and each model's reward gain over it (no gain = the maps carry no θ* information).
 
+Validation that one decoder cannot game: beside the training posterior (the reward's decoder), the same
+completions are judged by ``independent`` judges the training did not optimise: a second posterior fitted
+on a disjoint campaign (``second_posterior``) and the offline text judge (``brainrl.sbi.judge``), each
+with per-model r/RMSE and tuned − base differences with the same prompt-bootstrap CIs. Completions are
+decoded as the campaign spoke its texts (``text_format``) through the campaign's pipeline (refused when
+it differs). Input-space checks beside the learned-summary OOD score: each map's share of variance
+outside the PCA basis (``projection_residual``, against the basis' own fit frames) and a set-level MMD
+permutation test of standardised time-mean coefficients against the campaign's held-out items.
+
 Writes ``validation.json``, ``completions.jsonl`` and figures (requested-vs-decoded scatter per dim,
 OOD histogram, rank ECDFs); ``print_validation`` prints the base-vs-tuned table.
 """
@@ -56,7 +65,9 @@ class ValidateConfig:
     batch_prompts: int = 16
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=1.0, max_new_tokens=160))
     system_prompt: str | None = SYSTEM_PROMPT
-    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    #: None = the posterior's training campaign's speech + brain pipeline (from its card)
+    pipeline: PipelineConfig | None = None
+    text_format: str = "campaign"  # or "raw" (speak the completion as generated)
     n_samples: int = 200  # posterior draws per completion
     posterior_seed: int = 0
     ood_threshold: float = DEFAULT_THRESHOLD
@@ -102,6 +113,7 @@ class ModelDecoding:
     ok: np.ndarray  # (N,) bool
     failures: dict[int, str]
     ood: Any  # OODScores over the ok rows (or None)
+    maps: list[Any] = field(default_factory=list)  # BrainMap or Failed per row (reused by the other judges)
 
 
 def bootstrap_model(dec: ModelDecoding, names: Sequence[str], n_boot: int, seed: int,
@@ -243,11 +255,25 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], config: ValidateCon
     return out
 
 
+def spoken_maps(texts: list[str], pipeline: Callable, text_format: str = "campaign") -> list[Any]:
+    """Brain maps (or ``Failed``) of completions spoken as the campaign spoke its texts."""
+    from brainrl.brain.base import Failed
+    from brainrl.sbi.decode import campaign_text
+
+    spoken = [campaign_text(t) if text_format == "campaign" else t for t in texts]
+    keep = [i for i, t in enumerate(spoken) if t]
+    maps: list[Any] = [Failed("the completion holds no headline text after cleaning (campaign format)")] * len(texts)
+    for i, m in zip(keep, pipeline([spoken[i] for i in keep]) if keep else []):
+        maps[i] = m
+    return maps
+
+
 def decode_texts(texts: list[str], prompt_index: np.ndarray, targets: np.ndarray, pipeline: Callable,
-                 posterior: Any, ood: OODReference | None, config: ValidateConfig) -> ModelDecoding:
+                 posterior: Any, ood: OODReference | None, config: ValidateConfig, maps: list[Any] | None = None
+                 ) -> ModelDecoding:
     from brainrl.brain.base import BrainMap
 
-    maps = pipeline(texts)
+    maps = maps if maps is not None else spoken_maps(texts, pipeline, config.text_format)
     ok = np.array([isinstance(m, BrainMap) for m in maps])
     failures = {i: getattr(m, "reason", repr(m)) for i, m in enumerate(maps) if not ok[i]}
     n_params = targets.shape[1]
@@ -259,7 +285,87 @@ def decode_texts(texts: list[str], prompt_index: np.ndarray, targets: np.ndarray
         draws[ok] = posterior.sample(inputs, config.n_samples, seed=config.posterior_seed)
         if ood is not None:
             scores = ood.score(posterior.summaries(inputs), config.ood_threshold)
-    return ModelDecoding(texts, prompt_index, targets[prompt_index], draws, ok, failures, scores)
+    return ModelDecoding(texts, prompt_index, targets[prompt_index], draws, ok, failures, scores, list(maps))
+
+
+def judge_decoding(dec: ModelDecoding, estimates: np.ndarray, ok: np.ndarray | None = None) -> ModelDecoding:
+    """Point estimates (N, 6) of another judge as a one-draw decoding, so the same statistics apply."""
+    ok = dec.ok if ok is None else ok
+    draws = np.full((len(dec.texts), 1, estimates.shape[1]), np.nan)
+    draws[ok, 0] = estimates[ok]
+    return ModelDecoding(dec.texts, dec.prompt_index, dec.targets, draws, ok, dict(dec.failures), None)
+
+
+def projection_residual(maps: Sequence[Any], projection: Any) -> np.ndarray:
+    """Per map: the share of its standardised frames' energy outside the PCA basis (0 = all inside)."""
+    out = []
+    for m in maps:
+        frames = np.asarray(getattr(m, "data", m), np.float32)[: projection.t_max]
+        z = (frames - projection.mean) / projection.std
+        inside = float(np.sum((z @ projection.components.T) ** 2))
+        total = float(np.sum(z ** 2))
+        out.append(1.0 - inside / total if total > 0 else float("nan"))
+    return np.array(out)
+
+
+def mmd_test(x: np.ndarray, y: np.ndarray, n_perm: int = 500, seed: int = 0) -> dict[str, float]:
+    """Two-sample test of equal distributions: RBF-kernel MMD² (median-distance bandwidth), permutation p."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(x) < 3 or len(y) < 3:
+        return {"mmd2": float("nan"), "p_value": float("nan"), "n_x": len(x), "n_y": len(y)}
+    z = np.concatenate([x, y])
+    sq = np.sum((z[:, None, :] - z[None, :, :]) ** 2, axis=-1)
+    bandwidth = np.median(sq[np.triu_indices(len(z), 1)]) or 1.0
+    k = np.exp(-sq / bandwidth)
+    n = len(x)
+
+    def stat(idx: np.ndarray) -> float:
+        a, b = idx[:n], idx[n:]
+        return float(k[np.ix_(a, a)].mean() + k[np.ix_(b, b)].mean() - 2 * k[np.ix_(a, b)].mean())
+
+    observed = stat(np.arange(len(z)))
+    rng = np.random.default_rng(seed)
+    null = np.array([stat(rng.permutation(len(z))) for _ in range(n_perm)])
+    return {"mmd2": observed, "p_value": float((1 + np.sum(null >= observed)) / (1 + n_perm)), "n_x": int(n),
+            "n_y": int(len(y)), "bandwidth": float(bandwidth)}
+
+
+def time_mean_features(coeffs: np.ndarray, mask: np.ndarray, scaling: Any = None) -> np.ndarray:
+    """(n, k) mean over valid frames of (standardised) coefficients."""
+    coeffs = scaling.apply(coeffs, mask) if scaling is not None else coeffs
+    return (coeffs * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1.0)
+
+
+def input_space_checks(decoded: dict[str, ModelDecoding], posterior: Any, seed: int = 0,
+                       max_reference: int = 200) -> dict[str, Any]:
+    """Projection residuals per model and the set-level MMD test against the campaign's held-out items."""
+    from brainrl.sbi.estimator import heldout_rows
+
+    projection = posterior.projection
+    evr = projection.explained_variance_ratio
+    out: dict[str, Any] = {"fit_frames_residual": None if evr is None else float(1.0 - np.sum(evr))}
+    reference = None
+    campaigns = (getattr(posterior, "meta", None) or {}).get("campaigns") or []
+    dirs = (posterior.meta.get("data") or {}).get("dir") if campaigns else None
+    if dirs:
+        from brainrl.sbi.campaign import load_campaign_arrays
+
+        arrays = load_campaign_arrays(dirs if isinstance(dirs, str) else dirs[0])
+        rows = np.concatenate([heldout_rows(arrays["ids"], posterior.meta, s) for s in ("val", "test")])[:max_reference]
+        reference = time_mean_features(arrays["coeffs"][rows], arrays["mask"][rows], getattr(posterior, "scaling", None))
+    for name, dec in decoded.items():
+        good = [m for m, flag in zip(dec.maps, dec.ok) if flag]
+        if not good:
+            out[name] = {"n": 0}
+            continue
+        residual = projection_residual(good, projection)
+        coeffs, mask = posterior.prepare(good)
+        feats = time_mean_features(coeffs, mask, getattr(posterior, "scaling", None))
+        out[name] = {"n": len(good), "projection_residual_median": float(np.nanmedian(residual)),
+                     "projection_residual_max": float(np.nanmax(residual)),
+                     "set_mmd_vs_campaign_heldout": mmd_test(feats, reference, seed=seed) if reference is not None
+                     else {"note": "the posterior's card names no campaign folder"}}
+    return out
 
 
 def _load_ood(posterior: Any, posterior_dir: str | Path | None) -> OODReference | None:
@@ -280,11 +386,13 @@ def _load_ood(posterior: Any, posterior_dir: str | Path | None) -> OODReference 
 
 def validate(posterior: Any, base: str, out_dir: str | Path, adapter: str | Path | None = None,
              config: ValidateConfig | None = None, *, model=None, tokenizer=None, pipeline: Callable | None = None,
-             ood: OODReference | None = None) -> dict[str, Any]:
+             ood: OODReference | None = None, second_posterior: Any = None, judge: Any = "packaged") -> dict[str, Any]:
     """Validate a generator (``base`` spec, optionally + ``adapter``) against a posterior; writes ``out_dir``.
 
     ``posterior`` is a folder or a loaded posterior; ``model``/``tokenizer``/``pipeline`` may be injected
-    (tests, notebooks), otherwise they come from ``base`` and ``config.pipeline``.
+    (tests, notebooks), otherwise they come from ``base`` and ``config.pipeline``. ``second_posterior``
+    (a folder or loaded posterior fitted on a disjoint campaign) and ``judge`` (a ``TextJudge``, a
+    calibration path, ``"packaged"``, or None to skip) are the independent judges.
     """
     import torch
 
@@ -325,18 +433,54 @@ def validate(posterior: Any, base: str, out_dir: str | Path, adapter: str | Path
     if pipeline is None:
         from brainrl.brain.pipeline import BrainPipeline
 
-        pipeline = BrainPipeline.shared(config.pipeline)
+        pipe_config = config.pipeline
+        if pipe_config is None and (getattr(posterior, "meta", None) or {}).get("campaigns"):
+            from brainrl.sbi.decode import posterior_pipeline
+
+            pipe_config = posterior_pipeline(posterior.meta)
+        pipeline = BrainPipeline.shared(pipe_config)
+    from brainrl.sbi.theta_reward import check_pipeline
+
+    if second_posterior is not None and isinstance(second_posterior, (str, Path)):
+        from brainrl.sbi.estimator import Posterior
+
+        second_dir: str | None = str(second_posterior)
+        second_posterior = Posterior.load(second_posterior)
+    else:
+        second_dir = None if second_posterior is None else repr(second_posterior)
+    if hasattr(pipeline, "describe"):
+        for which, post in (("the training posterior", posterior), ("the second posterior", second_posterior)):
+            if post is not None and (getattr(post, "meta", None) or {}).get("campaigns"):
+                check_pipeline(post.meta, pipeline.describe(), f"validate (for {which})")
     t0 = time.perf_counter()
     decoded = {name: decode_texts(texts, np.array(index), targets, pipeline, posterior, ood, config)
                for name, (texts, index) in generated.items()}
     decode_s = time.perf_counter() - t0
+    independent: dict[str, dict[str, ModelDecoding]] = {}
+    if second_posterior is not None:
+        independent["second_posterior"] = {
+            name: decode_texts(dec.texts, dec.prompt_index, targets, pipeline, second_posterior, None, config,
+                               maps=dec.maps) for name, dec in decoded.items()}
+    if judge is not None:
+        from brainrl.sbi.decode import campaign_text
+        from brainrl.sbi.judge import TextJudge
+
+        judge = judge if isinstance(judge, TextJudge) else TextJudge.load(None if judge == "packaged" else judge)
+        independent["text_judge"] = {}
+        for name, dec in decoded.items():
+            spoken = [campaign_text(t) if config.text_format == "campaign" else t for t in dec.texts]
+            has_text = np.array([bool(t) for t in spoken])
+            estimates = np.full((len(spoken), len(names)), np.nan)
+            if has_text.any():
+                estimates[has_text] = judge.predict([t for t in spoken if t])
+            independent["text_judge"][name] = judge_decoding(dec, estimates, has_text)
     resamples = prompt_resamples(decoded["base"].prompt_index, config.bootstrap, config.seed)
     result: dict[str, Any] = {
         "posterior": str(posterior_dir) if posterior_dir else repr(posterior),
         "posterior_data": (getattr(posterior, "meta", {}) or {}).get("data"),
         "base": str(base), "adapter": str(adapter) if adapter else None,
         "param_names": list(names), "n_prompts": len(prompts),
-        "config": {**asdict(config), "pipeline": asdict(config.pipeline)},
+        "config": {**asdict(config), "pipeline": asdict(config.pipeline) if config.pipeline else "campaign's"},
         "bootstrap": {"n": config.bootstrap, "resampled_unit": "prompt", "interval": "95% percentile"},
         "ood_reference": None if ood is None else {**ood.meta, "cutoff": ood.cutoff(config.ood_threshold)},
         "models": {name: bootstrap_model(dec, names, config.bootstrap, config.seed, resamples)
@@ -346,6 +490,19 @@ def validate(posterior: Any, base: str, out_dir: str | Path, adapter: str | Path
         result["models"][name]["prior_reference"] = prior_reference(dec, names, resamples)
     if "tuned" in decoded:
         result["difference_tuned_minus_base"] = paired_differences(decoded["base"], decoded["tuned"], names, resamples)
+    result["independent_judges"] = {}
+    for judge_name, decs in independent.items():
+        entry: dict[str, Any] = {"models": {name: bootstrap_model(dec, names, config.bootstrap, config.seed, resamples)
+                                            for name, dec in decs.items()}}
+        for name, dec in decs.items():
+            entry["models"][name]["prior_reference"] = prior_reference(dec, names, resamples)
+        if "tuned" in decs:
+            entry["difference_tuned_minus_base"] = paired_differences(decs["base"], decs["tuned"], names, resamples)
+        entry["identity"] = second_dir if judge_name == "second_posterior" else (
+            {"judge": "text", "card": {k: judge.card.get(k) for k in ("version", "groups", "cv_pearson_r", "corpus")}})
+        result["independent_judges"][judge_name] = entry
+    result["input_space"] = input_space_checks(decoded, posterior, config.seed) \
+        if hasattr(posterior, "projection") else None
     result.update({"generation_s": round(generation_s, 2), "decode_s": round(decode_s, 2),
                    "seconds": round(time.perf_counter() - started, 2), "versions": versions(PACKAGES),
                    "brain_pipeline": pipeline.describe() if hasattr(pipeline, "describe") else repr(pipeline)})
@@ -492,3 +649,25 @@ def print_validation(result: dict[str, Any], console=None) -> None:
     for row in (reward_row, prior_row, ood_row, failed_row):
         table.add_row(*row)
     console.print(table)
+    judges = result.get("independent_judges") or {}
+    if judges:
+        table = Table(title="Independent judges (not optimised by training): r per model and Δ RMSE tuned − base, "
+                            "95% prompt-bootstrap CIs")
+        table.add_column("judge")
+        table.add_column("dimension")
+        for model in models:
+            table.add_column(f"r ({model})")
+        table.add_column("Δ RMSE (tuned − base)")
+        everyone = {"training posterior": {"models": models, "difference_tuned_minus_base": diff}, **judges}
+        for judge_name, entry in everyone.items():
+            jdiff = entry.get("difference_tuned_minus_base") or {}
+            for name in result["param_names"]:
+                row = [judge_name, name] + [_fmt(entry["models"][m]["per_dimension"][name]["pearson_r"], 2)
+                                            for m in models]
+                row.append(_fmt(jdiff["rmse"][name]) if "rmse" in jdiff else "")
+                table.add_row(*row)
+            row = [judge_name, "−E‖θ̂−θ*‖²"] + [_fmt(entry["models"][m]["reward"]) for m in models]
+            row.append(_fmt(jdiff.get("reward")) if "reward" in jdiff else "")
+            table.add_row(*row)
+            table.add_section()
+        console.print(table)

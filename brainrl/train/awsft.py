@@ -25,7 +25,7 @@ from brainrl.policy.sampling import Samples
 from brainrl.train.audit import AuditStop
 from brainrl.train.config import AWSFTConfig, RecipeConfig
 from brainrl.train.losses import awsft_loss, completion_logits, group_advantages, token_logprobs
-from brainrl.train.recipe import read_prompts, resolve_path
+from brainrl.train.recipe import read_prompt_rows, resolve_path
 from brainrl.train import runs
 
 log = logging.getLogger(__name__)
@@ -43,12 +43,14 @@ def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float
 
 
 def score_rewards(funcs: Sequence[Callable], weights: Sequence[float], prompts: list[str], completions: list[str],
-                  completion_ids: list[list[int]]) -> tuple[torch.Tensor, dict[str, list[float | None]]]:
-    """Call every reward once on the whole batch; total = weighted sum, NaN where any part is None."""
+                  completion_ids: list[list[int]], columns: dict[str, list[Any]] | None = None
+                  ) -> tuple[torch.Tensor, dict[str, list[float | None]]]:
+    """Call every reward once on the whole batch; total = weighted sum, NaN where any part is None.
+    ``columns``: the prompt dataset's extra columns, one entry per completion (as TRL passes them)."""
     per_fn: dict[str, list[float | None]] = {}
     total = torch.zeros(len(completions), dtype=torch.float64)
     for fn, weight in zip(funcs, weights):
-        values = fn(prompts=prompts, completions=completions, completion_ids=completion_ids)
+        values = fn(prompts=prompts, completions=completions, completion_ids=completion_ids, **(columns or {}))
         name = getattr(fn, "__name__", repr(fn))
         if values is None or len(values) != len(completions):
             raise ValueError(f"Reward {name} returned {None if values is None else len(values)} values for "
@@ -98,8 +100,13 @@ class AWSFTTrainer:
         self.reward_weights = list(reward_weights) if reward_weights is not None else [1.0] * len(self.reward_funcs)
         if len(self.reward_weights) != len(self.reward_funcs):
             raise ValueError(f"{len(self.reward_weights)} reward weights for {len(self.reward_funcs)} rewards.")
-        self.train_prompts = list(train_prompts) if train_prompts is not None else read_prompts(
-            resolve_path(recipe, recipe.data.train))
+        rows: list[dict[str, Any]] = []
+        if train_prompts is not None:
+            self.train_prompts = list(train_prompts)
+        else:
+            self.train_prompts, rows = read_prompt_rows(resolve_path(recipe, recipe.data.train))
+        #: extra dataset columns per prompt (e.g. theta_target), handed to the rewards like TRL does
+        self.prompt_columns = {p: r for p, r in zip(self.train_prompts, rows) if r}
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay)
         self.model, self.optimizer = acc.prepare(model, optimizer)
@@ -236,13 +243,20 @@ class AWSFTTrainer:
             **({"logprob_drift_max": drift} if drift is not None else {}),
         }
 
+    def columns_for(self, prompts: Sequence[str]) -> dict[str, list[Any]] | None:
+        """The dataset columns of each completion's prompt (None when the prompt file has none)."""
+        if not self.prompt_columns:
+            return None
+        rows = [self.prompt_columns[p] for p in prompts]
+        return {name: [row[name] for row in rows] for name in rows[0]}
+
     def train_step(self, step: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         samples = self.sample(step)
         t1 = time.perf_counter()
         completion_ids = [ids[mask.bool()].tolist() for ids, mask in zip(samples.completion_ids, samples.completion_mask)]
         rewards, per_fn = score_rewards(self.reward_funcs, self.reward_weights, samples.prompts, samples.texts,
-                                        completion_ids)
+                                        completion_ids, self.columns_for(samples.prompts))
         t2 = time.perf_counter()
         group = samples.group.cpu()
         advantages, flat = group_advantages(rewards, group, self.cfg.std_floor)

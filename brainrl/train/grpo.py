@@ -23,7 +23,7 @@ from brainrl.policy.lora import MergedWeights, merged_adapter
 from brainrl.policy.sampling import GenerationSettings
 from brainrl.train import runs
 from brainrl.train.config import RecipeConfig
-from brainrl.train.recipe import RecipeError, read_prompts, resolve_path
+from brainrl.train.recipe import RecipeError, read_prompt_rows, resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -218,13 +218,15 @@ def _quiet_progress(trainer) -> None:
         trainer.add_callback(QuietProgress())
 
 
-def prompt_dataset(prompts: Sequence[str], system: str | None):
-    """A conversational ``datasets.Dataset`` (TRL applies the chat template)."""
+def prompt_dataset(prompts: Sequence[str], system: str | None, columns: Sequence[dict[str, Any]] | None = None):
+    """A conversational ``datasets.Dataset`` (TRL applies the chat template); ``columns`` (one dict per
+    prompt, e.g. ``theta_target``) become dataset columns, which TRL passes to the reward functions."""
     from datasets import Dataset
 
     rows = [([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": p}]
             for p in prompts]
-    return Dataset.from_dict({"prompt": rows})
+    extra = {name: [c[name] for c in columns] for name in columns[0]} if columns and columns[0] else {}
+    return Dataset.from_dict({"prompt": rows, **extra})
 
 
 class _JsonlMetrics:
@@ -273,7 +275,11 @@ def train_grpo(recipe: RecipeConfig, *, model=None, tokenizer=None, reward_funcs
                                        trust_remote_code=recipe.policy.trust_remote_code)
     dropped = neutralise_generation_config(model, tokenizer)
     source = getattr(model, "brainrl_source", {"spec": recipe.policy.model})
-    prompts = list(train_prompts) if train_prompts is not None else read_prompts(resolve_path(recipe, recipe.data.train))
+    columns = None
+    if train_prompts is not None:
+        prompts = list(train_prompts)
+    else:
+        prompts, columns = read_prompt_rows(resolve_path(recipe, recipe.data.train))
     metrics = _JsonlMetrics(output_dir / "metrics.jsonl")
     if resume:
         metrics.writer.path.unlink(missing_ok=True)  # TRL replays nothing; the log restarts at the checkpoint
@@ -285,7 +291,7 @@ def train_grpo(recipe: RecipeConfig, *, model=None, tokenizer=None, reward_funcs
 
     with quiet_loading():  # TRL attaches the LoRA adapter here
         trainer = _trainer_class()(model=model, reward_funcs=logged.wrapped, args=args,
-                                   train_dataset=prompt_dataset(prompts, recipe.data.system_prompt),
+                                   train_dataset=prompt_dataset(prompts, recipe.data.system_prompt, columns),
                                    processing_class=tokenizer, peft_config=recipe.policy.lora.peft_config(),
                                    callbacks=[metrics.callback], generation=recipe.policy.generation)
     _quiet_progress(trainer)

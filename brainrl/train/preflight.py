@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 from brainrl.provenance import json_default
 from brainrl.train import runs
 from brainrl.train.config import RecipeConfig
-from brainrl.train.recipe import RecipeError, read_prompts, resolve_path
+from brainrl.train.recipe import RecipeError, read_prompt_rows, read_prompts, resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def probe_prompts(recipe: RecipeConfig, prompts: Sequence[str]) -> list[Any]:
 
 
 def check_rewards(funcs: Sequence[Callable], weights: Sequence[float], prompts: Sequence[Any],
-                  completions: Sequence[Any] | None = None) -> None:
+                  completions: Sequence[Any] | None = None, columns: dict[str, list[Any]] | None = None) -> None:
     """Call every reward once on a test batch, as the trainers do; raise ``RewardCheckError`` naming the
     reward if it raises, returns the wrong number of values or a non-number, or fails on every item."""
     completions = list(completions) if completions is not None else [TEST_COMPLETION] * len(prompts)
@@ -99,7 +99,7 @@ def check_rewards(funcs: Sequence[Callable], weights: Sequence[float], prompts: 
     for fn, weight in zip(funcs, weights):
         name = getattr(fn, "__name__", repr(fn))
         try:
-            values = fn(prompts=list(prompts), completions=list(completions), completion_ids=ids)
+            values = fn(prompts=list(prompts), completions=list(completions), completion_ids=ids, **(columns or {}))
         except Exception as err:  # the user's code: report it, whatever it is
             message = str(err).splitlines()[0] if str(err) else ""
             raise RewardCheckError(f"Reward {name!r} raised on a test batch before training: {type(err).__name__}: "
@@ -145,7 +145,7 @@ def preflight(recipe: RecipeConfig, *, resume: bool = False, overwrite: bool = F
         check_policy_spec(recipe.policy.model)
     except FileNotFoundError as err:
         raise RecipeError(f"recipe.policy.model: {err}") from err
-    train_prompts = read_prompts(resolve_path(recipe, recipe.data.train))
+    train_prompts, rows = read_prompt_rows(resolve_path(recipe, recipe.data.train))
     if evaluate:
         read_prompts(resolve_path(recipe, recipe.data.heldout))
         from brainrl.cortex.rois import get_roi
@@ -162,5 +162,8 @@ def preflight(recipe: RecipeConfig, *, resume: bool = False, overwrite: bool = F
         from brainrl.train.grpo import grpo_config
 
         grpo_config(recipe, weights)  # TRL's own checks of the mapped settings, before any model loads
-    check_rewards(funcs, weights, probe_prompts(recipe, train_prompts))
+    probe = probe_prompts(recipe, train_prompts)
+    probe_rows = ((rows[:2] or [{}]) * 2)[:2]
+    columns = {name: [r[name] for r in probe_rows] for name in probe_rows[0]} if probe_rows[0] else None
+    check_rewards(funcs, weights, probe, columns=columns)
     return funcs, weights

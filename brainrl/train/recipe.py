@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import yaml
 
 from brainrl.configs import ConfigError, apply_overrides, build, parse_override  # noqa: F401 (re-exported)
-from brainrl.configs import read_prompts  # noqa: F401 (re-exported: the trainers read prompt files through it)
+from brainrl.configs import read_prompt_rows, read_prompts  # noqa: F401 (re-exported: the trainers read prompt files through it)
 from brainrl.train.config import RecipeConfig
 
 

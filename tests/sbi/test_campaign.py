@@ -163,3 +163,55 @@ def test_sigkill_subprocess_then_resume(tmp_path):
     finished = subprocess.run([sys.executable, str(script), "999"], capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert list(load_campaign_arrays(out)["ids"]) == list(range(12))
+
+
+def test_campaigns_share_a_projection_and_combine_with_their_own_splits(tmp_path, pipeline):
+    """Campaign B reuses A's basis (projection_from), so one posterior can fit both; a campaign with its
+    own basis is refused with the fix; each campaign keeps the split it has alone."""
+    from brainrl.sbi.campaign import combine_campaign_arrays
+    from brainrl.sbi.estimator import EstimatorConfig, campaign_rows, split_ids
+    from brainrl.sbi.procedural import ProceduralGenerator
+
+    a = _config(tmp_path / "a", n=8)
+    Campaign(a, generator=ProceduralGenerator(), pipeline=pipeline).run()
+    b = _config(tmp_path / "b", n=8)
+    b.projection.projection_from = str(Path(a.out_dir) / "projection")
+    b.seed = 6
+    Campaign(b, generator=ProceduralGenerator(), pipeline=pipeline).run()
+    c = _config(tmp_path / "c", n=8)
+    c.seed = 7
+    Campaign(c, generator=ProceduralGenerator(), pipeline=pipeline).run()
+    both = combine_campaign_arrays([a.out_dir, b.out_dir])
+    assert len(both["ids"]) == 16 and list(both["source"]) == [0] * 8 + [1] * 8
+    assert both["texts"][9] == load_campaign_arrays(b.out_dir)["texts"][1]
+    config = EstimatorConfig(val_fraction=0.25, test_fraction=0.25, seed=1)
+    rows = campaign_rows(both, config)
+    alone = split_ids(np.arange(8), 0.25, 0.25, 1)
+    assert sorted(rows["test"][rows["test"] >= 8] - 8) == sorted(alone["test"])
+    assert sorted(rows["test"][rows["test"] < 8]) == sorted(alone["test"])
+    with pytest.raises(ValueError, match="projection_from"):
+        combine_campaign_arrays([a.out_dir, c.out_dir])
+
+
+def test_finished_campaign_grows_in_place_and_merge_checks_every_shard(tmp_path, pipeline):
+    cfg = _config(tmp_path, n=8)
+    Campaign(cfg, generator=ScriptedGenerator(), pipeline=pipeline).run()
+    before = load_campaign_arrays(cfg.out_dir)
+    cfg.n_items = 12
+    result = Campaign(cfg, generator=ScriptedGenerator(), pipeline=pipeline).run()
+    after = load_campaign_arrays(cfg.out_dir)
+    assert result.shards_skipped == [0, 1] and list(after["ids"]) == list(range(12))
+    assert np.array_equal(after["coeffs"][:8], before["coeffs"])
+    manifest = json.loads((Path(cfg.out_dir) / "campaign.json").read_text())
+    assert manifest["config"]["n_items"] == 12 and manifest["grown"][0]["from"] == 8
+    cfg.n_items = 4
+    with pytest.raises(ValueError, match="shrink"):
+        Campaign(cfg, generator=ScriptedGenerator(), pipeline=pipeline).run()
+    meta_path = Path(cfg.out_dir) / "shards" / "shard-00001" / "brainrl_shard.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "projection": "another-basis"}))
+    with pytest.raises(ValueError, match="another basis"):
+        merge_shards(cfg.out_dir)
+    meta_path.write_text(json.dumps({**meta, "campaign_fingerprint": "other"}))
+    with pytest.raises(ValueError, match="another campaign"):
+        merge_shards(cfg.out_dir)

@@ -47,13 +47,17 @@ def test_fit_save_load_exact_and_posterior_api(tmp_path):
     from brainrl.sbi.estimator import EstimatorConfig, Posterior, fit_posterior
 
     arrays = _arrays()
-    config = EstimatorConfig(max_epochs=3, verbose=0, learning_rate=1e-3, sampler={"method": "euler", "steps": 10})
+    # the paper's epoch schedule (no step floor), so exactly 3 epochs: this test is about the API, not learning
+    config = EstimatorConfig(max_epochs=3, verbose=0, learning_rate=1e-3, sampler={"method": "euler", "steps": 10},
+                             min_steps=0, min_steps_per_epoch=1, min_val_draws=1)
     result = fit_posterior(arrays, tmp_path / "post", config)
     assert torch.is_grad_enabled()  # import bayesflow turns grads off process-wide; we restore them
     assert result.epochs == 3 and result.n_train + result.n_val + result.n_test == N
     meta = json.loads((tmp_path / "post" / "posterior.json").read_text())
     assert meta["config"]["flow_widths"] == [128, 128] and meta["versions"]["bayesflow"] == "2.0.12"
     assert set(meta["history"]) >= {"loss", "val_loss", "learning_rate"}
+    assert meta["training"]["input_standardisation"].startswith("per-component")
+    assert (tmp_path / "post" / "input_scaling.npz").is_file()
 
     post = Posterior.load(tmp_path / "post")
     test_rows = np.array(meta["splits"]["test"][:8])
@@ -78,3 +82,30 @@ def test_fit_save_load_exact_and_posterior_api(tmp_path):
     assert np.allclose(coeffs[0], expected) and mask[0].sum() == 7
     with pytest.raises(ValueError, match="coeffs"):
         post.prepare((np.zeros((1, 3, 3)), np.zeros((1, 3))))
+
+
+def test_training_budget_pads_small_campaigns_and_keeps_the_paper_schedule_for_large_ones():
+    from brainrl.sbi.estimator import EstimatorConfig, training_budget
+
+    config = EstimatorConfig()
+    small = training_budget(329, 31, config)  # the old offline campaign
+    assert small["steps_per_epoch"] >= config.min_steps_per_epoch
+    assert small["early_stopping_from_epoch"] * small["steps_per_epoch"] >= config.min_steps
+    assert 31 * small["val_repeats"] >= config.min_val_draws
+    large = training_budget(8000, 1000, config)  # the paper's size: 250 steps per epoch, no padding
+    assert large["train_repeats_per_epoch"] == 1 and large["max_epochs"] == config.max_epochs
+    assert large["val_repeats"] == 3
+
+
+def test_input_scaling_standardises_valid_frames_and_keeps_padding_zero():
+    from brainrl.sbi.estimator import InputScaling
+
+    rng = np.random.default_rng(0)
+    coeffs = rng.normal(size=(20, 6, 3)) * np.array([100.0, 1.0, 0.01]) + 5.0
+    mask = (np.arange(6)[None, :] < rng.integers(2, 7, size=20)[:, None]).astype(np.float32)
+    scaling = InputScaling.fit(coeffs, mask)
+    z = scaling.apply(coeffs, mask)
+    valid = z[mask > 0]
+    # float32 output: an offset of 5 on an SD of 0.01 leaves ~1e-5 of rounding in the mean
+    assert np.allclose(valid.mean(axis=0), 0, atol=1e-4) and np.allclose(valid.std(axis=0), 1, atol=1e-4)
+    assert np.all(z[mask == 0] == 0)

@@ -116,7 +116,8 @@ def test_cli_validate_with_a_real_fitted_posterior_and_offline_pipeline(tmp_path
     arrays = {"coeffs": coeffs.astype(np.float32), "mask": np.ones((n, t), np.float32), "theta": theta,
               "ids": np.arange(n), "projection": projection, "generator": ["hand-made"]}
     post_dir = tmp_path / "post"
-    fit_posterior(arrays, post_dir, EstimatorConfig(max_epochs=2, verbose=0, sampler={"method": "euler", "steps": 8}))
+    fit_posterior(arrays, post_dir, EstimatorConfig(max_epochs=2, verbose=0, sampler={"method": "euler", "steps": 8},
+                                                     min_steps=0, min_steps_per_epoch=1, min_val_draws=1))
     from brainrl.sbi.ood import fit_ood
 
     ref = fit_ood(post_dir, arrays, post_dir)

@@ -1,0 +1,87 @@
+"""The reward decodes what the posterior saw: campaign text format, pipeline identity, θ* sources
+(dataset column from .jsonl prompt files through both trainers, prompt lookup, prompt parsing)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
+from brainrl.sbi.decode import campaign_text
+from brainrl.sbi.theta_prompts import build_theta_prompts, write_theta_prompts
+from brainrl.sbi.theta_reward import PipelineMismatch, ThetaTargetReward, check_pipeline
+from tests.helpers import CountingSpeech, LengthBrain
+from tests.sbi.theta_fakes import KnownPosterior
+
+
+@pytest.fixture
+def pipeline(tmp_path):
+    return BrainPipeline(PipelineConfig(cache_dir=""), speech=CountingSpeech(out_dir=tmp_path), model=LengthBrain())
+
+
+def test_campaign_text_strips_numbering_and_closes_headlines():
+    raw = "1. Storm hits the coast\n2) \"Council approves budget!\"\n\n- Markets calm today"
+    assert campaign_text(raw) == "Storm hits the coast. Council approves budget! Markets calm today."
+    assert campaign_text("  \n 3. \n") is None
+
+
+def test_reward_speaks_the_campaign_format(pipeline):
+    post = KnownPosterior()
+    theta = [[0.5] * 6] * 2
+    texts = ["1. Storm hits the coast\n2. Council approves budget", "  "]
+    reward = ThetaTargetReward(post, ood="off", n_samples=16).use_pipeline(pipeline)
+    values = reward(None, texts, theta_target=theta)
+    assert values[1] is None and "no headline text" in reward.last_failures[1]
+    expected = ThetaTargetReward(post, ood="off", n_samples=16, text_format="raw").use_pipeline(pipeline)(
+        None, ["Storm hits the coast. Council approves budget."], theta_target=theta[:1])
+    assert values[0] == pytest.approx(expected[0], rel=1e-6)
+
+
+def test_pipeline_identity_mismatch_is_refused(pipeline):
+    described = pipeline.describe()
+    meta = {"campaigns": [{"pipeline": described}]}
+    check_pipeline(meta, described)  # the same pipeline passes
+    other = {**described, "model": {**described["model"], "seed": 12345}}
+    with pytest.raises(PipelineMismatch, match="trained on maps from"):
+        check_pipeline(meta, other)
+    post = KnownPosterior()
+    post.meta = {**post.meta, "campaigns": [{"pipeline": other}]}
+    reward = ThetaTargetReward(post, ood="off", n_samples=8).use_pipeline(pipeline)
+    with pytest.raises(PipelineMismatch):
+        reward(None, ["Storm hits the coast"], theta_target=[[0.5] * 6])
+
+
+def test_theta_star_parsed_from_the_prompt_without_column_or_file(pipeline):
+    rows = build_theta_prompts(3, seed=5)
+    post = KnownPosterior()
+    reward = ThetaTargetReward(post, ood="off", n_samples=8).use_pipeline(pipeline)
+    targets = reward.targets([r["prompt"] for r in rows], 3, {})
+    assert np.allclose(targets, [r["theta_target"] for r in rows], atol=1e-9)
+    with pytest.raises(ValueError, match="state no θ"):
+        reward.targets(["Write a poem."], 1, {})
+
+
+def test_jsonl_prompt_columns_reach_rewards_in_both_trainers(tmp_path):
+    from brainrl.train.awsft import score_rewards
+    from brainrl.train.grpo import prompt_dataset
+    from brainrl.train.recipe import read_prompt_rows
+
+    rows = build_theta_prompts(4, seed=2)
+    path = write_theta_prompts(rows, tmp_path / "p.jsonl")
+    prompts, columns = read_prompt_rows(path)
+    assert prompts == [r["prompt"] for r in rows] and columns[1]["theta_target"] == rows[1]["theta_target"]
+    dataset = prompt_dataset(prompts, "sys", columns)
+    assert dataset.column_names[:1] == ["prompt"] and dataset[2]["theta_target"] == pytest.approx(rows[2]["theta_target"])
+    seen = {}
+
+    def reward(prompts, completions, completion_ids, **cols):
+        seen.update(cols)
+        return [0.0] * len(completions)
+
+    score_rewards([reward], [1.0], prompts[:2], ["a", "b"], [[1], [2]],
+                  {"theta_target": [rows[0]["theta_target"], rows[1]["theta_target"]]})
+    assert seen["theta_target"][1] == rows[1]["theta_target"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"text": "no prompt"}) + "\n")
+    with pytest.raises(ValueError, match="'prompt'"):
+        read_prompt_rows(bad)
