@@ -44,6 +44,8 @@ def _fit(args: argparse.Namespace) -> int:
     config = load_yaml(EstimatorConfig, args.recipe) if args.recipe else EstimatorConfig()
     if args.max_epochs:
         config.max_epochs = args.max_epochs
+    if args.min_steps is not None:
+        config.min_steps = args.min_steps
     if args.seed is not None:
         config.seed = args.seed
     data = args.data[0] if len(args.data) == 1 else args.data
@@ -143,6 +145,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--out", required=True, type=folder_arg, help="folder for the posterior")
     fit.add_argument("--recipe", help="YAML with EstimatorConfig fields (defaults: the paper's)")
     fit.add_argument("--max-epochs", type=int)
+    fit.add_argument("--min-steps", type=int, help="optimiser-step floor before early stopping (default 3000; "
+                                                   "0 = the paper's epoch schedule only)")
     fit.add_argument("--seed", type=int)
     fit.set_defaults(func=_fit)
 
