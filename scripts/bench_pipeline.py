@@ -1,8 +1,10 @@
 """Benchmark: ~100-word completions per second through speech + synthetic brain model + ROI reward.
 
 Measured after a warm-up, with the map cache off (every text is new, as in RL), on this machine; the
-machine's description is printed with the figure. Variants run side by side in one process so their
-ratio is meaningful: 1 and 2 speech worker processes, batch sizes 8 and 32.
+machine's description (CPU model, load average before and after) is printed with the figure. Variants run
+side by side in one process so their ratio is meaningful: 1 and 2 speech worker processes, batch sizes 8
+and 32, and at batch 32 the pipeline's speech/prediction overlap off (``speech_chunk: 0``, the whole
+batch spoken first) and on (``speech_chunk: 8``, the shipped default).
 
     python scripts/bench_pipeline.py [--texts 96] [--json out.json]
 """
@@ -57,11 +59,12 @@ def machine() -> dict:
     return info
 
 
-def run(n_texts: int, batch_size: int, workers: int) -> dict:
+def run(n_texts: int, batch_size: int, workers: int, speech_chunk: int) -> dict:
     from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
     from brainrl.rewards import ROIReward
 
-    config = PipelineConfig(cache_dir="", memory_items=0, speech_kwargs={"workers": workers})
+    config = PipelineConfig(cache_dir="", memory_items=0, speech_kwargs={"workers": workers},
+                            speech_chunk=speech_chunk)
     pipeline = BrainPipeline(config)
     reward = ROIReward("broca", "minus_global").use_pipeline(pipeline)
     reward(None, make_texts(batch_size, seed=999))  # warm-up: loads MiniLM, mesh, starts workers
@@ -74,7 +77,7 @@ def run(n_texts: int, batch_size: int, workers: int) -> dict:
     pipeline.close()
     pipeline.speech.close() if hasattr(pipeline.speech, "close") else None
     assert all(v is not None for v in values), reward.last_failures
-    return {"workers": workers, "batch_size": batch_size, "texts": n_texts,
+    return {"workers": workers, "batch_size": batch_size, "speech_chunk": speech_chunk, "texts": n_texts,
             "mean_words": sum(len(t.split()) for t in texts) / n_texts,
             "seconds": round(seconds, 3), "texts_per_second": round(n_texts / seconds, 2)}
 
@@ -88,14 +91,20 @@ def main() -> None:
 
     torch.set_num_threads(1)
     info = machine()
+    info["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
     print("machine:", json.dumps(info))
-    rows = [run(args.texts, bs, w) for w in (1, 2) for bs in (8, 32)]
-    print(f"{'speech workers':>14} {'batch':>6} {'words/text':>10} {'texts/s':>8}")
+    variants = [(w, bs, chunk) for w in (1, 2) for bs, chunk in ((8, 0), (32, 0), (32, 8))]
+    rows = [run(args.texts, bs, w, chunk) for w, bs, chunk in variants]
+    info["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    print(f"{'speech workers':>14} {'batch':>6} {'overlap':>8} {'words/text':>10} {'texts/s':>8}")
     for row in rows:
-        print(f"{row['workers']:>14} {row['batch_size']:>6} {row['mean_words']:>10.0f} {row['texts_per_second']:>8.1f}")
+        overlap = f"chunk {row['speech_chunk']}" if row["speech_chunk"] else "off"
+        print(f"{row['workers']:>14} {row['batch_size']:>6} {overlap:>8} {row['mean_words']:>10.0f} "
+              f"{row['texts_per_second']:>8.1f}")
     best = max(rows, key=lambda r: r["texts_per_second"])
     print(f"best: {best['texts_per_second']:.1f} completions/s (target >= 20/s) with {best['workers']} speech "
-          f"worker(s), batch {best['batch_size']}")
+          f"worker(s), batch {best['batch_size']}, speech_chunk {best['speech_chunk']}; load average "
+          f"{info['load_average_before']} before, {info['load_average_after']} after (other jobs on this machine)")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"machine": info, "rows": rows}, fh, indent=2)

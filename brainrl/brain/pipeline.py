@@ -42,6 +42,9 @@ class PipelineConfig:
     cache_max_gb: float = 2.0
     memory_items: int = 1024
     max_words: int = MAX_WORDS
+    #: texts per speech chunk: the next chunk is spoken (in a thread, or the engine's worker processes)
+    #: while the brain model predicts the current one; 0 = speak the whole batch first, then predict
+    speech_chunk: int = 8
 
     def __post_init__(self) -> None:
         for registry, name in ((SPEECH_ENGINES, self.speech), (BRAIN_MODELS, self.model)):
@@ -50,6 +53,7 @@ class PipelineConfig:
         check_range("brain.cache_max_gb", self.cache_max_gb, 0, low_open=True)
         check_range("brain.memory_items", self.memory_items, 0, fix="0 turns the in-memory map cache off.")
         check_range("brain.max_words", self.max_words, 1)
+        check_range("brain.speech_chunk", self.speech_chunk, 0, fix="0 speaks the whole batch before predicting.")
 
     def key(self) -> str:
         return content_hash(asdict(self))
@@ -89,11 +93,35 @@ class BrainPipeline:
         return self.predict_texts(texts)
 
     def predict_texts(self, texts: Sequence[str]) -> list[Prediction]:
-        """One prediction per text, in order. Empty or unspeakable texts come back as ``Failed``."""
+        """One prediction per text, in order. Empty or unspeakable texts come back as ``Failed``.
+
+        Speech and prediction overlap: while the model predicts one chunk of ``speech_chunk`` texts, the
+        next chunk is being spoken (espeak runs in C without the GIL, or in the engine's worker
+        processes), so a 2-core machine keeps both cores busy. Results do not depend on the chunking."""
+        texts = list(texts)
         results: list[Prediction | None] = [None] * len(texts)
         self.counters["requested"] += len(texts)
+        size = self.config.speech_chunk
+        if not size or len(texts) <= size:
+            self._predict_spoken(0, self.speech.synthesize_safe(texts), results)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            starts = list(range(0, len(texts), size))
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="brainrl-speech") as speaker:
+                pending = speaker.submit(self.speech.synthesize_safe, texts[:size])
+                for k, start in enumerate(starts):
+                    spoken = pending.result()
+                    if k + 1 < len(starts):
+                        pending = speaker.submit(self.speech.synthesize_safe, texts[starts[k + 1]:starts[k + 1] + size])
+                    self._predict_spoken(start, spoken, results)
+        self.counters["failed"] += sum(isinstance(r, Failed) for r in results)
+        return results  # type: ignore[return-value]
+
+    def _predict_spoken(self, start: int, outcomes: Sequence[Stimulus | Exception], results: list) -> None:
+        """Predict one chunk of speech outcomes into ``results[start:]`` (failed speech fails its item)."""
         stimuli: dict[int, Stimulus] = {}
-        for i, outcome in enumerate(self.speech.synthesize_safe(texts)):
+        for i, outcome in enumerate(outcomes, start):
             if isinstance(outcome, Stimulus):
                 stimuli[i] = outcome
             elif isinstance(outcome, EmptyTextError):
@@ -101,9 +129,8 @@ class BrainPipeline:
             else:  # a speech failure loses only this item
                 log.warning("speech synthesis failed for item %d: %s", i, outcome)
                 results[i] = Failed(f"speech synthesis failed: {type(outcome).__name__}: {outcome}")
-        results = self._predict_stimuli(stimuli, results)
-        self.counters["failed"] += sum(isinstance(r, Failed) for r in results)
-        return results  # type: ignore[return-value]
+        if stimuli:
+            self._predict_stimuli(stimuli, results)
 
     def _predict_stimuli(self, stimuli: dict[int, Stimulus], results: list) -> list:
         if not stimuli:

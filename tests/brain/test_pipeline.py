@@ -71,3 +71,47 @@ def test_config_pickles_and_keys_change_with_content():
 def test_brainmap_validates_shape():
     with pytest.raises(ValueError, match="20484"):
         BrainMap(np.zeros((3, 100)))
+
+
+def test_chunked_speech_gives_the_same_maps_and_failures_as_one_batch(tmp_path):
+    texts = [f"text number {i} " + "word " * (i % 5) for i in range(11)]
+    texts[3], texts[8], texts[9] = "", "FAILSPEECH here", "REFUSE this one"
+    whole = BrainPipeline(PipelineConfig(cache_dir="", memory_items=0, speech_chunk=0),
+                          speech=CountingSpeech(out_dir=tmp_path / "a"), model=LengthBrain(fail_words="REFUSE"))
+    chunked = BrainPipeline(PipelineConfig(cache_dir="", memory_items=0, speech_chunk=4),
+                            speech=CountingSpeech(out_dir=tmp_path / "b"), model=LengthBrain(fail_words="REFUSE"))
+    a, b = whole(texts), chunked(texts)
+    assert whole.model.calls == [9] and chunked.model.calls == [3, 4, 2]  # chunks 0-3, 4-7, 8-10 less failed speech
+    assert [type(m).__name__ for m in a] == [type(m).__name__ for m in b]
+    assert [type(m).__name__ for m in b].count("Failed") == 3 and "speech" in b[8].reason
+    for x, y in zip(a, b):
+        if isinstance(x, BrainMap):
+            np.testing.assert_array_equal(x.data, y.data)
+    assert whole.counters["failed"] == chunked.counters["failed"] == 3
+
+
+def test_next_chunk_is_spoken_while_the_model_predicts(tmp_path):
+    """The model's first call blocks until speech of the second chunk has started: only an overlapping
+    pipeline gets past it (a sequential one would time out and fail the chunk)."""
+    import threading
+
+    second_chunk_spoken = threading.Event()
+
+    class SignallingSpeech(CountingSpeech):
+        def synthesize(self, texts):
+            if texts and texts[0].startswith("second"):
+                second_chunk_spoken.set()
+            return super().synthesize(texts)
+
+    class WaitingBrain(LengthBrain):
+        def predict(self, stimuli):
+            if not self.calls and not second_chunk_spoken.wait(timeout=10):
+                raise RuntimeError("speech did not overlap with prediction")
+            return super().predict(stimuli)
+
+    pipe = BrainPipeline(PipelineConfig(cache_dir="", memory_items=0, speech_chunk=2),
+                         speech=SignallingSpeech(out_dir=tmp_path), model=WaitingBrain())
+    out = pipe(["first a", "first b", "second a", "second b"])
+    assert all(isinstance(m, BrainMap) for m in out) and pipe.model.calls == [2, 2]
+    with pytest.raises(ValueError, match="speech_chunk"):
+        PipelineConfig(speech_chunk=-1)
