@@ -1,12 +1,18 @@
 #!/usr/bin/env python
-"""Seconds per training step, brainrl's AWSFT loop vs a reconstruction of the anchor experiment's loop.
+"""Seconds per training step, brainrl's trainers (AWSFT and GRPO) vs a reconstruction of the anchor's loop.
 
-Both loops run in the same process on the same policy weights, the same prompt, the same sampling
+The loops run in the same process on the same policy weights, the same prompt, the same sampling
 settings (the anchor's: T 1.0, top-p 0.8, top-k 20, repetition penalty 1.05), the same max_new_tokens
 and the same reward model:
 
-- brainrl: one batched ``generate``; all rewards in one call; the reference = the same model with its
-  LoRA adapter disabled; one batched forward/backward with the k3 KL (brainrl.train.awsft).
+- brainrl AWSFT: ``AWSFTTrainer.train_step`` (the product's step): one batched ``generate`` through the
+  merged LoRA weights (static KV cache + compiled decoding on CUDA: ``policy.generation``); all rewards
+  in one call; the reference = the same model with its LoRA adapter disabled; one batched
+  forward/backward with the k3 KL (brainrl.train.awsft).
+- brainrl GRPO: the product's ``BrainrlGRPOTrainer`` (TRL's GRPOTrainer with brainrl's generation
+  engine, brainrl.train.grpo), one optimiser step per G completions of the prompt; generation and reward
+  seconds are timed around TRL's own methods, the rest of the step (reference log-probs, advantages,
+  loss, backward, optimiser) is reported as update. Its first step (full length) is the warm-up.
 - anchor (reconstructed from its documented behaviour; see docs/training.md): one batched ``generate`` of
   n copies of the prompt; rewards one completion at a time; a second deep-copied frozen reference model;
   per-completion forward passes of policy and reference with the full-vocabulary KL
@@ -34,6 +40,7 @@ Examples:
     python scripts/bench_train.py --device cpu --policy smollm2 --groups 4 --max-new-tokens 64 --steps 1
     python scripts/bench_train.py --device cuda --policy qwen2.5-0.5b --groups 4 8 --max-new-tokens 200 --steps 1
     python scripts/bench_train.py --device cuda --policy qwen2.5-3b --groups 4 8 --max-new-tokens 200 --steps 1
+    python scripts/bench_train.py --device cuda --policy qwen2.5-0.5b --groups 8 --trainers awsft grpo --steps 2
 The Qwen policies are random-weight models built from local configs with the real dimensions (no hub).
 Their token ids decode through a local vocabulary of English word pieces (3 in 4 ids start a word, the
 rest are suffixes and punctuation), so 200 tokens make about 150 spoken words, as English text does.
@@ -376,12 +383,16 @@ def brainrl_trainer(model, tokenizer, reward, lora, lr, max_new_tokens, n, workd
 
 LOOP_KEYS = ("generation_s", "reward_s", "update_s", "step_s", "completion_tokens_mean", "completion_words_mean",
              "rewards_failed")
+LOOPS = ("anchor", "brainrl", "brainrl_grpo")  # brainrl = the AWSFT trainer
+TRAINERS = ("awsft", "grpo")
 
 
 def _mean_rows(measured: list[dict[str, Any]], stages: list[dict[str, float]]) -> dict[str, Any]:
     row = {k: sum(float(m[k]) for m in measured) / len(measured) for k in LOOP_KEYS}
     names = sorted({name for s in stages for name in s})
     row["reward_stages_s"] = {name: sum(s.get(name, 0.0) for s in stages) / len(stages) for name in names}
+    # decoding steps ~ completion length (a random-weight policy rarely stops early)
+    row["generation_ms_per_token"] = 1000 * row["generation_s"] / max(row["completion_tokens_mean"], 1.0)
     return row
 
 
@@ -398,6 +409,82 @@ def run_brainrl(args, n, reward, lora, dtype, workdir) -> dict[str, Any]:
         reset_stages(reward)
         measured.append(trainer.train_step(s))
         stages.append(stage_snapshot(reward))
+    del trainer, model
+    return _finish(args.device, _mean_rows(measured, stages))
+
+
+def run_grpo(args, n, reward, lora, dtype, workdir) -> dict[str, Any]:
+    """``args.steps`` measured GRPO steps (after one warm-up step) of brainrl's GRPO trainer."""
+    from transformers import TrainerCallback
+
+    from brainrl.policy.sampling import SamplingConfig
+    from brainrl.rewards.loading import RewardSpec
+    from brainrl.train.config import DataConfig, GRPOSettings, LoggingConfig, PolicyConfig, RecipeConfig
+    from brainrl.train.grpo import _trainer_class, grpo_config, prompt_dataset
+
+    _reset_peak(args.device)
+    model, tok = build_policy(args.policy, args.device, dtype)
+    sampling = SamplingConfig(temperature=ANCHOR_SAMPLING["temperature"], top_p=ANCHOR_SAMPLING["top_p"],
+                              top_k=ANCHOR_SAMPLING["top_k"], repetition_penalty=ANCHOR_SAMPLING["repetition_penalty"],
+                              max_new_tokens=args.max_new_tokens)
+    steps = args.steps + 1
+    recipe = RecipeConfig(
+        name="bench-grpo", output_dir=str(Path(workdir) / f"grpo-{n}"), trainer="grpo",
+        rewards=[RewardSpec(path="bench")], policy=PolicyConfig(lora=lora),
+        data=DataConfig(system_prompt=ANCHOR_SYSTEM),
+        grpo=GRPOSettings(steps=steps, prompts_per_step=1, num_generations=n, learning_rate=5e-5, beta=0.1,
+                          warmup_steps=0, checkpoint_every=10_000),
+        sampling=sampling, logging=LoggingConfig(report_to=[], progress=False))
+    seconds: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    measured: list[dict[str, Any]] = []
+    stages: list[dict[str, float]] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, targs, state, control, **kwargs):
+            _sync(args.device)
+            reset_stages(reward)
+            seconds[state.global_step]["start"] = time.perf_counter()
+
+        def on_step_end(self, targs, state, control, **kwargs):
+            _sync(args.device)
+            step = state.global_step - 1
+            t = seconds[step]
+            total = time.perf_counter() - t["start"]
+            if step >= 1:  # step 0 is the warm-up
+                measured.append({"generation_s": t["generation_s"], "reward_s": t["reward_s"],
+                                 "update_s": total - t["generation_s"] - t["reward_s"], "step_s": total,
+                                 "completion_tokens_mean": t["tokens"] / max(t["completions"], 1),
+                                 "completion_words_mean": t["words"] / max(t["completions"], 1),
+                                 "rewards_failed": t["failed"]})
+                stages.append(stage_snapshot(reward))
+
+    trainer = _trainer_class()(
+        model=model, reward_funcs=[reward], args=grpo_config(recipe, [1.0]),
+        train_dataset=prompt_dataset([ANCHOR_PROMPT] * steps, ANCHOR_SYSTEM), processing_class=tok,
+        peft_config=lora.peft_config(), callbacks=[StepTimer()], generation=recipe.policy.generation)
+    generate, rewards = trainer._generate_single_turn, trainer._calculate_rewards
+
+    def timed_generate(*a, **kw):
+        t0 = time.perf_counter()
+        completion_ids, logprobs = generate(*a, **kw)
+        _sync(args.device)
+        t = seconds[trainer.state.global_step]
+        t["generation_s"] += time.perf_counter() - t0
+        t["tokens"] += sum(len(ids) for ids in completion_ids)
+        t["completions"] += len(completion_ids)
+        return completion_ids, logprobs
+
+    def timed_rewards(inputs, prompts, completions, completion_ids_list):
+        t0 = time.perf_counter()
+        out = rewards(inputs, prompts, completions, completion_ids_list)
+        t = seconds[trainer.state.global_step]
+        t["reward_s"] += time.perf_counter() - t0
+        t["words"] += sum(len(str(c if isinstance(c, str) else c[-1]["content"]).split()) for c in completions)
+        t["failed"] += int(torch.isnan(out).any(dim=1).sum()) if torch.is_tensor(out) else 0
+        return out
+
+    trainer._generate_single_turn, trainer._calculate_rewards = timed_generate, timed_rewards
+    trainer.train()
     del trainer, model
     return _finish(args.device, _mean_rows(measured, stages))
 
@@ -440,31 +527,38 @@ def print_report(args, results: list[dict[str, Any]], reward_info: dict[str, Any
           f"{min(args.warmup_tokens, args.max_new_tokens)}-token warm-up)")
     if reward_info["kind"] == "tribe-standin":
         print(f"  speech: {reward_info['speech']}; stand-in dtype {reward_info['dtype']}; not run: {reward_info['not_run']}")
-    head = f"{'G':>3} {'loop':<8} {'step s':>8} {'generation':>17} {'reward':>17} {'update':>17} {'tokens':>7} {'words':>6}"
+    head = (f"{'G':>3} {'loop':<13} {'step s':>8} {'generation':>17} {'ms/token':>8} {'reward':>17} {'update':>17} "
+            f"{'tokens':>7} {'words':>6}")
     print(head)
     print("-" * len(head))
     for row in results:
-        for loop in ("anchor", "brainrl"):
+        loops = [loop for loop in LOOPS if loop in row]
+        for loop in loops:
             m = row[loop]
             share = lambda k: f"{m[k]:7.2f} s ({100 * m[k] / m['step_s']:3.0f}%)"  # noqa: E731
-            print(f"{row['G']:>3} {loop:<8} {m['step_s']:8.2f} {share('generation_s'):>17} {share('reward_s'):>17} "
+            name = {"brainrl": "brainrl awsft", "brainrl_grpo": "brainrl grpo"}.get(loop, loop)
+            print(f"{row['G']:>3} {name:<13} {m['step_s']:8.2f} {share('generation_s'):>17} "
+                  f"{m['generation_ms_per_token']:8.1f} {share('reward_s'):>17} "
                   f"{share('update_s'):>17} {m['completion_tokens_mean']:7.0f} {m['completion_words_mean']:6.0f}")
-        print(f"{'':>3} anchor/brainrl: {row['speedup']:.2f}x per step (measured stages only)"
-              + (f"; goal >= 10x {'met' if row['speedup'] >= 10 else 'not met'}" if args.device == "cuda" else ""))
+        for key, name in (("speedup", "awsft"), ("speedup_grpo", "grpo")):
+            if key in row:
+                print(f"{'':>3} anchor/brainrl {name}: {row[key]:.2f}x per step (measured stages only)"
+                      + (f"; goal >= 10x {'met' if row[key] >= 10 else 'not met'}" if args.device == "cuda" else ""))
         if "anchor_with_whisperx" in row:
             w = row["anchor_with_whisperx"]
             print(f"{'':>3} with the anchor's logged WhisperX median of {ANCHOR_WHISPERX_MEDIAN_S} s per call added "
-                  f"(context, not measured): anchor {w['step_s']:.2f} s/step, {w['speedup']:.2f}x")
-        for loop in ("anchor", "brainrl"):
+                  f"(context, not measured): anchor {w['step_s']:.2f} s/step, " + ", ".join(
+                      f"{w[k]:.2f}x vs {k[len('speedup_'):]}" for k in w if k.startswith("speedup_")))
+        for loop in loops:
             stages = row[loop]["reward_stages_s"]
             peak = row[loop].get("peak_gpu_gib")
             if stages or peak is not None:
                 print(f"{'':>3} {loop}: " + ("reward stages (s per step) " + ", ".join(
                     f"{k} {v:.2f}" for k, v in stages.items()) if stages else "")
                       + (f"; peak GPU memory {peak:.1f} GiB (reward models included)" if peak is not None else ""))
-        if any(row[loop]["rewards_failed"] for loop in ("anchor", "brainrl")):
-            print(f"{'':>3} rewards failed per step: anchor {row['anchor']['rewards_failed']:.0f}, "
-                  f"brainrl {row['brainrl']['rewards_failed']:.0f} (see the log)")
+        if any(row[loop]["rewards_failed"] for loop in loops):
+            print(f"{'':>3} rewards failed per step: " + ", ".join(
+                f"{loop} {row[loop]['rewards_failed']:.0f}" for loop in loops) + " (see the log)")
 
 
 def main(argv=None) -> int:
@@ -473,6 +567,8 @@ def main(argv=None) -> int:
     parser.add_argument("--policy", default="smollm2", help="smollm2 | qwen2.5-0.5b | qwen2.5-3b | qwen2-tiny | tiny | a folder")
     parser.add_argument("--tiny", action="store_true", help="tiny random policy (and tiny stand-in), few tokens: a smoke test")
     parser.add_argument("--groups", type=int, nargs="+", default=[4, 8], help="completions per step (G)")
+    parser.add_argument("--trainers", nargs="+", default=list(TRAINERS), choices=TRAINERS,
+                        help="brainrl trainers timed next to the anchor loop (default: awsft grpo)")
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--steps", type=int, default=2, help="measured steps per loop and G (after one warm-up)")
     parser.add_argument("--warmup-tokens", type=int, default=32,
@@ -530,16 +626,23 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as workdir:
             for n in args.groups:
                 row: dict[str, Any] = {"G": n}
-                row["brainrl"] = run_brainrl(args, n, brainrl_reward, lora, dtype, workdir)
+                if "awsft" in args.trainers:
+                    row["brainrl"] = run_brainrl(args, n, brainrl_reward, lora, dtype, workdir)
+                if "grpo" in args.trainers:
+                    row["brainrl_grpo"] = run_grpo(args, n, brainrl_reward, lora, dtype, workdir)
                 row["anchor"] = run_anchor(args, n, anchor_reward, lora, dtype)
-                row["speedup"] = row["anchor"]["step_s"] / row["brainrl"]["step_s"]
+                for key, loop in (("speedup", "brainrl"), ("speedup_grpo", "brainrl_grpo")):
+                    if loop in row:
+                        row[key] = row["anchor"]["step_s"] / row[loop]["step_s"]
                 if args.reward == "tribe-standin":
                     added = ANCHOR_WHISPERX_MEDIAN_S * n  # one WhisperX call per completion in the anchor
                     step = row["anchor"]["step_s"] + added
                     row["anchor_with_whisperx"] = {
                         "note": f"context only: the anchor log's WhisperX median ({ANCHOR_WHISPERX_MEDIAN_S} s per "
                                 "call) times G, added to the measured anchor step; not measured here",
-                        "added_s": added, "step_s": step, "speedup": step / row["brainrl"]["step_s"]}
+                        "added_s": added, "step_s": step,
+                        **{f"speedup_{loop}": step / row[loop]["step_s"] for loop in ("brainrl", "brainrl_grpo")
+                           if loop in row}}
                 results.append(row)
     finally:
         speech = getattr(brainrl_reward, "speech", None)
@@ -548,6 +651,7 @@ def main(argv=None) -> int:
     report = {
         "policy": args.policy, "device": args.device, "policy_dtype": str(dtype), "max_new_tokens": args.max_new_tokens,
         "measured_steps": args.steps, "warmup_tokens": args.warmup_tokens, "seed": args.seed,
+        "trainers": args.trainers, "load_average": list(os.getloadavg()),
         "sampling": {**ANCHOR_SAMPLING, "note": "the same settings in both loops"}, "prompt": ANCHOR_PROMPT,
         "reward": reward_info, "torch_threads": torch.get_num_threads(), "host": platform.node(),
         "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,

@@ -62,16 +62,20 @@ def test_bench_train_runs_tiny_on_cpu(tmp_path, reward):
     report = json.loads(out.read_text())
     assert report["reward"]["kind"] == reward
     [row] = report["results"]
-    for loop in ("anchor", "brainrl"):
+    for loop in ("anchor", "brainrl", "brainrl_grpo"):
         m = row[loop]
         assert m["step_s"] == pytest.approx(m["generation_s"] + m["reward_s"] + m["update_s"], rel=0.05)
-        assert m["reward_s"] > 0
+        assert m["reward_s"] > 0 and m["generation_s"] > 0 and m["update_s"] > 0
+        assert m["completion_tokens_mean"] > 0 and m["generation_ms_per_token"] > 0
     assert row["speedup"] == pytest.approx(row["anchor"]["step_s"] / row["brainrl"]["step_s"])
+    assert row["speedup_grpo"] == pytest.approx(row["anchor"]["step_s"] / row["brainrl_grpo"]["step_s"])
+    assert report["trainers"] == ["awsft", "grpo"]
     if reward == "tribe-standin":
         assert "model_reload" in row["anchor"]["reward_stages_s"]
         assert "model_reload" not in row["brainrl"]["reward_stages_s"]
         extra = row["anchor_with_whisperx"]
         assert extra["step_s"] == pytest.approx(row["anchor"]["step_s"] + 2 * bench_train.ANCHOR_WHISPERX_MEDIAN_S)
+        assert {"speedup_brainrl", "speedup_brainrl_grpo"} <= set(extra)
     else:
         assert "anchor_with_whisperx" not in row
 
