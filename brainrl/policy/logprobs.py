@@ -12,14 +12,53 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return positions.clamp(min=0)
 
 
-def completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask) -> torch.Tensor:
-    """Logits (B, Lc, V) that predict each completion token (only the last Lc+1 positions are computed)."""
+def cache_argument(model) -> str:
+    """``cache`` (transformers >= 5.2x) or ``past_key_values`` (earlier): the KV cache's keyword in the
+    model's forward (looked up through DDP/PEFT wrappers)."""
+    import inspect
+
+    base = getattr(model, "module", model)
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask, *,
+                      share_prompts: bool = True) -> torch.Tensor:
+    """Logits (B, Lc, V) that predict each completion token (only the last Lc+1 positions are computed).
+
+    With ``share_prompts`` (default), rows with the same prompt (a group of completions) run the prompt
+    through the model once: its KV cache is computed for the distinct prompts and indexed out to every
+    row, then the completions run on top of it. Same function, same gradient (indexing is differentiable,
+    so each prompt's gradient sums over its group); it saves (N-1)/N of the prompt's forward and backward
+    for groups of N, and equals the one-pass result up to float rounding (tests/train/test_losses.py)."""
+    length = completion_ids.shape[1]
+    if share_prompts and length > 1 and prompt_ids.shape[1] > 0:
+        distinct, inverse = torch.unique(torch.cat([prompt_ids, prompt_mask], dim=1), dim=0, return_inverse=True)
+        if distinct.shape[0] < prompt_ids.shape[0]:
+            width = prompt_ids.shape[1]
+            return _shared_prompt_logits(model, distinct[:, :width], distinct[:, width:], inverse, prompt_mask,
+                                         completion_ids, completion_mask)
     input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
     attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
-    length = completion_ids.shape[1]
     out = model(input_ids=input_ids, attention_mask=attention_mask,
                 position_ids=position_ids_from_mask(attention_mask), logits_to_keep=length + 1, use_cache=False)
     return out.logits[:, -length - 1:-1, :].float()
+
+
+def _shared_prompt_logits(model, prompts, prompts_mask, inverse, prompt_mask, completion_ids, completion_mask):
+    """``completion_logits`` with one prompt pass per distinct prompt (see there)."""
+    from transformers import DynamicCache
+
+    name = cache_argument(model)
+    head = model(input_ids=prompts, attention_mask=prompts_mask, position_ids=position_ids_from_mask(prompts_mask),
+                 use_cache=True, logits_to_keep=1, **{name: DynamicCache()})
+    cache = getattr(head, name)
+    cache.reorder_cache(inverse)  # index_select per layer: every row gets its prompt's keys and values
+    attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+    positions = position_ids_from_mask(attention_mask)[:, prompt_mask.shape[1]:]
+    body = model(input_ids=completion_ids[:, :-1], attention_mask=attention_mask[:, :-1],
+                 position_ids=positions[:, :-1], use_cache=True, **{name: cache})
+    return torch.cat([head.logits[:, -1:, :][inverse], body.logits], dim=1).float()
 
 
 def exact_kl(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:

@@ -87,3 +87,32 @@ def test_awsft_gradient_equals_independent_computation():
     assert biggest > 1e-4
     for got, want in zip(grads, expected):
         assert torch.allclose(got, want, atol=1e-6, rtol=1e-4), float((got - want).abs().max())
+
+
+def test_shared_prompt_scoring_equals_one_pass_scoring():
+    """Groups of completions score their prompt once (KV cache indexed to each row): logits and gradients
+    equal the one-pass forward up to float rounding, with left-padded prompts of different lengths and
+    completions that stopped early (right padding)."""
+    model, tok = tiny_policy(seed=2)
+    neutralise_generation_config(model, tok)
+    policy = attach_lora(model, LoraSettings(r=4, alpha=8))
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    policy.eval()
+    samples = sample_completions(policy, tok, ["tell a story", "explain the weather at night in the city"],
+                                 SamplingConfig(max_new_tokens=10), num_completions=3, seed=2)
+    args = (samples.prompt_ids, samples.prompt_mask, samples.completion_ids, samples.completion_mask)
+    assert (samples.prompt_mask == 0).any()  # the shorter prompt is left padded
+    samples.completion_mask[1, 4:] = 0  # as if row 1 had stopped after 5 tokens
+    params = [p for p in policy.parameters() if p.requires_grad]
+    outs = {}
+    for share in (False, True):
+        logits = completion_logits(policy, *args, share_prompts=share)
+        mask = args[3].unsqueeze(-1)
+        loss = (token_logprobs(logits, args[2]) * args[3]).sum()
+        outs[share] = ((logits * mask).detach(), torch.autograd.grad(loss, params))
+    assert torch.allclose(outs[True][0], outs[False][0], atol=1e-5)
+    for got, want in zip(outs[True][1], outs[False][1]):
+        assert torch.allclose(got, want, atol=1e-5, rtol=1e-4)
