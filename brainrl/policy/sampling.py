@@ -14,6 +14,7 @@ from typing import Any, Literal, Sequence
 
 import torch
 
+from brainrl.policy.logprobs import cache_argument, position_ids_from_mask
 from brainrl.policy.lora import MergedWeights, merged_adapter
 
 log = logging.getLogger(__name__)
@@ -78,11 +79,14 @@ class GenerationSettings:
       decoding needs); ``auto`` = static where decoding is compiled, else dynamic.
     - ``compile``: ``torch.compile`` the decoding step (transformers does it with a static cache);
       None = where the device supports it (CUDA), never on CPU (compiling costs more than it saves there).
+    - ``share_prompts``: with a dynamic cache, prefill each prompt once and repeat its KV cache for its
+      completions (``generate`` would prefill every copy).
     """
 
     merge_adapter: bool = True
     cache: Literal["auto", "dynamic", "static"] = "auto"
     compile: bool | None = None
+    share_prompts: bool = True
 
     def resolve(self, device: str | torch.device) -> dict[str, Any]:
         """(merge, cache, compile) for ``device``, with nothing left on auto."""
@@ -92,7 +96,8 @@ class GenerationSettings:
         if compile_ and cache != "static":
             raise ValueError("policy.generation.compile needs cache: static (or auto); transformers compiles "
                              "decoding only with a static KV cache.")
-        return {"merge_adapter": self.merge_adapter, "cache": cache, "compile": compile_}
+        return {"merge_adapter": self.merge_adapter, "cache": cache, "compile": compile_,
+                "share_prompts": self.share_prompts and cache == "dynamic"}
 
     def generate_kwargs(self, device: str | torch.device) -> dict[str, Any]:
         """The extra ``generate`` arguments for the resolved cache and compile choice."""
@@ -214,9 +219,16 @@ def sample_completions(model, tokenizer, prompts: Sequence[str], sampling: Sampl
     model.eval()
     try:
         with merged_adapter(model, merged_weights) if generation.merge_adapter else _unmerged() as merged:
+            inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                      "num_return_sequences": num_completions}
+            if (generation.share_prompts and num_completions > 1 and "cache_implementation" not in engine
+                    and enc["input_ids"].shape[1] > 1):
+                name, cache = shared_prompt_cache(model, enc["input_ids"], enc["attention_mask"], num_completions)
+                inputs = {"input_ids": enc["input_ids"].repeat_interleave(num_completions, dim=0),
+                          "attention_mask": enc["attention_mask"].repeat_interleave(num_completions, dim=0),
+                          name: cache}
             out = model.generate(
-                input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                num_return_sequences=num_completions, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
+                **inputs, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
                 **kwargs, **engine, output_logits=return_logprobs, return_dict_in_generate=True,
             )
     finally:
@@ -246,3 +258,19 @@ def sample_completions(model, tokenizer, prompts: Sequence[str], sampling: Sampl
 @contextlib.contextmanager
 def _unmerged():
     yield False
+
+
+def shared_prompt_cache(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, repeats: int):
+    """The KV cache of every prompt but its last token, computed once per prompt and repeated for its
+    ``repeats`` completions (``generate`` expands the prompts first and would prefill each copy).
+    ``generate`` then runs the last prompt token and samples; the logits equal a full prefill's up to float
+    rounding (tests/policy/test_generation.py)."""
+    from transformers import DynamicCache
+
+    name = cache_argument(model)
+    out = model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1],
+                position_ids=position_ids_from_mask(attention_mask[:, :-1]), use_cache=True, logits_to_keep=1,
+                **{name: DynamicCache()})
+    cache = getattr(out, name)
+    cache.batch_repeat_interleave(repeats)
+    return name, cache

@@ -37,8 +37,10 @@ def training_logprobs(model, samples):
 
 @pytest.mark.parametrize("generation", [GenerationSettings(merge_adapter=True, cache="dynamic"),
                                         GenerationSettings(merge_adapter=True, cache="static"),
-                                        GenerationSettings(merge_adapter=False, cache="dynamic")],
-                         ids=["merged-dynamic", "merged-static", "unmerged-dynamic"])
+                                        GenerationSettings(merge_adapter=False, cache="dynamic"),
+                                        GenerationSettings(merge_adapter=True, share_prompts=False)],
+                         ids=["merged-dynamic-shared-prompts", "merged-static", "unmerged-dynamic-shared-prompts",
+                              "merged-dynamic"])
 def test_sampled_tokens_logprobs_equal_training_forward(generation):
     model, tok = trained_like_policy()
     samples = sample_completions(model, tok, PROMPTS, SamplingConfig(max_new_tokens=16), num_completions=3, seed=5,
@@ -73,11 +75,15 @@ def test_merged_generation_restores_weights_bit_for_bit_and_reuses_buffers():
     assert not any(layer.disable_adapters for _, layer in model.named_modules() if hasattr(layer, "lora_A"))
 
 
-def test_merged_and_unmerged_sampling_draw_the_same_tokens():
+def test_merged_unmerged_and_shared_prompt_sampling_draw_the_same_tokens():
     model, tok = trained_like_policy(seed=3)
-    runs = [sample_completions(model, tok, PROMPTS, SamplingConfig(max_new_tokens=12), num_completions=2, seed=9,
-                               generation=GenerationSettings(merge_adapter=merge)) for merge in (False, True)]
-    assert torch.equal(runs[0].completion_ids, runs[1].completion_ids)
+    settings = [GenerationSettings(merge_adapter=False, share_prompts=False), GenerationSettings(merge_adapter=True),
+                GenerationSettings(merge_adapter=True, share_prompts=False), GenerationSettings(merge_adapter=False)]
+    runs = [sample_completions(model, tok, PROMPTS, SamplingConfig(max_new_tokens=12), num_completions=3, seed=9,
+                               generation=g, return_logprobs=True) for g in settings]
+    for run in runs[1:]:
+        assert torch.equal(runs[0].completion_ids, run.completion_ids)
+        assert (runs[0].generation_logprobs - run.generation_logprobs).abs().max() < LOGPROB_ATOL
 
 
 def test_base_generation_under_disabled_adapter_is_not_merged():
@@ -105,10 +111,12 @@ def test_unmergeable_models_generate_unmerged():
 
 
 def test_generation_settings_resolve_per_device():
-    assert GenerationSettings().resolve("cpu") == {"merge_adapter": True, "cache": "dynamic", "compile": False}
-    assert GenerationSettings().resolve("cuda:0") == {"merge_adapter": True, "cache": "static", "compile": True}
+    assert GenerationSettings().resolve("cpu") == {"merge_adapter": True, "cache": "dynamic", "compile": False,
+                                                   "share_prompts": True}
+    assert GenerationSettings().resolve("cuda:0") == {"merge_adapter": True, "cache": "static", "compile": True,
+                                                      "share_prompts": False}
     assert GenerationSettings(compile=False).resolve("cuda") == {"merge_adapter": True, "cache": "dynamic",
-                                                                  "compile": False}
+                                                                  "compile": False, "share_prompts": True}
     assert GenerationSettings().generate_kwargs("cpu") == {"disable_compile": True}
     kwargs = GenerationSettings(cache="static", compile=True).generate_kwargs("cpu")
     assert kwargs["cache_implementation"] == "static" and kwargs["compile_config"]._compile_all_devices

@@ -91,5 +91,6 @@ def test_awsft_generates_merged_and_checks_logprobs_on_policy(tmp_path):
     for m in (metrics[0], metrics[2]):
         assert 0 <= m["logprob_drift_max"] < 1e-4  # fp32: merged generation vs unmerged update forward
     card = json.loads((tmp_path / "run" / "run_card.json").read_text())
-    assert card["algorithm"]["generation"] == {"merge_adapter": True, "cache": "dynamic", "compile": False}
+    assert card["algorithm"]["generation"] == {"merge_adapter": True, "cache": "dynamic", "compile": False,
+                                               "share_prompts": True}
     assert len(trainer.merged_weights.buffers) == 2 * 4  # q/k/v/o of both layers, merged into reused buffers
