@@ -418,8 +418,8 @@ def run_grpo(args, n, reward, lora, dtype, workdir) -> dict[str, Any]:
     from transformers import TrainerCallback
 
     from brainrl.policy.sampling import SamplingConfig
-    from brainrl.rewards.loading import RewardSpec
-    from brainrl.train.config import DataConfig, GRPOSettings, LoggingConfig, PolicyConfig, RecipeConfig
+    from brainrl.rewards.loading import RewardConfig
+    from brainrl.train.config import DataConfig, GRPORecipeConfig, LoggingConfig, PolicyConfig, RecipeConfig
     from brainrl.train.grpo import _trainer_class, grpo_config, prompt_dataset
 
     _reset_peak(args.device)
@@ -430,9 +430,9 @@ def run_grpo(args, n, reward, lora, dtype, workdir) -> dict[str, Any]:
     steps = args.steps + 1
     recipe = RecipeConfig(
         name="bench-grpo", output_dir=str(Path(workdir) / f"grpo-{n}"), trainer="grpo",
-        rewards=[RewardSpec(path="bench")], policy=PolicyConfig(lora=lora),
+        rewards=[RewardConfig(path="bench")], policy=PolicyConfig(lora=lora),
         data=DataConfig(system_prompt=ANCHOR_SYSTEM),
-        grpo=GRPOSettings(steps=steps, prompts_per_step=1, num_generations=n, learning_rate=5e-5, beta=0.1,
+        grpo=GRPORecipeConfig(steps=steps, prompts_per_step=1, num_generations=n, learning_rate=5e-5, beta=0.1,
                           warmup_steps=0, checkpoint_every=10_000),
         sampling=sampling, logging=LoggingConfig(report_to=[], progress=False))
     seconds: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))

@@ -95,7 +95,7 @@ def test_shared_prompt_scoring_equals_one_pass_scoring():
     completions that stopped early (right padding)."""
     model, tok = tiny_policy(seed=2)
     neutralise_generation_config(model, tok)
-    policy = attach_lora(model, LoraSettings(r=4, alpha=8))
+    policy = attach_lora(model, LoraConfig(r=4, alpha=8))
     with torch.no_grad():
         for name, p in policy.named_parameters():
             if "lora_B" in name:

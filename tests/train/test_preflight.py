@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -166,7 +167,8 @@ def test_resume_refuses_a_recipe_that_differs_from_the_run(tmp_path, monkeypatch
                                    "rewards.0.path=rewards/broca_mean.py"])
     assert [d[0] for d in recipe_differences(started.to_dict(), changed.to_dict())] == [
         "awsft.learning_rate", "rewards[0].path"]
-    with pytest.raises(RecipeError, match=r"--resume: the recipe differs .*awsft\.learning_rate: run 0\.001, now 0\.01"):
+    run_lr = re.escape(str(started.awsft.learning_rate))
+    with pytest.raises(RecipeError, match=rf"--resume: the recipe differs .*awsft\.learning_rate: run {run_lr}, now 0\.01"):
         run_recipe(changed, resume=True)
     # and a run folder is never silently reused without --resume / --overwrite
     with pytest.raises(RecipeError, match="already holds a run"):
