@@ -27,8 +27,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from brainrl.brain.features import (
+    CLAUSE_OPENERS,
     GRID_HZ,
     MiniLMText,
+    bare_word,
     frame_matrix,
     syntactic_load,
 )
@@ -110,7 +112,7 @@ class _WordTable:
         self.max_words = max_words
         self.index: dict[str, int] = {}
         self.tails: list[str] = []  # punctuation closing each token
-        self.values = np.zeros((1024, 4))  # letters, comma, stop, WordPieces
+        self.values = np.zeros((1024, 5))  # letters, comma, stop, WordPieces, clause opener
         self.vectors = np.zeros((1024, 384))
         self._lock = threading.Lock()
 
@@ -141,7 +143,8 @@ class _WordTable:
         for i, token in enumerate(tokens):
             tail = m.group(0) if (m := _TRAIL.search(token)) else ""
             self.values[start + i] = (len(_LETTER.findall(token)), 1.0 if _COMMA.search(tail) else 0.0,
-                                      1.0 if _STOP.search(tail) else 0.0, pieces[i])
+                                      1.0 if _STOP.search(tail) else 0.0, pieces[i],
+                                      1.0 if bare_word(token).lower() in CLAUSE_OPENERS else 0.0)
             self.tails.append(tail)
             self.index[token] = start + i
 
@@ -156,9 +159,35 @@ def token_stats(text: str) -> TokenStats:
         empty = np.zeros(0)
         return TokenStats(tokens, empty, empty, empty, empty, empty, np.zeros((0, 384)))
     idx = _WORDS.lookup(tokens)
-    letters, comma, stop, pieces = _WORDS.values[idx].T
+    letters, comma, stop, pieces, _ = _WORDS.values[idx].T
     return TokenStats(tokens, letters, pieces, comma, stop, syntactic_load(tokens, [_WORDS.tails[i] for i in idx]),
                       _WORDS.vectors[idx])
+
+
+_LOG21 = math.log(21.0)
+
+
+def syntactic_load_flags(opener: np.ndarray, clause_break: np.ndarray, sentence_end: np.ndarray) -> np.ndarray:
+    """``brainrl.brain.features.syntactic_load`` from per-token flags (clause opener, clause break after,
+    sentence end after) that the word table computed once per distinct token: the same formula without
+    per-token regular expressions (tests check the two agree)."""
+    n = len(opener)
+    position, depth, sentence = [0] * n, [0] * n, [0] * n
+    pos = d = sid = 0
+    for i, (is_opener, is_break, is_end) in enumerate(zip(opener.tolist(), clause_break.tolist(),
+                                                           sentence_end.tolist())):
+        if is_opener:
+            d = min(d + 1, 3)
+        position[i], depth[i], sentence[i] = pos, d, sid
+        pos += 1
+        if is_break:
+            d = max(d - 1, 0)
+        if is_end:
+            pos, d, sid = 0, 0, sid + 1
+    sentence_ids = np.asarray(sentence)
+    lengths = np.bincount(sentence_ids)[sentence_ids]
+    return (0.5 * np.log1p(np.asarray(position, np.float64)) / _LOG21 + 0.5 * np.log1p(lengths) / _LOG21
+            + 0.5 * np.asarray(depth, np.float64) + 0.3 * clause_break)
 
 
 @functools.lru_cache(maxsize=512)
@@ -216,13 +245,12 @@ def static_features(texts: Sequence[str], config: FeatureConfig) -> np.ndarray:
         return out
     flat = [token for tokens in token_lists for token in tokens]
     idx = _WORDS.lookup(flat)
-    letters, comma, stop, pieces = _WORDS.values[idx].T
+    letters, comma, stop, pieces, opener = _WORDS.values[idx].T
     lengths_kept = lengths[rows_with_words]
     offsets = np.concatenate([[0], np.cumsum(lengths_kept)[:-1]])
-    tails = [_WORDS.tails[i] for i in idx]
-    for end in offsets + lengths_kept - 1:  # a sentence ends with every text: the batch reads as separate texts
-        tails[end] = tails[end] + "."
-    syntax = syntactic_load(flat, tails)
+    ends = stop.copy()
+    ends[offsets + lengths_kept - 1] = 1.0  # a sentence ends with every text: the batch reads as separate texts
+    syntax = syntactic_load_flags(opener, comma, ends)
     seconds = config.rate.seconds(letters, pieces, comma, stop)
     text_of = np.repeat(np.arange(len(offsets)), lengths_kept)
     before = np.cumsum(seconds) - seconds

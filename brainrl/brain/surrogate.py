@@ -178,8 +178,9 @@ class SurrogateBrainModel(BrainModel):
 
     def _make_identity(self) -> dict[str, Any]:
         card = self.student.card
+        # the student's hash fixes everything it predicts (its card names the teacher it was fitted to)
         return {"model": "surrogate", "version": SURROGATE_VERSION, "student_sha256": card["student_sha256"],
-                "teacher": card.get("teacher", {}).get("identity", {}), "refits": self.refits}
+                "teacher_model": card.get("teacher", {}).get("identity", {}).get("model"), "refits": self.refits}
 
     def identity(self) -> dict[str, Any]:
         return self._identity

@@ -67,7 +67,8 @@ class ROIReward(BrainReward):
         maps = stats.as_maps(data)
         if maps.ndim != 2:
             raise ValueError(f"ROIReward scores one (T, 20,484) map at a time, got {maps.shape}.")
-        means = maps.mean(axis=0, dtype=np.float64) @ self._get_masks()["weights"]
+        frame_mean = maps[0].astype(np.float64) if maps.shape[0] == 1 else maps.mean(axis=0, dtype=np.float64)
+        means = frame_mean @ self._get_masks()["weights"]
         if self.statistic == "mean":
             return float(means[0])
         if self.statistic == "minus_global":

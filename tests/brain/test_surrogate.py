@@ -175,3 +175,20 @@ def test_rank_agreement_counts_within_group_pairs():
     assert same["concordant_pairs"] == 1.0 and same["within_group_spearman"] == pytest.approx(1.0)
     flipped = rank_agreement([7, 6, 5, 0, 1, 2], teacher, groups)
     assert flipped["concordant_pairs"] == 0.5 and flipped["pairs"] == 6
+
+
+def test_syntax_from_flags_equals_the_teachers_syntactic_load():
+    from brainrl.brain.features import syntactic_load
+    from brainrl.brain.student_features import _WORDS, static_features, syntactic_load_flags
+
+    texts = varied_texts(40, seed=12) + ["Which, because; although: when. Who? That! (whose) -- whereas"]
+    config = FeatureConfig()
+    col = feature_names(config).index("max_syntax")
+    rows = static_features(texts, config)
+    for text, row in zip(texts, rows):
+        tokens = text.split()
+        tails = [t[len(t.rstrip(".,;:!?\u2013\u2014\"')]")):] for t in tokens]
+        expected = syntactic_load(tokens, tails)
+        _, comma, stop, _, opener = _WORDS.values[_WORDS.lookup(tokens)].T
+        np.testing.assert_allclose(syntactic_load_flags(opener, comma, stop), expected, rtol=0, atol=1e-12)
+        assert row[col] == pytest.approx(expected.max(), abs=1e-12)
