@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from brainrl.brain.base import BrainMap
-from brainrl.brain.student_features import FeatureConfig, features_matrix, fit_speaking_rate
+from brainrl.brain.student_features import FeatureConfig, feature_names, features_matrix, fit_speaking_rate
 from brainrl.brain.surrogate import Student
 from brainrl.provenance import versions
 
@@ -39,6 +39,8 @@ class DistillConfig:
 
     k: int = 64
     encoder: str = "static"
+    #: principal directions kept of each embedding block (word vectors, sentence embedding); 0 = all
+    embedding_dims: int = 16
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
     fit_rate: bool = True
     seed: int = 0
@@ -46,6 +48,8 @@ class DistillConfig:
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"k (PCA components) must be >= 1, got {self.k}.")
+        if self.embedding_dims < 0:
+            raise ValueError(f"embedding_dims must be >= 0, got {self.embedding_dims}.")
         if not self.alphas or min(self.alphas) <= 0:
             raise ValueError("alphas must be a non-empty list of positive ridge penalties.")
         FeatureConfig(encoder=self.encoder)  # validates the encoder name
@@ -135,6 +139,27 @@ def ridge_solve(z: np.ndarray, c: np.ndarray, alphas: np.ndarray, weights: np.nd
     return coef, c_mean - z_mean @ coef
 
 
+def embedding_reducer(x: np.ndarray, names: Sequence[str], dims: int) -> np.ndarray:
+    """(D_raw, D) matrix: lexical columns kept as they are, each embedding block (``hrf_sem_*``,
+    ``sentence_*``) projected onto its ``dims`` leading principal directions in ``x``."""
+    blocks = {prefix: [i for i, n in enumerate(names) if n.startswith(prefix)] for prefix in ("hrf_sem_", "sentence_")}
+    embedded = {i for cols in blocks.values() for i in cols}
+    kept = [i for i in range(len(names)) if i not in embedded]
+    parts = [np.eye(len(names))[:, kept]]
+    for cols in blocks.values():
+        if not cols:
+            continue
+        if dims == 0 or dims >= len(cols):
+            parts.append(np.eye(len(names))[:, cols])
+            continue
+        block = x[:, cols] - x[:, cols].mean(axis=0)
+        directions = np.linalg.svd(block, full_matrices=False)[2][:dims]  # (dims, len(cols))
+        projection = np.zeros((len(names), dims))
+        projection[cols] = directions.T
+        parts.append(projection)
+    return np.hstack(parts)
+
+
 def fit_head(x: np.ndarray, c: np.ndarray, alphas: Sequence[float]) -> dict[str, np.ndarray]:
     """Standardise ``x``, choose one ridge penalty per target by GCV (sklearn ``RidgeCV``), fit."""
     from sklearn.linear_model import RidgeCV
@@ -157,16 +182,17 @@ def fit_student(train: TeacherData, config: DistillConfig, card: dict[str, Any] 
         rate, rate_fit = fit_speaking_rate(train.texts, train.seconds)
         features = FeatureConfig(encoder=config.encoder, rate=rate)
     x = features_matrix(train.texts, features)
+    reducer = embedding_reducer(x, feature_names(features), config.embedding_dims)
     mean, components, ratio = pca_basis(train.maps, config.k, config.seed)
     c = (train.maps - mean) @ components.T
-    head = fit_head(x, c.astype(np.float64), config.alphas)
+    head = fit_head(x @ reducer, c.astype(np.float64), config.alphas)
     card = dict(card or {})
     card.setdefault("fit", {}).update({
         "pca_explained_variance": float(ratio.sum()), "pca_k": int(components.shape[0]),
         "speaking_rate_fit": rate_fit, "alpha_range": [float(head["alpha"].min()), float(head["alpha"].max())],
         "config": {**asdict(config), "alphas": list(config.alphas)},
     })
-    return Student(features=features, components=components, map_mean=mean, train_x=x.astype(np.float32),
+    return Student(features=features, reducer=reducer, components=components, map_mean=mean, train_x=x.astype(np.float32),
                    train_c=c.astype(np.float32), card=card, **head)
 
 
@@ -179,12 +205,12 @@ def refit_student(student: Student, texts: Sequence[str], mean_maps: np.ndarray,
     x = np.vstack([student.train_x.astype(np.float64), new_x])
     c = np.vstack([student.train_c.astype(np.float64), student.project(mean_maps).astype(np.float64)])
     weights = np.concatenate([np.ones(len(student.train_x)), np.full(len(new_x), float(weight))])
-    z = (x - student.x_mean) / student.x_scale
+    z = (x @ student.reducer - student.x_mean) / student.x_scale
     coef, intercept = ridge_solve(z, c, student.alpha, weights)
     card = {**student.card, "refit": {"base_student": student.card.get("student_sha256"),
                                       "fresh_pairs": len(texts), "fresh_weight": weight,
                                       "refits": int(student.card.get("refit", {}).get("refits", 0)) + 1}}
-    return Student(features=student.features, x_mean=student.x_mean, x_scale=student.x_scale, coef=coef,
+    return Student(features=student.features, reducer=student.reducer, x_mean=student.x_mean, x_scale=student.x_scale, coef=coef,
                    intercept=intercept, components=student.components, map_mean=student.map_mean,
                    alpha=student.alpha, train_x=x.astype(np.float32), train_c=c.astype(np.float32), card=card)
 

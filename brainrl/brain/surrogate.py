@@ -3,7 +3,10 @@
 A ``Student`` (fitted by ``brainrl distill``, brainrl/brain/distill.py) maps cheap text features
 (brainrl/brain/student_features.py) through a ridge head to the teacher's maps compressed by PCA:
 
-    map(text) = map_mean + ((features(text) - x_mean) / x_scale @ coef + intercept) @ components
+    map(text) = map_mean + (((features(text) @ reducer) - x_mean) / x_scale @ coef + intercept) @ components
+
+``reducer`` keeps the lexical columns and projects each embedding block (384 word-vector dimensions) onto
+its leading principal directions in the training texts, so a few hundred texts fit a well-posed head.
 
 It is saved as a folder: ``student.npz`` (arrays, including its training features and PCA coefficients
 so an audit can refit it) and ``card.json`` (teacher identity and pipeline, data, held-out fidelity,
@@ -41,9 +44,10 @@ NOTE = "distilled surrogate: predicts the teacher's time-averaged map from text;
 
 @dataclass
 class Student:
-    """Features -> standardised -> ridge -> PCA coefficients -> time-averaged map (float32, 20,484)."""
+    """Features -> reduced -> standardised -> ridge -> PCA coefficients -> time-averaged map (float32)."""
 
     features: FeatureConfig
+    reducer: np.ndarray  # (D_raw, D) linear map from raw features to the head's inputs
     x_mean: np.ndarray  # (D,)
     x_scale: np.ndarray  # (D,)
     coef: np.ndarray  # (D, k)
@@ -57,6 +61,8 @@ class Student:
 
     def __post_init__(self) -> None:
         d, k = self.coef.shape
+        if self.reducer.ndim != 2 or self.reducer.shape[1] != d:
+            raise ValueError(f"Student reducer must be (raw features, {d}); got {self.reducer.shape}.")
         self.alpha = np.broadcast_to(np.asarray(self.alpha, np.float64), (k,)).copy()
         if self.x_mean.shape != (d,) or self.x_scale.shape != (d,) or self.intercept.shape != (k,):
             raise ValueError(f"Student arrays disagree: coef {self.coef.shape}, x_mean {self.x_mean.shape}, "
@@ -67,7 +73,7 @@ class Student:
         self.components = np.ascontiguousarray(self.components, dtype=np.float32)
         self.map_mean = np.ascontiguousarray(self.map_mean, dtype=np.float32)
         # folded once: coefficients straight from raw features (one matmul per batch)
-        self._w = (self.coef / self.x_scale[:, None]).astype(np.float64)
+        self._w = (self.reducer @ (self.coef / self.x_scale[:, None])).astype(np.float64)
         self._b = (self.intercept - (self.x_mean / self.x_scale) @ self.coef).astype(np.float64)
 
     @property
@@ -94,7 +100,7 @@ class Student:
 
     # -- persistence ------------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"x_mean": self.x_mean, "x_scale": self.x_scale, "coef": self.coef, "intercept": self.intercept,
+        return {"reducer": self.reducer, "x_mean": self.x_mean, "x_scale": self.x_scale, "coef": self.coef, "intercept": self.intercept,
                 "components": self.components, "map_mean": self.map_mean, "alpha": np.asarray(self.alpha, np.float64),
                 "train_x": self.train_x.astype(np.float32), "train_c": self.train_c.astype(np.float32)}
 
@@ -131,7 +137,7 @@ class Student:
                              f"{str(card.get('student_sha256'))[:12]}): the folder was edited by hand; distil again.")
         with np.load(npz, allow_pickle=False) as arrays:
             a = {name: arrays[name] for name in arrays.files}
-        return cls(features=FeatureConfig.from_dict(card["features"]), x_mean=a["x_mean"], x_scale=a["x_scale"],
+        return cls(features=FeatureConfig.from_dict(card["features"]), reducer=a["reducer"], x_mean=a["x_mean"], x_scale=a["x_scale"],
                    coef=a["coef"], intercept=a["intercept"], components=a["components"], map_mean=a["map_mean"],
                    alpha=np.asarray(a["alpha"], np.float64), train_x=a["train_x"], train_c=a["train_c"], card=card)
 

@@ -36,6 +36,8 @@ def register(subparsers) -> None:
     p.add_argument("--k", type=int, default=64, help="PCA components of the time-averaged maps (default 64)")
     p.add_argument("--encoder", default="static", choices=("static", "sentence"),
                    help="text features: static (fast) or + a MiniLM sentence embedding (sentence-transformers)")
+    p.add_argument("--embedding-dims", type=int, default=16,
+                   help="principal directions kept of each embedding block (default 16; 0 keeps all 384)")
     p.add_argument("--seed", type=int, default=0, help="sampling and PCA seed")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads for sampling")
     p.set_defaults(func=run_distill)
@@ -125,7 +127,7 @@ def run_distill(args: argparse.Namespace) -> int:
     if recipe.brain.model == "surrogate":
         raise ValueError("The recipe's brain model is already a surrogate; distil from the teacher's recipe "
                          "(e.g. recipes/offline_broca.yaml).")
-    config = DistillConfig(k=args.k, encoder=args.encoder, seed=args.seed)
+    config = DistillConfig(k=args.k, encoder=args.encoder, embedding_dims=args.embedding_dims, seed=args.seed)
     out = Path(args.out)
     file_rows, sources = _file_rows(args)
     per_prompt = args.per_prompt if args.per_prompt is not None else (0 if file_rows else 12)
