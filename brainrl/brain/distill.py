@@ -41,6 +41,8 @@ class DistillConfig:
     encoder: str = "static"
     #: principal directions kept of each embedding block (word vectors, sentence embedding); 0 = all
     embedding_dims: int = 16
+    #: map PCA: keep the fewest components (at most k) that explain this share of the training maps' variance
+    variance: float = 0.99999
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
     fit_rate: bool = True
     seed: int = 0
@@ -48,6 +50,8 @@ class DistillConfig:
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"k (PCA components) must be >= 1, got {self.k}.")
+        if not 0 < self.variance <= 1:
+            raise ValueError(f"variance must lie in (0, 1], got {self.variance}.")
         if self.embedding_dims < 0:
             raise ValueError(f"embedding_dims must be >= 0, got {self.embedding_dims}.")
         if not self.alphas or min(self.alphas) <= 0:
@@ -184,6 +188,8 @@ def fit_student(train: TeacherData, config: DistillConfig, card: dict[str, Any] 
     x = features_matrix(train.texts, features)
     reducer = embedding_reducer(x, feature_names(features), config.embedding_dims)
     mean, components, ratio = pca_basis(train.maps, config.k, config.seed)
+    keep = min(len(ratio), int(np.searchsorted(np.cumsum(ratio), config.variance)) + 1)
+    components, ratio = components[:keep], ratio[:keep]
     c = (train.maps - mean) @ components.T
     head = fit_head(x @ reducer, c.astype(np.float64), config.alphas)
     card = dict(card or {})

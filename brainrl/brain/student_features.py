@@ -114,7 +114,21 @@ class _WordTable:
         self.tails: list[str] = []  # punctuation closing each token
         self.values = np.zeros((1024, 5))  # letters, comma, stop, WordPieces, clause opener
         self.vectors = np.zeros((1024, 384))
+        self._projected: dict[str, np.ndarray] = {}  # key -> word vectors @ projection, rows added as words come
         self._lock = threading.Lock()
+
+    def projected(self, projection: np.ndarray, key: str) -> np.ndarray:
+        """Every word vector projected (``vectors @ projection``), extended as new words arrive."""
+        n = len(self.tails)
+        done = self._projected.get(key)
+        if done is None or done.shape[0] > n or done.shape[1] != projection.shape[1]:
+            done = np.zeros((0, projection.shape[1]))
+        if done.shape[0] < n:
+            done = np.vstack([done, self.vectors[done.shape[0]:n] @ projection])
+            if len(self._projected) > 8:  # a few students per process at most
+                self._projected.clear()
+            self._projected[key] = done
+        return done
 
     def lookup(self, tokens: list[str]) -> np.ndarray:
         """Row index of every token, adding new tokens in one tokenizer call."""
@@ -124,6 +138,7 @@ class _WordTable:
                 if len(self.index) + len(missing) > self.max_words:
                     self.index.clear()
                     self.tails.clear()
+                    self._projected.clear()
                 self._add(missing)
         return np.fromiter((self.index[t] for t in tokens), dtype=np.int64, count=len(tokens))
 
@@ -230,16 +245,22 @@ def feature_names(config: FeatureConfig) -> list[str]:
     return names
 
 
-def _n_static(config: FeatureConfig) -> int:
-    return len(_LEXICAL) + 384 + (len(_LEXICAL) - 1) + 8
+def _n_static(config: FeatureConfig, semantic_dims: int = 384) -> int:
+    return len(_LEXICAL) + semantic_dims + (len(_LEXICAL) - 1) + 8
 
 
-def static_features(texts: Sequence[str], config: FeatureConfig) -> np.ndarray:
+def static_features(texts: Sequence[str], config: FeatureConfig, word_projection: np.ndarray | None = None,
+                    projection_key: str = "") -> np.ndarray:
     """(len(texts), n) features without the sentence embedding, the whole batch in flat arrays: every
-    token's values are looked up once, then summed per text (an empty text gives a row of zeros)."""
+    token's values are looked up once, then summed per text (an empty text gives a row of zeros).
+
+    ``word_projection`` (384, m): the HRF-weighted word-vector block comes out already projected (m
+    columns instead of 384; the projected vectors are kept per ``projection_key``), which is how a
+    fitted student skips the 384-dimensional sums."""
     token_lists = [t.split() for t in texts]
     lengths = np.array([len(t) for t in token_lists], dtype=np.int64)
-    out = np.zeros((len(texts), _n_static(config)))
+    m = 384 if word_projection is None else word_projection.shape[1]
+    out = np.zeros((len(texts), _n_static(config, m)))
     rows_with_words = np.flatnonzero(lengths > 0)
     if rows_with_words.size == 0:
         return out
@@ -270,7 +291,8 @@ def static_features(texts: Sequence[str], config: FeatureConfig) -> np.ndarray:
     n = lengths_kept.astype(np.float64)
     out[rows_with_words] = np.hstack([
         np.add.reduceat(weight[:, None] * lexical, offsets, axis=0),
-        np.add.reduceat(weight[:, None] * _WORDS.vectors[idx], offsets, axis=0),
+        np.add.reduceat(weight[:, None] * (_WORDS.vectors[idx] if word_projection is None else
+                                           _WORDS.projected(word_projection, projection_key)[idx]), offsets, axis=0),
         np.add.reduceat(lexical[:, 1:], offsets, axis=0) / n[:, None],
         np.column_stack([n, np.log1p(n), totals, np.log(totals), 1.0 / n_frames, n / totals,
                          np.add.reduceat((letters > 8).astype(np.float64), offsets) / n,

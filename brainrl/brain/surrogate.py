@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from brainrl.brain.base import N_VERTICES, BrainMap, BrainModel, Failed, Prediction
-from brainrl.brain.student_features import FeatureConfig, features_matrix
+from brainrl.brain.student_features import FeatureConfig, feature_names, sentence_embeddings, static_features
 from brainrl.stimulus import Stimulus
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,15 @@ class Student:
         # folded once: coefficients straight from raw features (one matmul per batch)
         self._w = (self.reducer @ (self.coef / self.x_scale[:, None])).astype(np.float64)
         self._b = (self.intercept - (self.x_mean / self.x_scale) @ self.coef).astype(np.float64)
+        # the fast path: word vectors pre-multiplied by their rows of _w (k numbers per word, kept per word)
+        names = feature_names(self.features)
+        if self._w.shape[0] != len(names):
+            raise ValueError(f"Student expects {self._w.shape[0]} features; its feature config gives {len(names)}.")
+        semantic = [i for i, name in enumerate(names) if name.startswith("hrf_sem_")]
+        self._n_lexical = semantic[0]
+        self._w_words = np.ascontiguousarray(self._w[semantic])
+        self._w_other = np.delete(self._w, semantic, axis=0)
+        self._key = hashlib.sha256(self._w_words.tobytes()).hexdigest()[:16]
 
     @property
     def k(self) -> int:
@@ -85,7 +94,13 @@ class Student:
         return x @ self._w + self._b
 
     def predict_coefficients(self, texts: Sequence[str]) -> np.ndarray:
-        return self.coefficients(features_matrix(texts, self.features))
+        """``coefficients(features_matrix(texts))`` without forming the 384 word-vector sums."""
+        x = static_features(texts, self.features, self._w_words, self._key)
+        k, lex = self.k, self._n_lexical
+        other = np.hstack([x[:, :lex], x[:, lex + k:]])
+        if self.features.encoder == "sentence":
+            other = np.hstack([other, sentence_embeddings(texts)])
+        return other @ self._w_other + x[:, lex:lex + k] + self._b
 
     def maps(self, coefficients: np.ndarray) -> np.ndarray:
         """(B, 20,484) float32 maps from PCA coefficients."""

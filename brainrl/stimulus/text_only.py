@@ -1,20 +1,20 @@
-"""A speech engine that speaks nothing: text in, a ``Stimulus`` with nominal word timings and no audio.
+"""A speech engine that speaks nothing: text in, a ``Stimulus`` without audio or word timings.
 
 Why: a model that reads text alone (the distilled surrogate, ``brainrl.brain.surrogate``) must not pay
-for speech synthesis, which costs more than the surrogate itself. The words are the text's whitespace
-tokens (the same tokens the espeak engine times), laid end to end at a nominal rate so every consumer's
-checks on word timings hold. There is no waveform: a model that reads audio (the synthetic model,
-TRIBE v2) returns a ``Failed`` item naming the missing audio instead of a map.
+for speech synthesis, which costs more than the surrogate itself. Nothing is spoken, so nothing is timed:
+``words`` is empty and ``duration`` is a nominal length (``SECONDS_PER_WORD`` per whitespace token plus
+``SECONDS_PER_CHARACTER`` per visible character), recorded so the stimulus stays a valid one. A model
+that reads audio or word timings (the synthetic model, TRIBE v2) returns a ``Failed`` item naming the
+missing audio instead of a map.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from brainrl.stimulus.base import MAX_WORDS, SpeechEngine, Stimulus, Word
-from brainrl.stimulus.timing import token_spans
+from brainrl.stimulus.base import MAX_WORDS, SpeechEngine, Stimulus
 
-#: nominal seconds per word and per character; a placeholder for consumers that need times, not a voice
+#: nominal seconds per token and per character (a length on record, not a voice)
 SECONDS_PER_WORD = 0.12
 SECONDS_PER_CHARACTER = 0.05
 
@@ -32,12 +32,9 @@ class TextOnlyEngine(SpeechEngine):
 
     @property
     def version(self) -> str:
-        return f"text-only-1:{SECONDS_PER_WORD}:{SECONDS_PER_CHARACTER}"
+        return f"text-only-2:{SECONDS_PER_WORD}:{SECONDS_PER_CHARACTER}"
 
     def _synthesize_one(self, text: str) -> Stimulus:
-        words, t = [], 0.0
-        for start, end in token_spans(text):
-            duration = SECONDS_PER_WORD + SECONDS_PER_CHARACTER * (end - start)
-            words.append(Word(text[start:end], t, duration, start, end))
-            t += duration
-        return Stimulus(text, words, None, 16000, t, self.name, self.version)
+        tokens = text.split()
+        duration = SECONDS_PER_WORD * len(tokens) + SECONDS_PER_CHARACTER * sum(len(t) for t in tokens)
+        return Stimulus(text, [], None, 16000, duration, self.name, self.version)
