@@ -135,3 +135,13 @@ def test_audit_needs_a_surrogate(tmp_path):
     model, tok = tiny_policy(seed=0)
     with pytest.raises(ValueError, match="surrogate"):
         AWSFTTrainer(recipe, model=model, tokenizer=tok, train_prompts=PROMPTS)
+
+
+def test_surrogate_recipe_is_the_demo_but_for_brain_and_audit():
+    from brainrl.train import load_recipe
+
+    root = Path(__file__).resolve().parents[2] / "recipes"
+    demo, surrogate = (load_recipe(root / name).to_dict() for name in ("offline_broca.yaml",
+                                                                        "offline_broca_surrogate.yaml"))
+    assert [k for k in demo if demo[k] != surrogate[k]] == ["name", "output_dir", "brain", "audit"]
+    assert surrogate["brain"]["model"] == "surrogate" and surrogate["audit"]["enabled"]
