@@ -120,6 +120,20 @@ class CampaignConfig:
         return {content_hash(data, 16)}
 
 
+
+def save_quietly(dataset, path: Path) -> None:
+    """``dataset.save_to_disk`` without datasets' "Saving the dataset" bar per shard (the campaign's own
+    bar counts items)."""
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+
+    was_enabled = is_progress_bar_enabled()
+    disable_progress_bar()
+    try:
+        dataset.save_to_disk(str(path))
+    finally:
+        if was_enabled:
+            enable_progress_bar()
+
 def load_campaign_config(path: str | Path) -> CampaignConfig:
     return load_yaml(CampaignConfig, path)
 
@@ -333,7 +347,7 @@ class Campaign:
         tmp = final.parent / f".tmp-{final.name}"
         if tmp.exists():
             shutil.rmtree(tmp)  # a half-written shard of an earlier, killed run (only this rank writes it)
-        dataset.save_to_disk(str(tmp))
+        save_quietly(dataset, tmp)
         (tmp / SHARD_META).write_text(json.dumps(meta, indent=1))
         os.replace(tmp, final)
         return final
@@ -414,7 +428,7 @@ def merge_shards(out_dir: str | Path) -> Path:
     final, tmp = out_dir / "dataset", out_dir / ".tmp-dataset"
     if tmp.exists():
         shutil.rmtree(tmp)
-    merged.save_to_disk(str(tmp))
+    save_quietly(merged, tmp)
     old = out_dir / ".old-dataset"
     if final.exists():
         os.replace(final, old)

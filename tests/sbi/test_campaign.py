@@ -28,9 +28,10 @@ def _config(tmp_path, n=12, **kw):
                           projection=ProjectionConfig(k=8), **kw)
 
 
-def test_campaign_writes_topic_balanced_projected_dataset(tmp_path, pipeline):
+def test_campaign_writes_topic_balanced_projected_dataset(tmp_path, pipeline, capfd):
     cfg = _config(tmp_path, n=10, topics=["weather", "sports"])
     result = Campaign(cfg, generator=ScriptedGenerator(), pipeline=pipeline).run()
+    assert "Saving the dataset" not in capfd.readouterr().err  # no datasets bar per shard
     data = load_campaign_arrays(cfg.out_dir)
     assert list(data["ids"]) == list(range(10)) and result.n_failed == 0
     assert data["coeffs"].shape == (10, 48, 8) and data["mask"].shape == (10, 48)
