@@ -112,7 +112,8 @@ def _cross(args: argparse.Namespace) -> int:
 def _judge(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from brainrl.sbi.judge import TextJudge, judge_campaigns, procedural_corpus, text_features
+    from brainrl.sbi.diagnostics import judge_campaigns
+    from brainrl.sbi.judge import TextJudge, procedural_corpus, text_features
 
     out = Path(args.out)
     if args.calibrate:

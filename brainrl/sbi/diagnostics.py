@@ -277,3 +277,31 @@ def diagnose(posterior_dir: str | Path, data_dir: str | Path, out_dir: str | Pat
                      f"{cycle_info['n_failed']} failed after retries.")
     write_index(out_dir, "brainrl SBI diagnostics", results, images, notes)
     return report
+
+
+def judge_campaigns(campaign_dirs: Sequence[str | Path], out_dir: str | Path, judge_path: str | Path | None = None,
+                    max_items: int = 1000) -> dict[str, Any]:
+    """Generator fidelity: the judge's r between θ̂(text) and the θ each campaign item was written for."""
+    from brainrl.sbi.campaign import load_campaign_arrays
+    from brainrl.sbi.judge import TextJudge
+
+    judge = TextJudge.load(judge_path)
+    results: dict[str, Any] = {}
+    for campaign in campaign_dirs:
+        arrays = load_campaign_arrays(campaign)
+        rows = np.arange(min(len(arrays["ids"]), max_items))
+        estimates = judge.predict([arrays["texts"][r] for r in rows])
+        metrics = point_metrics(estimates, arrays["theta"][rows].astype(float))
+        results[str(campaign)] = {"generator": sorted(set(arrays["generator"])), "n": int(len(rows)),
+                                  "pearson_r": metrics["pearson_r"], "rmse": metrics["rmse"],
+                                  "mean_abs_off_diagonal": metrics["mean_abs_off_diagonal"]}
+    lines = ["| campaign (generator) | n | " + " | ".join(PARAM_NAMES) + " |", "|---|---|" + "---|" * len(PARAM_NAMES)]
+    for campaign, res in results.items():
+        r = res["pearson_r"]
+        lines.append(f"| {campaign} ({', '.join(res['generator'])}) | {res['n']} | "
+                     + " | ".join(f"{r[name]:.2f}" for name in PARAM_NAMES) + " |")
+    report = {"judge": judge.card, "results": results, "table": "\n".join(lines)}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "judge_fidelity.json").write_text(json.dumps(report, indent=1, default=float))
+    return report
