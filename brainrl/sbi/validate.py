@@ -222,37 +222,25 @@ def paired_differences(base: ModelDecoding, tuned: ModelDecoding, names: Sequenc
 
 
 def prompt_resamples(prompt_index: np.ndarray, n_boot: int, seed: int) -> list[np.ndarray]:
-    """Row indices of ``n_boot`` bootstrap samples that resample whole prompts with replacement."""
-    prompts = np.unique(prompt_index)
-    rows_of = {p: np.flatnonzero(prompt_index == p) for p in prompts}
-    rng = np.random.default_rng(seed)
-    return [np.concatenate([rows_of[p] for p in rng.choice(prompts, len(prompts), replace=True)]) for _ in range(n_boot)]
+    """Row indices of ``n_boot`` bootstrap samples that resample whole prompts with replacement (the
+    report's prompt bootstrap, ``brainrl.report.stats.prompt_bootstrap_rows``, seeded by ``seed``)."""
+    from brainrl.report.stats import prompt_bootstrap_rows
+
+    return prompt_bootstrap_rows(prompt_index, n_boot, np.random.default_rng(seed))
 
 
 # -- generation, simulation, decoding ------------------------------------------------------------------
 def generate_texts(model, tokenizer, prompts: Sequence[str], config: ValidateConfig,
                    adapter: bool) -> dict[str, tuple[list[str], list[int]]]:
-    """Completions of base (and tuned, when the model carries an adapter) with identical seeds."""
-    from brainrl.policy import sample_completions
+    """Completions of base (and tuned, when the model carries an adapter) with identical seeds, through the
+    evaluation core's ``sample_pair`` (batch b of ``batch_prompts`` prompts uses seed ``seed * 1009 + b``)."""
+    from brainrl.evaluation import sample_pair
 
-    out: dict[str, tuple[list[str], list[int]]] = {"base": ([], [])}
-    if adapter:
-        out["tuned"] = ([], [])
-    for b, start in enumerate(range(0, len(prompts), config.batch_prompts)):
-        batch = list(prompts[start:start + config.batch_prompts])
-        seed = config.seed * 1009 + b
-        kwargs = dict(num_completions=config.completions_per_prompt, system=config.system_prompt, seed=seed)
-        if adapter:
-            tuned = sample_completions(model, tokenizer, batch, config.sampling, **kwargs)
-            with model.disable_adapter():
-                base = sample_completions(model, tokenizer, batch, config.sampling, **kwargs)
-            runs = {"base": base, "tuned": tuned}
-        else:
-            runs = {"base": sample_completions(model, tokenizer, batch, config.sampling, **kwargs)}
-        for name, samples in runs.items():
-            out[name][0].extend(samples.texts)
-            out[name][1].extend(start + int(g) for g in samples.group)
-    return out
+    samples = sample_pair(model, tokenizer, prompts, config.sampling, per_prompt=config.completions_per_prompt,
+                          seed=config.seed * 1009, batch_prompts=config.batch_prompts, system=config.system_prompt,
+                          kl=False, progress=False, base_only=not adapter)
+    index = samples.prompt_index.tolist()
+    return {name: (texts, list(index)) for name, texts in samples.texts.items()}
 
 
 def spoken_maps(texts: list[str], pipeline: Callable, text_format: str = "campaign") -> list[Any]:
