@@ -83,6 +83,7 @@ class CompareConfig:
     adapter: str
     prompts: list[str]
     prompts_source: str
+    prompt_columns: dict[str, list[Any]] | None
     system_prompt: str | None
     sampling: dict[str, Any]
     per_prompt: int
@@ -114,7 +115,8 @@ def _base_from_adapter(adapter: Path) -> str | None:
 def resolve_settings(args: argparse.Namespace) -> CompareConfig:
     """Merge the run (if any) with explicit flags; fail naming the missing piece and its flag."""
     from brainrl.cli.common import parse_key_values
-    from brainrl.configs import read_prompts
+    from brainrl.configs import read_prompt_rows
+    from brainrl.train.evaluate import prompt_table
     from brainrl.policy.sampling import SamplingConfig
     from brainrl.train.runs import Run
 
@@ -137,10 +139,10 @@ def resolve_settings(args: argparse.Namespace) -> CompareConfig:
         prompts_source = str(run.resolve(recipe.data.heldout))
     else:
         raise ValueError("No prompts: pass --prompts FILE (one per line) or --run with a recipe naming data.heldout.")
-    prompts = read_prompts(prompts_source)
-    if len(set(prompts)) != len(prompts):
+    given = read_prompt_rows(prompts_source)[0]
+    prompts, prompt_columns = prompt_table(prompts_source)  # dataset columns (.jsonl) reach rewards and judges
+    if len(prompts) != len(given):
         notes.append("duplicate prompts were merged")
-        prompts = list(dict.fromkeys(prompts))
 
     system = args.system if args.system is not None else (recipe.data.system_prompt if recipe else None)
     sampling_dict = asdict((recipe.eval.sampling or recipe.sampling) if recipe else SamplingConfig())
@@ -177,6 +179,7 @@ def resolve_settings(args: argparse.Namespace) -> CompareConfig:
             notes.append(f"-n {args.completions} is less than the {len(prompts)} prompts: the first {args.completions} "
                          "prompts are used, one completion each")
             prompts = prompts[:args.completions]
+            prompt_columns = {k: v[:args.completions] for k, v in prompt_columns.items()} if prompt_columns else None
         per_prompt = math.ceil(args.completions / len(prompts))
     elif recipe is not None:
         per_prompt = recipe.eval.per_prompt(len(prompts))
@@ -192,6 +195,7 @@ def resolve_settings(args: argparse.Namespace) -> CompareConfig:
     batch_prompts = args.batch_prompts or (recipe.eval.batch_prompts if recipe else 8)
     return CompareConfig(
         base=str(base), adapter=str(adapter), prompts=prompts, prompts_source=prompts_source,
+        prompt_columns=prompt_columns,
         system_prompt=system or None, sampling=asdict(sampling), per_prompt=per_prompt, seed=int(seed),
         batch_prompts=int(batch_prompts), pipeline=pipeline, rewards=rewards, target=args.target,
         extra_rois=recipe.eval.extra_rois() if recipe else [],
@@ -245,7 +249,8 @@ def run_compare(args: argparse.Namespace) -> int:
           f"({settings.prompts_source}), seed {settings.seed}")
     evaluation = evaluate_pair(model, tokenizer, settings.prompts, scorers, sampling=SamplingConfig(**settings.sampling),
                                per_prompt=settings.per_prompt, seed=settings.seed, batch_prompts=settings.batch_prompts,
-                               system=settings.system_prompt, generation=GenerationSettings(**settings.generation))
+                               system=settings.system_prompt, generation=GenerationSettings(**settings.generation),
+                               prompt_columns=settings.prompt_columns)
     del model
     pipeline = BrainPipeline.shared(pipeline_config)  # the maps the scorers predicted are in its cache
     prompts_of = evaluation.samples.prompts_of()
@@ -266,6 +271,7 @@ def run_compare(args: argparse.Namespace) -> int:
     record = evaluation.to_dict()
     record_settings = {**asdict(settings), "target": target.name, "brain_pipeline": pipeline.describe()}
     record_settings.pop("prompts")  # listed separately in the report and summary
+    record_settings.pop("prompt_columns")
     paths = write_report(comparison, out, run_card=run.card if run else None,
                          metrics=read_metrics(run.metrics_path) if run else [], settings=record_settings,
                          evaluation=record, surfaces=not args.no_surfaces)

@@ -16,11 +16,24 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from brainrl.configs import read_prompts
+from brainrl.configs import read_prompt_rows
 from brainrl.provenance import json_default
 from brainrl.train import runs
 
 log = logging.getLogger(__name__)
+
+
+def prompt_table(path: str | Path) -> tuple[list[str], dict[str, list[Any]] | None]:
+    """Held-out prompts (a repeated prompt counted once) and their dataset columns, one list per column
+    aligned with the prompts (e.g. ``theta_target`` from a ``.jsonl`` file), handed to rewards and judges;
+    None when the file has no columns."""
+    prompts, rows = read_prompt_rows(path)
+    first: dict[str, dict[str, Any]] = {}
+    for prompt, row in zip(prompts, rows):
+        first.setdefault(prompt, row)
+    prompts = list(first)
+    keys = list(first[prompts[0]]) if prompts else []
+    return prompts, ({key: [first[p][key] for p in prompts] for key in keys} or None)
 
 
 def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), *, model=None, tokenizer=None,
@@ -38,13 +51,14 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), *, model=No
     model, tokenizer, dropped = load_pair(recipe.policy.model, run.adapter_dir, dtype=recipe.policy.dtype,
                                           trust_remote_code=recipe.policy.trust_remote_code, model=model,
                                           tokenizer=tokenizer)
-    prompts = list(dict.fromkeys(read_prompts(run.resolve(recipe.data.heldout))))  # a repeated line is one prompt
+    prompts, prompt_columns = prompt_table(run.resolve(recipe.data.heldout))
     brain = teacher_config(recipe.brain)  # a surrogate's teacher scores held-out completions, never the student
     rewards, _ = runs.build_rewards(recipe, brain)
     scorers = default_scorers(rewards, judges=judges, extra_rois=cfg.extra_rois(), pipeline=brain)
     evaluation = evaluate_pair(model, tokenizer, prompts, scorers, sampling=cfg.sampling or recipe.sampling,
                                per_prompt=cfg.per_prompt(len(prompts)), seed=cfg.seed, batch_prompts=cfg.batch_prompts,
                                system=recipe.data.system_prompt, level=cfg.level, progress=progress,
+                               prompt_columns=prompt_columns,
                                generation=recipe.policy.generation)
     record = {
         "run": str(run.dir),

@@ -171,3 +171,23 @@ def test_explicit_flags_score_a_reward_file_and_all_its_regions(run_dir, tmp_pat
     # the target is the reward's first region, an unregistered ROI object defined in the reward file
     assert summary["headline"]["target"] == "left_ifg" and summary["run"] is None
     assert "left_ifg" in summary["roi_names"] and "auditory" in summary["roi_names"]
+
+
+def test_jsonl_prompt_columns_reach_rewards_and_judges(run_dir, tmp_path):
+    """A .jsonl prompt file's columns (as `brainrl theta-prompts` writes θ*) are handed to the scored
+    callables once per completion, the way the trainers hand dataset columns to rewards."""
+    rows = [{"prompt": p, "target_words": 3 + i} for i, p in enumerate(PROMPTS[:3])]
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    reward = tmp_path / "near.py"
+    reward.write_text("def reward(prompts, completions, target_words, **columns):\n"
+                      "    assert len(target_words) == len(completions)\n"
+                      "    return [-abs(len(c.split()) - t) for c, t in zip(completions, target_words)]\n")
+    settings = resolve_settings(parse("--run", str(run_dir), "--prompts", str(prompts)))
+    assert settings.prompt_columns == {"target_words": [3, 4, 5]}
+    out = tmp_path / "out"
+    assert main(["compare", "--run", str(run_dir), "--prompts", str(prompts), "--reward", str(reward), "-n", "6",
+                 "--out", str(out), "--no-surfaces", "--n-boot", "200", "--n-perm", "200", "--cache-dir", ""]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    scores = {row["name"]: row for row in summary["evaluation"]["scores"]}
+    assert scores["reward"]["n"] == {"base": 6, "tuned": 6} and scores["reward"]["base"]["estimate"] <= 0
