@@ -363,16 +363,20 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
+def anchor_sampling(max_new_tokens: int):
+    """brainrl's SamplingConfig with the anchor's sampling settings (both brainrl trainers use it)."""
+    from brainrl.policy.sampling import SamplingConfig
+
+    return SamplingConfig(**ANCHOR_SAMPLING, max_new_tokens=max_new_tokens)
+
+
 def brainrl_trainer(model, tokenizer, reward, lora, lr, max_new_tokens, n, workdir):
     """brainrl's AWSFTTrainer on the anchor's prompt, with the anchor's sampling settings."""
-    from brainrl.policy.sampling import SamplingConfig
     from brainrl.rewards.loading import RewardConfig
     from brainrl.train.awsft import AWSFTTrainer
     from brainrl.train.config import AWSFTConfig, DataConfig, LoggingConfig, PolicyConfig, RecipeConfig
 
-    sampling = SamplingConfig(temperature=ANCHOR_SAMPLING["temperature"], top_p=ANCHOR_SAMPLING["top_p"],
-                              top_k=ANCHOR_SAMPLING["top_k"], repetition_penalty=ANCHOR_SAMPLING["repetition_penalty"],
-                              max_new_tokens=max_new_tokens, do_sample=True)
+    sampling = anchor_sampling(max_new_tokens)
     recipe = RecipeConfig(
         name="bench", output_dir=str(Path(workdir) / f"brainrl-{n}"), rewards=[RewardConfig(path="bench")],
         policy=PolicyConfig(lora=lora), data=DataConfig(system_prompt=ANCHOR_SYSTEM),
@@ -417,23 +421,20 @@ def run_grpo(args, n, reward, lora, dtype, workdir) -> dict[str, Any]:
     """``args.steps`` measured GRPO steps (after one warm-up step) of brainrl's GRPO trainer."""
     from transformers import TrainerCallback
 
-    from brainrl.policy.sampling import SamplingConfig
     from brainrl.rewards.loading import RewardConfig
     from brainrl.train.config import DataConfig, GRPORecipeConfig, LoggingConfig, PolicyConfig, RecipeConfig
     from brainrl.train.grpo import _trainer_class, grpo_config, prompt_dataset
 
     _reset_peak(args.device)
     model, tok = build_policy(args.policy, args.device, dtype)
-    sampling = SamplingConfig(temperature=ANCHOR_SAMPLING["temperature"], top_p=ANCHOR_SAMPLING["top_p"],
-                              top_k=ANCHOR_SAMPLING["top_k"], repetition_penalty=ANCHOR_SAMPLING["repetition_penalty"],
-                              max_new_tokens=args.max_new_tokens)
+    sampling = anchor_sampling(args.max_new_tokens)
     steps = args.steps + 1
     recipe = RecipeConfig(
         name="bench-grpo", output_dir=str(Path(workdir) / f"grpo-{n}"), trainer="grpo",
         rewards=[RewardConfig(path="bench")], policy=PolicyConfig(lora=lora),
         data=DataConfig(system_prompt=ANCHOR_SYSTEM),
         grpo=GRPORecipeConfig(steps=steps, prompts_per_step=1, num_generations=n, learning_rate=5e-5, beta=0.1,
-                          warmup_steps=0, checkpoint_every=10_000),
+                              warmup_steps=0, checkpoint_every=10_000),
         sampling=sampling, logging=LoggingConfig(report_to=[], progress=False))
     seconds: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     measured: list[dict[str, Any]] = []
