@@ -177,3 +177,17 @@ def test_structure_check_names_the_fix():
 
     with pytest.raises(TypeError, match="text_features='reference'"):
         text_infra_method(NotAnExtractor())
+
+
+def test_one_pass_without_cache_n_layers_yields_grouped_features(tribe_double, tmp_path, checkpoint_dir):
+    """TRIBE v2 mini / tribev2's default config leave cache_n_layers unset: neuralset then caches grouped
+    features, and so must one-pass (this failed every item and left wrong arrays in the cache)."""
+    stimuli = [make_stimulus(t, tmp_path / "speech") for t in TEXTS]
+    kwargs = {"config_update": {"data.text_feature.cache_n_layers": None}}
+    fast = _model(tmp_path, checkpoint_dir, "fast-nocache", **kwargs)
+    ref = _model(tmp_path, checkpoint_dir, "ref-nocache", text_features="reference", **kwargs)
+    fast_maps, ref_maps = fast.predict(stimuli), ref.predict(stimuli)
+    assert all(isinstance(m, BrainMap) for m in fast_maps + ref_maps)
+    for a, b in zip(fast_maps, ref_maps):
+        np.testing.assert_allclose(a.data, b.data, rtol=1e-4, atol=1e-5)
+    assert fast._engine.text_stats.self_check["shape"] == [2, 48]  # grouped (2 groups, d=48), not (7, 48)

@@ -268,3 +268,41 @@ def test_batched_audio_equals_tribes_per_clip_audio(stack, dtype):
     for a, b in zip(maps["batched"], maps["reference"]):
         tolerance = ATOL if dtype == "float32" else BF16_RTOL * float(np.abs(b).max())
         assert float(np.abs(a - b).max()) < tolerance
+
+
+_API = r"""
+import inspect, json
+import tribev2.demo_utils as demo, tribev2.main as main
+from neuralset.extractors.text import HuggingFaceText
+
+def params(f):
+    return [(p.name, repr(p.default)) for p in inspect.signature(f).parameters.values()]
+
+attribute = HuggingFaceText.__dict__.get("_get_data")
+print(json.dumps({
+    "from_pretrained": params(demo.TribeModel.from_pretrained),
+    "predict": params(demo.TribeModel.predict),
+    "get_audio_and_text_events": params(demo.get_audio_and_text_events),
+    "free_extractor_model": callable(getattr(main, "_free_extractor_model", None)),
+    "get_data_is_mapinfra_property": isinstance(attribute, property) and callable(getattr(attribute.fget, "method", None)),
+    "text_extractor_methods": [n for n in ("_layer_subselection", "_aggregate_tokens", "_aggregate_layers", "prepare",
+                                           "_get_timed_arrays", "tokenizer", "model") if hasattr(HuggingFaceText, n)],
+}))
+"""
+
+
+def test_test_doubles_match_the_real_api(stack):
+    """The doubles in tests/doubles stand in for this stack in the default tier: same signatures (names and
+    defaults), same MapInfra structure, same extractor methods."""
+    import json
+
+    doubles = Path(__file__).resolve().parents[2] / "doubles"
+    out = {}
+    for name, path in (("real", str(stack["src"])), ("double", str(doubles))):
+        env = dict(os.environ, PYTHONPATH=path)
+        done = subprocess.run([sys.executable, "-c", _API], env=env, capture_output=True, text=True, timeout=600,
+                              cwd=stack["hub"])
+        assert done.returncode == 0, done.stderr[-2000:]
+        out[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["double"] == out["real"], {k: (out["double"][k], out["real"][k]) for k in out["real"]
+                                          if out["double"][k] != out["real"][k]}

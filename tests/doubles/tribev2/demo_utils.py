@@ -223,10 +223,10 @@ class TribeModel(_main.TribeExperiment):
             parts = key.split(".")
             if parts[0] == "data" and len(parts) == 2 and hasattr(model.data, parts[1]):
                 setattr(model.data, parts[1], value)
-            elif parts[0] == "data" and len(parts) == 3 and parts[2] == "device":
+            elif parts[0] == "data" and len(parts) == 3 and parts[2] in ("device", "cache_n_layers"):
                 extractor = getattr(model.data, parts[1], None)
                 if extractor is not None:
-                    extractor.device = value
+                    setattr(extractor, parts[2], value)
         model.config_update = dict(config_update or {})
         model._model = object()  # "weights loaded"
         return model

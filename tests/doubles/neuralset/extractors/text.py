@@ -138,6 +138,8 @@ class HuggingFaceText:
                         n_prefix = len(tokenizer.encode(prefix, add_special_tokens=False)) if prefix else 0
                         kept = kept[:, -max(1, n_tokens - n_pads - n_prefix) :]
                     out = self._aggregate_tokens(kept).cpu().numpy()
+                    if self.cache_n_layers is None:  # as neuralset 0.0.2: grouped before caching when unset
+                        out = self._aggregate_layers(out)
                     if np.isnan(out).any():
                         raise ValueError(f"NaN in output for target_word {event.text}")
                     yield out
@@ -146,7 +148,8 @@ class HuggingFaceText:
         if self.contextualized and any(not e.context for e in events):
             raise ValueError("Contextualized embeddings require a context.")
         for event, latent in zip(events, self._get_data(events)):
-            yield TimedArray(0.0, event.start, event.duration, self._aggregate_layers(latent))
+            grouped = self._aggregate_layers(latent) if self.cache_n_layers is not None else latent  # on read when set
+            yield TimedArray(0.0, event.start, event.duration, grouped)
 
     def prepare(self, obj) -> None:
         self._get_data(extract_words(obj))
