@@ -9,12 +9,7 @@ from pathlib import Path
 import pytest
 
 
-DOUBLES = Path(__file__).resolve().parents[2] / "doubles"
-DOUBLED_PACKAGES = ("tribev2", "neuralset", "exca")
-
-
-def _is_double_module(name: str) -> bool:
-    return any(name == p or name.startswith(p + ".") for p in DOUBLED_PACKAGES)
+from tribe_helpers import DOUBLES, is_double_module as _is_double_module  # noqa: F401 (shared with tests)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import torch
 from brainrl.brain.tribe.features import build_byte_bpe_tokenizer
 from brainrl.brain.tribe.one_pass_extractor import OnePassStats, one_pass_text_features
 
-from conftest import _is_double_module
+from tribe_helpers import is_double_module as _is_double_module
 
 TEXTS = [
     "The old lighthouse keeper climbed the stairs every night, counting each step.",

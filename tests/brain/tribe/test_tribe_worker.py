@@ -13,7 +13,7 @@ from brainrl.brain.tribe import TribeBrainModel
 from brainrl.brain.tribe.protocol import MAGIC, ProtocolError, encode_frame, read_frame
 from brainrl.brain.base import MAP_ATOL, MAP_RTOL
 
-from conftest import DOUBLES
+from tribe_helpers import DOUBLES
 from tribe_helpers import assert_matches_double, make_stimulus
 
 

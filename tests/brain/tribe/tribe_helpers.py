@@ -7,6 +7,14 @@ from pathlib import Path
 import numpy as np
 
 from brainrl.stimulus import Stimulus, Word
+
+DOUBLES = Path(__file__).resolve().parents[2] / "doubles"
+DOUBLED_PACKAGES = ("tribev2", "neuralset", "exca")
+
+
+def is_double_module(name: str) -> bool:
+    """Whether ``name`` is a module of a doubled package (tribev2, neuralset, exca)."""
+    return any(name == p or name.startswith(p + ".") for p in DOUBLED_PACKAGES)
 from brainrl.brain.base import MAP_ATOL, MAP_RTOL
 
 
