@@ -27,7 +27,6 @@ A client that goes away at any point is dropped with one debug line, never a tra
 from __future__ import annotations
 
 import asyncio
-import base64
 import hmac
 import ipaddress
 import json
@@ -48,12 +47,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from brainrl.brain.base import BrainMap, BrainModel, Failed
-from brainrl.brain.tribe.protocol import array_to_npy
 from brainrl.brain.wire import (
     CLIENT_HEADER,
     TOKEN_ENV,
     RequestRefused,
     ServeLimits,
+    encode_array_bytes,
     item_chars,
     stimulus_from_wire,
 )
@@ -461,7 +460,7 @@ class BrainServer:
                 continue
             result = next(it)
             if isinstance(result, BrainMap):
-                pieces += [b'{"data_npy_b64": "', base64.b64encode(array_to_npy(result.data)), b'", "provenance": ',
+                pieces += [b'{"data_npy_b64": "', encode_array_bytes(result.data), b'", "provenance": ',
                            dump(result.provenance), b', "tr": ', dump(result.tr), b"}"]
             else:
                 reason = result.reason if isinstance(result, Failed) else f"unexpected result {type(result).__name__}"
@@ -498,7 +497,7 @@ class BrainServer:
 
         async def read_body(request: Request, length: int, charge: "_Charge") -> bytes:
             """The body, charged to the memory budget as it arrives (a slow client holds only what it sent)."""
-            chunks, received = [], 0
+            chunks, received, queued = [], 0, 0.0
             loop = asyncio.get_running_loop()
             async with asyncio.timeout(server.body_timeout_s + length / 2**20) as deadline:
                 async for chunk in request.stream():
@@ -507,7 +506,8 @@ class BrainServer:
                         raise RequestRefused("the body is longer than its Content-Length")
                     due, waiting_since = deadline.when(), loop.time()
                     deadline.reschedule(None)  # time spent waiting for the budget is not the client's
-                    admitted = await charge.add(len(chunk) * MEMORY_PER_BODY_BYTE, server.queue_timeout_s)
+                    admitted = await charge.add(len(chunk) * MEMORY_PER_BODY_BYTE, server.queue_timeout_s - queued)
+                    queued += loop.time() - waiting_since  # at most queue_timeout_s in all, per request
                     deadline.reschedule(due + loop.time() - waiting_since)
                     if not admitted:
                         raise _Busy()
@@ -564,7 +564,7 @@ class BrainServer:
                 del body, stimuli, results
                 server.count_client(request.headers.get(CLIENT_HEADER) or str(request.client), len(errors))
                 return _TimedResponse(reply, server.send_timeout_s, charge.hand_over(),
-                                      media_type="application/json")
+                                      on_timeout=lambda: server._refuse("send_timeout"), media_type="application/json")
             finally:
                 await charge.release()
 
@@ -595,6 +595,8 @@ class _Charge:
         n = min(n, self.budget.capacity - self.held)  # one request alone always fits
         if n <= 0:
             return True
+        if timeout <= 0:
+            timeout = 0.001  # no waiting left: only what is free now
         if not await self.budget.acquire(n, timeout):
             return False
         self.held += n
@@ -621,10 +623,11 @@ class _TimedResponse(Response):
 
     chunk_bytes = 256 * 1024
 
-    def __init__(self, content: bytes, send_timeout_s: float, charge: _Charge, **kwargs: Any):
+    def __init__(self, content: bytes, send_timeout_s: float, charge: _Charge, on_timeout=None, **kwargs: Any):
         super().__init__(content, **kwargs)
         self.send_timeout_s = send_timeout_s
         self.charge = charge
+        self.on_timeout = on_timeout
 
     async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         try:
@@ -645,6 +648,8 @@ class _TimedResponse(Response):
         except TimeoutError:
             log.debug("client %s did not read its reply within %.0f s; dropped", scope.get("client"),
                       self.send_timeout_s)
+            if self.on_timeout is not None:
+                self.on_timeout()
             abort = (scope.get("extensions") or {}).get(ABORT_EXTENSION)
             if abort is not None:
                 abort()  # a close() would keep the unsent reply buffered until the client reads it

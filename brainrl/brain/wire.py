@@ -84,8 +84,13 @@ class RequestRefused(ValueError):
         self.status = status
 
 
+def encode_array_bytes(array: np.ndarray) -> bytes:
+    """An array as base64 of its ``.npy`` bytes (ASCII bytes, ready for a JSON string)."""
+    return base64.b64encode(array_to_npy(array))
+
+
 def encode_array(array: np.ndarray) -> str:
-    return base64.b64encode(array_to_npy(array)).decode("ascii")
+    return encode_array_bytes(array).decode("ascii")
 
 
 def decode_array(text: str) -> np.ndarray:

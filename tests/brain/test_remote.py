@@ -56,19 +56,6 @@ class HashBrain(BrainModel):
         return out
 
 
-@pytest.fixture
-def served():
-    servers = []
-
-    def start(model, **kwargs):
-        kwargs.setdefault("port", 0)
-        server = BrainServer(model, **kwargs).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 def test_registered_as_remote():

@@ -192,16 +192,18 @@ def test_server_keeps_answering_honest_clients_with_bounded_memory_under_abuse(t
                 try:
                     sock.sendall(body)
                     head = b""
-                    for _ in range(3):  # read a little now and then, less than the reply needs
+                    for _ in range(6):  # 4 KB per 7 s, for longer than queueing (20 s) and sending (4 s) take
                         time.sleep(7)  # longer than the server's send timeout
-                        chunk = sock.recv(4096)  # 4 KB per 7 s: a reset shows here
+                        chunk = sock.recv(4096)  # a reset shows here
                         head = head or chunk
                         if head.startswith(b"HTTP/1.1 503"):
                             break
                     # a 503 when the memory budget stayed full (the others hold it) is the other fair answer
                     outcomes["non_reader"].append("busy" if head.startswith(b"HTTP/1.1 503") else head[:40])
-                except ConnectionResetError:
+                except (ConnectionResetError, BrokenPipeError):
                     outcomes["non_reader"].append("reset")
+                except OSError as error:  # e.g. nothing at all for 30 s
+                    outcomes["non_reader"].append(type(error).__name__)
 
         def reset() -> None:
             body = post_bytes(json.dumps({"stimuli": [stimulus_to_wire(stimulus("reset me"))]}).encode())
@@ -237,9 +239,10 @@ def test_server_keeps_answering_honest_clients_with_bounded_memory_under_abuse(t
         assert len(outcomes["idle"]) == 40 and max(outcomes["idle"]) < 15  # header deadline 2 s (+ load)
         assert len(outcomes["drip"]) == 40 and max(outcomes["drip"]) < 15  # 124 bytes at 4/s would take 31 s
         assert all(r.startswith(b"HTTP/1.1 413") for r in outcomes["huge"]), outcomes["huge"]  # from the headers
-        # bodies read first: 413 for the cap, or 503 while the memory budget is held by the others
+        # bodies read first: 413 for the cap, or 503 while the memory budget is held by the others (the
+        # connection then closes while the client still sends, and a reset may overtake the 503: b"")
         capped = outcomes["long_text"] + outcomes["many_items"]
-        assert len(capped) == 8 and all(r[:12] in (b"HTTP/1.1 413", b"HTTP/1.1 503") for r in capped), capped
+        assert len(capped) == 8 and all(r[:12] in (b"HTTP/1.1 413", b"HTTP/1.1 503", b"") for r in capped), capped
         assert any(r.startswith(b"HTTP/1.1 413") for r in capped)
         assert all(head in (b"HTTP/1.1 408", b"HTTP/1.1 503", b"") for head, _ in outcomes["half_body"])
         assert all(seconds < 20 for _, seconds in outcomes["half_body"]), outcomes["half_body"]
@@ -250,9 +253,13 @@ def test_server_keeps_answering_honest_clients_with_bounded_memory_under_abuse(t
         for reply in outcomes["zero_rate"]:
             items = json.loads(reply.split(b"\r\n\r\n", 1)[1])["items"]
             assert "data_npy_b64" in items[0] and "sample_rate" in items[1]["error"]
-        assert len(outcomes["non_reader"]) == 6 and set(outcomes["non_reader"]) <= {"reset", "busy"}, \
+        # each non-reader is reset at the send deadline, or refused (503) while the others hold the budget;
+        # under load a reply may also start late, so the server's own count says the deadline fired
+        assert len(outcomes["non_reader"]) == 6 and health["refused"].get("send_timeout", 0) >= 1, \
+            (outcomes["non_reader"], health["refused"])
+        assert not [o for o in outcomes["non_reader"] if isinstance(o, str) and o not in ("reset", "busy")], \
             outcomes["non_reader"]
-        assert "reset" in outcomes["non_reader"] and len(outcomes["reset"]) == 10
+        assert len(outcomes["reset"]) == 10
         assert RemoteBrainModel(url, timeout=10, retries=0).predict([stimulus("still here")])[0]
     finally:
         proc.terminate()
