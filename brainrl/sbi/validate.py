@@ -2,9 +2,11 @@
 
 Held-out (θ*, topic) prompts (seeded, disjoint from the training prompts' seed) go to the base generator
 and, if given, to base + adapter with identical sampling and seeds; every completion is simulated
-(speech + brain pipeline) and decoded by the posterior. Reported per model and per dimension, with 95%
-bootstrap CIs that resample prompts (completions of one prompt are not independent; base and tuned stay
-paired by prompt):
+(speech + brain pipeline) and decoded by the posterior. Sampling is the evaluation core's
+(``brainrl.evaluation.sample_pair``). Reported per model and per dimension, with 95% CIs that treat the
+prompt as the unit (completions of one prompt are not independent; base and tuned stay paired by prompt):
+means over completions (the reward, the fraction flagged OOD) get the core's prompt-clustered t interval,
+the other statistics (r, RMSE, calibration) percentile intervals over the report's prompt bootstrap:
 
 - Pearson r and RMSE between requested θ* and the posterior mean, and the Bayes RMSE (charges spread);
 - calibration of θ* under the posterior: rank u = P_q(θ < θ*), coverage of the central 50% / 90%
@@ -102,6 +104,15 @@ def _interval(point: float, boots: np.ndarray) -> dict[str, float]:
     return {"value": float(point), "ci_low": low, "ci_high": high}
 
 
+def _mean_interval(values: np.ndarray, prompt_index: np.ndarray, paired: np.ndarray | None = None) -> dict[str, float]:
+    """A mean (or tuned − base difference of means) over completions with the evaluation core's interval:
+    the prompt-clustered t interval (``brainrl.report.stats.cluster_interval``); NaN values are left out."""
+    from brainrl.report.stats import cluster_interval
+
+    interval = cluster_interval(values, prompt_index, paired=paired)
+    return {"value": interval.estimate, "ci_low": interval.low, "ci_high": interval.high}
+
+
 @dataclass
 class ModelDecoding:
     """One model's decoded validation items (rows = completions; NaN rows = failed maps)."""
@@ -126,7 +137,6 @@ def bootstrap_model(dec: ModelDecoding, names: Sequence[str], n_boot: int, seed:
     if dec.ood is not None:
         flagged[ok] = dec.ood.flagged.astype(float)
     boots = {k: [] for k in stats}
-    boot_reward, boot_flag = [], []
     for rows in resamples:
         rows = rows[ok[rows]]
         if len(rows) < 3:
@@ -134,8 +144,6 @@ def bootstrap_model(dec: ModelDecoding, names: Sequence[str], n_boot: int, seed:
         s = dimension_stats(dec.targets[rows], dec.draws[rows])
         for k in stats:
             boots[k].append(s[k])
-        boot_reward.append(np.mean(reward[rows]))
-        boot_flag.append(np.nanmean(flagged[rows]) if dec.ood is not None else np.nan)
     per_dim = {}
     for j, name in enumerate(names):
         per_dim[name] = {k: _interval(stats[k][j], np.array([b[j] for b in boots[k]])) for k in stats}
@@ -153,9 +161,10 @@ def bootstrap_model(dec: ModelDecoding, names: Sequence[str], n_boot: int, seed:
         "n_completions": int(len(ok)), "n_decoded": int(ok.sum()), "n_failed": int((~ok).sum()),
         "failure_reasons": sorted(set(dec.failures.values()))[:5],
         "per_dimension": per_dim, "calibration": calibration,
-        "reward": _interval(float(np.nanmean(reward)) if ok.any() else float("nan"), np.array(boot_reward)),
+        "reward": _mean_interval(reward, dec.prompt_index),
         "ood": {**summarize_scores(dec.ood),
-                "fraction_flagged_ci": list(_ci(np.array(boot_flag)))} if dec.ood is not None else None,
+                "fraction_flagged_ci": [_mean_interval(flagged, dec.prompt_index)[k] for k in ("ci_low", "ci_high")]}
+        if dec.ood is not None else None,
         "completion_words_mean": float(np.mean([len(t.split()) for t in dec.texts])) if dec.texts else 0.0,
     }
 
@@ -215,7 +224,10 @@ def paired_differences(base: ModelDecoding, tuned: ModelDecoding, names: Sequenc
 
     point = stats(np.flatnonzero(both))
     boots = [stats(rows[both[rows]]) for rows in resamples if both[rows].sum() >= 3]
-    out: dict[str, Any] = {"n_pairs": int(both.sum()), "reward": _interval(point[2], np.array([b[2] for b in boots]))}
+    rows = np.flatnonzero(both)
+    per_item = [-np.mean(np.sum((d.draws[rows] - d.targets[rows, None, :]) ** 2, -1), axis=1) for d in (base, tuned)]
+    out: dict[str, Any] = {"n_pairs": int(both.sum()),
+                           "reward": _mean_interval(per_item[1], base.prompt_index[rows], paired=per_item[0])}
     out["rmse"] = {n: _interval(point[0][j], np.array([b[0][j] for b in boots])) for j, n in enumerate(names)}
     out["pearson_r"] = {n: _interval(point[1][j], np.array([b[1][j] for b in boots])) for j, n in enumerate(names)}
     return out
