@@ -31,7 +31,7 @@ EXEMPT = {
     r"-m pytest": "the test suite itself (CI runs it; running it from a test would recurse)",
 }
 GPU = r"single_gpu\.yaml|multi_gpu\.yaml"
-SLOW = (r"^(\.venv/bin/)?brainrl (demo|train|evaluate|compare|simulate|sbi|validate)\b|-m brainrl\.train|"
+SLOW = (r"^(\.venv/bin/)?brainrl (demo|train|evaluate|compare|simulate|sbi|validate|distill)\b|-m brainrl\.train|"
         r"^accelerate launch|^torchrun")
 SERVE = r"^brainrl serve\b"
 
@@ -180,7 +180,19 @@ def test_quick_tour_training_and_sbi_commands_run_as_written(workspace):
     assert (workspace / "runs" / "sbi_quick" / "validate" / "validation.json").exists()
 
 
-SLOW_ELSEWHERE = [c for block in commands() if block != QUICK_TOUR for c in block if kind(c) == "slow"]
+#: distil a student, benchmark it, train on it: each command needs the one before, so one folder, in order
+SURROGATE = next(block for block in commands() if any(c.startswith("brainrl distill") for c in block))
+SLOW_ELSEWHERE = [c for block in commands() if block not in (QUICK_TOUR, SURROGATE) for c in block
+                  if kind(c) == "slow"]
+
+
+@pytest.mark.slow
+def test_surrogate_commands_run_in_order(tmp_path):
+    workspace = make_workspace(tmp_path)
+    for command in SURROGATE:
+        run_shell(command, workspace, timeout=3600)
+    assert (workspace / "runs" / "surrogate_broca" / "card.json").exists()
+    assert (workspace / "runs" / "offline_broca_surrogate" / "audit.jsonl").exists()
 
 
 @pytest.mark.slow

@@ -198,7 +198,8 @@ def fit_student(train: TeacherData, config: DistillConfig, card: dict[str, Any] 
         "speaking_rate_fit": rate_fit, "alpha_range": [float(head["alpha"].min()), float(head["alpha"].max())],
         "config": {**asdict(config), "alphas": list(config.alphas)},
     })
-    return Student(features=features, reducer=reducer, components=components, map_mean=mean, train_x=x.astype(np.float32),
+    return Student(features=features, reducer=reducer, components=components, map_mean=mean,
+                   train_x=x.astype(np.float32),
                    train_c=c.astype(np.float32), card=card, **head)
 
 
@@ -216,7 +217,8 @@ def refit_student(student: Student, texts: Sequence[str], mean_maps: np.ndarray,
     card = {**student.card, "refit": {"base_student": student.card.get("student_sha256"),
                                       "fresh_pairs": len(texts), "fresh_weight": weight,
                                       "refits": int(student.card.get("refit", {}).get("refits", 0)) + 1}}
-    return Student(features=student.features, reducer=student.reducer, x_mean=student.x_mean, x_scale=student.x_scale, coef=coef,
+    return Student(features=student.features, reducer=student.reducer, x_mean=student.x_mean,
+                   x_scale=student.x_scale, coef=coef,
                    intercept=intercept, components=student.components, map_mean=student.map_mean,
                    alpha=student.alpha, train_x=x.astype(np.float32), train_c=c.astype(np.float32), card=card)
 

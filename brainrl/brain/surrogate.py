@@ -115,7 +115,8 @@ class Student:
 
     # -- persistence ------------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"reducer": self.reducer, "x_mean": self.x_mean, "x_scale": self.x_scale, "coef": self.coef, "intercept": self.intercept,
+        return {"reducer": self.reducer, "x_mean": self.x_mean, "x_scale": self.x_scale, "coef": self.coef,
+                "intercept": self.intercept,
                 "components": self.components, "map_mean": self.map_mean, "alpha": np.asarray(self.alpha, np.float64),
                 "train_x": self.train_x.astype(np.float32), "train_c": self.train_c.astype(np.float32)}
 
@@ -152,7 +153,8 @@ class Student:
                              f"{str(card.get('student_sha256'))[:12]}): the folder was edited by hand; distil again.")
         with np.load(npz, allow_pickle=False) as arrays:
             a = {name: arrays[name] for name in arrays.files}
-        return cls(features=FeatureConfig.from_dict(card["features"]), reducer=a["reducer"], x_mean=a["x_mean"], x_scale=a["x_scale"],
+        return cls(features=FeatureConfig.from_dict(card["features"]), reducer=a["reducer"], x_mean=a["x_mean"],
+                   x_scale=a["x_scale"],
                    coef=a["coef"], intercept=a["intercept"], components=a["components"], map_mean=a["map_mean"],
                    alpha=np.asarray(a["alpha"], np.float64), train_x=a["train_x"], train_c=a["train_c"], card=card)
 

@@ -31,7 +31,8 @@ def register(subparsers) -> None:
                    help="extra training texts: one per line, a .json list or .jsonl with 'text' (repeatable)")
     p.add_argument("--completions", action="append", default=[], metavar="JSONL",
                    help="a run's completions.jsonl as training texts (repeatable)")
-    p.add_argument("--campaign", action="append", default=[], metavar="DIR", help="an SBI campaign's texts (repeatable)")
+    p.add_argument("--campaign", action="append", default=[], metavar="DIR",
+                   help="an SBI campaign's texts (repeatable)")
     p.add_argument("--heldout-texts", default=None, metavar="FILE", help="held-out texts instead of policy samples")
     p.add_argument("--k", type=int, default=64, help="PCA components of the time-averaged maps (default 64)")
     p.add_argument("--encoder", default="static", choices=("static", "sentence"),

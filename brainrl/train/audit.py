@@ -114,7 +114,8 @@ class AuditedReward(Reward):
     def _audit(self, call: int, prompts, completions, columns, values: list[float | None]) -> list[float | None]:
         cfg = self.config
         n = len(completions)
-        group_of = [str(p) for p in prompts] if prompts is not None and len(prompts) == n else [str(i) for i in range(n)]
+        by_prompt = prompts is not None and len(prompts) == n
+        group_of = [str(p) for p in prompts] if by_prompt else [str(i) for i in range(n)]
         keys = list(dict.fromkeys(group_of))
         rng = np.random.default_rng([self.seed, call, 0xA0D17])
         chosen = set(rng.choice(len(keys), size=min(cfg.groups, len(keys)), replace=False).tolist())
@@ -127,7 +128,8 @@ class AuditedReward(Reward):
         teacher_values = list(self.teacher(sub_prompts, sub_completions, **sub_columns))
         teacher_s = time.perf_counter() - started
         self._collect_pairs(sub_completions)
-        pairs = [(values[i], t, group_of[i]) for i, t in zip(items, teacher_values) if values[i] is not None and t is not None]
+        pairs = [(values[i], t, group_of[i]) for i, t in zip(items, teacher_values)
+                 if values[i] is not None and t is not None]
         if pairs:
             s, t, g = (np.array(x) for x in zip(*pairs))
             self.window = (self.window + [(s.astype(float), t.astype(float), g)])[-cfg.window:]
@@ -158,10 +160,10 @@ class AuditedReward(Reward):
         out: dict[str, Any] = {}
         if pairs:
             s, t, g = (np.array(x) for x in zip(*pairs))
-            ranks = rank_agreement(s.astype(float), t.astype(float), g)
-            out.update({"r": pearson(s.astype(float), t.astype(float)), "concordant": ranks["concordant_pairs"],
-                        "student_mean": float(np.mean(s.astype(float))), "teacher_mean": float(np.mean(t.astype(float))),
-                        "mean_abs_error": float(np.mean(np.abs(s.astype(float) - t.astype(float))))})
+            s, t = s.astype(float), t.astype(float)
+            out.update({"r": pearson(s, t), "concordant": rank_agreement(s, t, g)["concordant_pairs"],
+                        "student_mean": float(np.mean(s)), "teacher_mean": float(np.mean(t)),
+                        "mean_abs_error": float(np.mean(np.abs(s - t)))})
         if self.window:
             s = np.concatenate([w[0] for w in self.window])
             t = np.concatenate([w[1] for w in self.window])
@@ -224,7 +226,8 @@ class AuditedReward(Reward):
         model.replace_student(student)
         self.refits += 1
         self.window = []  # agreement of the old student says nothing about the new one
-        log.info("audit: refitted the surrogate on %d fresh pairs at step %d -> %s", len(self.fresh_texts), step, folder)
+        log.info("audit: refitted the surrogate on %d fresh pairs at step %d -> %s", len(self.fresh_texts), step,
+                 folder)
 
     def _write(self, row: dict[str, Any]) -> None:
         if self.log_path is None:

@@ -33,7 +33,8 @@ def wrong_student(tmp_path: Path) -> Path:
     """The distilled student with its head negated: it ranks every text backwards (a drifted surrogate)."""
     folder, _ = distilled()
     good = Student.load(folder)
-    bad = Student(features=good.features, reducer=good.reducer, x_mean=good.x_mean, x_scale=good.x_scale, coef=-good.coef,
+    bad = Student(features=good.features, reducer=good.reducer, x_mean=good.x_mean, x_scale=good.x_scale,
+                  coef=-good.coef,
                   intercept=good.intercept, components=good.components, map_mean=good.map_mean, alpha=good.alpha,
                   train_x=good.train_x, train_c=good.train_c, card=dict(good.card))
     bad.save(tmp_path / "wrong")
