@@ -85,8 +85,7 @@ class AuditedReward(Reward):
         self.mode = "student"
         self.refits = 0
         self.window: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (student, teacher, group) per audit
-        self.fresh_texts: list[str] = []
-        self.fresh_maps: list[np.ndarray] = []
+        self.fresh_texts: list[str] = []  # audited completions, refit material
         self._surrogate = surrogate  # the SurrogateBrainModel to refit (None: found through the reward)
         self.last_audit: dict[str, Any] | None = None
 
@@ -185,7 +184,8 @@ class AuditedReward(Reward):
         cfg = self.config
         if cfg.on_drift == "stop":
             return "stop"
-        if cfg.on_drift == "teacher" or self.refits >= cfg.max_refits or not self.fresh_texts:
+        if (cfg.on_drift == "teacher" or self.refits >= cfg.max_refits or not self.fresh_texts
+                or self._teacher_brain() is None):
             self.mode = "teacher"
             log.warning("audit: %s falls back to the teacher at step %d", self.__name__, row["step"])
             return "teacher"
@@ -194,19 +194,19 @@ class AuditedReward(Reward):
 
     # -- refitting ------------------------------------------------------------------------------------
     def _collect_pairs(self, completions) -> None:
-        """The teacher maps just computed (its pipeline's memory cache answers) as fresh training pairs."""
-        from brainrl.brain.base import BrainMap
+        """Keep the audited texts; their teacher maps are fetched only when a refit needs them (the teacher
+        pipeline would otherwise synthesise their speech a second time on every audit)."""
+        from brainrl.rewards.base import completion_text
 
-        parts = getattr(self.teacher, "parts", None) or [self.teacher]
-        brain = next((p for p in parts if isinstance(p, BrainReward)), None)
-        if brain is None:
-            return
-        for completion, prediction in zip(completions, brain.maps(completions)):
-            if isinstance(prediction, BrainMap):
-                from brainrl.rewards.base import completion_text
-
+        for completion in completions:
+            try:
                 self.fresh_texts.append(completion_text(completion))
-                self.fresh_maps.append(prediction.data.mean(axis=0, dtype=np.float64).astype(np.float32))
+            except TypeError:
+                continue
+
+    def _teacher_brain(self) -> BrainReward | None:
+        parts = getattr(self.teacher, "parts", None) or [self.teacher]
+        return next((p for p in parts if isinstance(p, BrainReward)), None)
 
     def surrogate(self):
         if self._surrogate is None:
@@ -216,10 +216,11 @@ class AuditedReward(Reward):
         return self._surrogate
 
     def _refit(self, step: int) -> None:
-        from brainrl.brain.distill import refit_student
+        from brainrl.brain.distill import refit_student, teacher_maps
 
         model = self.surrogate()
-        student = refit_student(model.student, self.fresh_texts, np.stack(self.fresh_maps), self.config.refit_weight)
+        fresh = teacher_maps(self.fresh_texts, self._teacher_brain().pipeline)  # memory-cached maps where still held
+        student = refit_student(model.student, fresh.texts, fresh.maps, self.config.refit_weight)
         student.card["refit"].update({"step": step, "reward": self.__name__})
         folder = (self.refit_dir or Path(model.path)) / REFIT_DIR.format(n=self.refits + 1)
         student.save(folder)
