@@ -53,7 +53,7 @@ def _fit(args: argparse.Namespace) -> int:
     print(json.dumps({"posterior": str(result.out_dir), "train/val/test": [result.n_train, result.n_val, result.n_test],
                       "epochs": result.epochs, "best_val_loss": round(result.best_val_loss, 4),
                       "seconds": round(result.seconds, 1)}, indent=1))
-    print(f"next: brainrl sbi diagnose --posterior {result.out_dir} --data {args.data} "
+    print(f"next: brainrl sbi diagnose --posterior {result.out_dir} --data {' '.join(map(str, args.data))} "
           f"--out {Path(result.out_dir).parent / 'diagnose'}")
     return 0
 

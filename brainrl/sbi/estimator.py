@@ -31,10 +31,25 @@ THETA_EPS = 1e-6  # keeps θ off the [0, 1] bounds, where the logit constraint i
 SBI_PACKAGES = ("brainrl", "numpy", "torch", "keras", "bayesflow", "datasets")
 
 
+class _QuietBayesflow(logging.Filter):
+    """bayesflow forces its logger to INFO on import and warns that it turned autograd off;
+    ``import_bayesflow`` turns autograd back on, so that warning (a dozen lines on every ``brainrl sbi`` or
+    ``validate`` run) and the INFO lines tell a user nothing to act on. Shown again under --verbose (DEBUG)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if logging.getLogger().level <= logging.DEBUG:
+            return True
+        return record.levelno >= logging.WARNING and "disable autograd" not in record.getMessage()
+
+
 def import_bayesflow():
     """``import bayesflow`` with the torch backend, undoing its process-wide ``set_grad_enabled(False)``."""
     os.environ.setdefault("KERAS_BACKEND", "torch")
     import torch
+
+    bf_log = logging.getLogger("bayesflow")
+    if not any(isinstance(f, _QuietBayesflow) for f in bf_log.filters):
+        bf_log.addFilter(_QuietBayesflow())
 
     import bayesflow as bf
 

@@ -109,3 +109,19 @@ def test_input_scaling_standardises_valid_frames_and_keeps_padding_zero():
     # float32 output: an offset of 5 on an SD of 0.01 leaves ~1e-5 of rounding in the mean
     assert np.allclose(valid.mean(axis=0), 0, atol=1e-4) and np.allclose(valid.std(axis=0), 1, atol=1e-4)
     assert np.all(z[mask == 0] == 0)
+
+
+def test_bayesflow_autograd_notice_and_info_lines_are_quiet(caplog):
+    import logging
+
+    from brainrl.sbi.estimator import import_bayesflow
+
+    import_bayesflow()
+    bf_log = logging.getLogger("bayesflow")
+    with caplog.at_level(logging.INFO):
+        bf_log.warning("When using torch backend, we need to disable autograd by default to avoid excessive memory")
+        bf_log.info("Building on a test batch.")
+        bf_log.warning("a real problem")
+    messages = [r.getMessage() for r in caplog.records if r.name == "bayesflow"]
+    assert messages == ["a real problem"]
+    assert torch.is_grad_enabled()  # the notice is moot: brainrl turned autograd back on
