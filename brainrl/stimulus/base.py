@@ -143,7 +143,7 @@ def unspeakable_characters(text: str, scripts: frozenset[str] | None) -> list[st
     """Characters of ``text`` a voice speaking ``scripts`` cannot say: letters of other scripts, and
     pictographs (emoji, dingbats and other symbols from U+2190 on). Punctuation, digits, combining marks,
     mathematical signs and common symbols such as the degree sign or the copyright sign pass."""
-    if scripts is None:
+    if scripts is None or (text.isascii() and "LATIN" in scripts):  # ASCII letters are Latin, its symbols < U+2190
         return []
     out = []
     for char in text:

@@ -146,3 +146,25 @@ def test_surrogate_recipe_is_the_demo_but_for_brain_and_audit():
                                                                         "offline_broca_surrogate.yaml"))
     assert [k for k in demo if demo[k] != surrogate[k]] == ["name", "output_dir", "brain", "audit"]
     assert surrogate["brain"]["model"] == "surrogate" and surrogate["audit"]["enabled"]
+
+
+def test_grpo_on_an_audited_surrogate_reward(tmp_path):
+    from brainrl.policy.sampling import SamplingConfig
+    from brainrl.rewards.loading import RewardConfig
+    from brainrl.train.config import GRPORecipeConfig, LoggingConfig, RecipeConfig
+    from brainrl.train.grpo import train_grpo
+
+    folder, _ = distilled()
+    root = Path(__file__).resolve().parents[2]
+    recipe = RecipeConfig(name="tiny-grpo-audit", seed=1, output_dir=str(tmp_path / "run"), trainer="grpo",
+                          rewards=[RewardConfig(path=str(root / "rewards" / "broca.py"))],
+                          brain=surrogate_config(folder), audit=AuditConfig(enabled=True, every=1, groups=1),
+                          grpo=GRPORecipeConfig(steps=2, prompts_per_step=2, num_generations=2, learning_rate=1e-3,
+                                                checkpoint_every=2),
+                          sampling=SamplingConfig(max_new_tokens=6), logging=LoggingConfig(report_to=[], progress=False))
+    model, tok = tiny_policy(seed=0)
+    train_grpo(recipe, model=model, tokenizer=tok, train_prompts=PROMPTS)
+    rows = read_jsonl(tmp_path / "run" / "audit.jsonl")
+    assert len(rows) >= 2 and all(r["audited_items"] == 2 and r["mode_after"] == "student" for r in rows)
+    card = json.loads((tmp_path / "run" / "run_card.json").read_text())
+    assert card["rewards"][0]["audited"]
