@@ -36,8 +36,7 @@ fi
 
 PY_VERSION="$("$BASE/bin/python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
 BASE_SITE="$(cd "$BASE" && pwd)/lib/python$PY_VERSION/site-packages"
-"$BASE/bin/python" -m venv --without-pip "$OVERLAY" 2>/dev/null || "$BASE/bin/python" -m venv "$OVERLAY"
-[[ -x "$OVERLAY/bin/pip" ]] || "$OVERLAY/bin/python" -m ensurepip --quiet
+[[ -x "$OVERLAY/bin/python" ]] || "$BASE/bin/python" -m venv "$OVERLAY"
 SITE="$OVERLAY/lib/python$PY_VERSION/site-packages"
 echo "$BASE_SITE" > "$SITE/zz-brainrl-base-venv.pth"  # after the overlay's own packages
 "$OVERLAY/bin/python" -m pip install --quiet "torch>=2.5.1,<2.7" "torchvision>=0.20,<0.22"
