@@ -200,19 +200,27 @@ LOAD_NOISE = (r".*`is_gradient_checkpointing` is deprecated.*",)
 
 
 @contextlib.contextmanager
+def quiet_warnings():
+    """Without the FutureWarnings in ``LOAD_NOISE`` (raised by PEFT/TRL on every load and training start);
+    every other warning still shows."""
+    import warnings
+
+    with warnings.catch_warnings():
+        for message in LOAD_NOISE:
+            warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+        yield
+
+
+@contextlib.contextmanager
 def quiet_loading():
     """Load models without transformers' per-tensor "Loading weights" bar and without the FutureWarnings in
     ``LOAD_NOISE``; everything else (real warnings, errors) still shows."""
-    import warnings
-
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        with warnings.catch_warnings():
-            for message in LOAD_NOISE:
-                warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+        with quiet_warnings():
             yield
     finally:
         if was_enabled:

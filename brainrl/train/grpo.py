@@ -308,7 +308,10 @@ def train_grpo(recipe: RecipeConfig, *, model=None, tokenizer=None, reward_funcs
             "accelerate": {"num_processes": trainer.accelerator.num_processes, "device": str(trainer.accelerator.device),
                            "distributed_type": str(trainer.accelerator.distributed_type)},
         })
-    result = trainer.train(resume_from_checkpoint=True if resume and _has_checkpoint(output_dir) else None)
+    from brainrl.policy.loading import quiet_warnings
+
+    with quiet_warnings():  # PEFT's FutureWarning when TRL starts training: nothing a user can act on
+        result = trainer.train(resume_from_checkpoint=True if resume and _has_checkpoint(output_dir) else None)
     summary = {"steps": trainer.state.global_step, "train_seconds": result.metrics.get("train_runtime"),
                "last": trainer.state.log_history[-2] if len(trainer.state.log_history) > 1 else {}}
     if trainer.is_world_process_zero():

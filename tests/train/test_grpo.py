@@ -127,11 +127,16 @@ def test_grpo_logs_completions_starts_learning_at_step_one_and_writes_a_model_ca
     one step with warmup 2 would leave the adapter's B = 0); no metrics dict printed per step; a real model card."""
     from safetensors.torch import load_file
 
+    import warnings
+
     model, tok = tiny_policy(seed=0)
     r = recipe(tmp_path)
     r.grpo.steps, r.grpo.warmup_steps = 1, 2
-    train_grpo(r, model=model, tokenizer=tok, reward_funcs=[vowel_share, text_length], reward_weights=[1.0, 0.01],
-               train_prompts=PROMPTS)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_grpo(r, model=model, tokenizer=tok, reward_funcs=[vowel_share, text_length],
+                   reward_weights=[1.0, 0.01], train_prompts=PROMPTS)
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
     run = tmp_path / "run"
     rows = read_jsonl(run / "completions.jsonl")
     assert len(rows) == 4 and {row["step"] for row in rows} == {1}
