@@ -104,7 +104,7 @@ def _cross(args: argparse.Namespace) -> int:
     from brainrl.sbi.decode import cross_generator_table
 
     report = cross_generator_table(_named(args.posterior, "--posterior"), _named(args.data, "--data"), args.out,
-                                   n_samples=args.n_samples, split=args.split)
+                                   n_samples=args.n_samples, split=args.split, max_cases=args.max_cases)
     print(report["table"])
     return 0
 
@@ -181,7 +181,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cross.add_argument("--data", required=True, action="append", help="NAME=CAMPAIGN, repeatable")
     cross.add_argument("--out", required=True, type=folder_arg)
     cross.add_argument("--n-samples", type=int, default=200)
-    cross.add_argument("--split", default="test", choices=["test", "val", "all"])
+    cross.add_argument("--split", default="auto", choices=["auto", "test", "val", "all"],
+                       help="auto: a training campaign's test ids, every row of a campaign the posterior never saw")
+    cross.add_argument("--max-cases", type=int, help="at most this many rows per campaign")
     cross.set_defaults(func=_cross)
 
     judge = sub.add_parser("judge", help="calibrate the text judge, or measure a campaign generator's fidelity")

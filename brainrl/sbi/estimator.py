@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 APPROXIMATOR_FILE = "approximator.keras"
 META_FILE = "posterior.json"
 SCALING_FILE = "input_scaling.npz"
+MAX_SAMPLE_ROWS = 4096  # cases x draws per approximator.sample call (memory bound)
 THETA_EPS = 1e-6  # keeps θ off the [0, 1] bounds, where the logit constraint is infinite
 SBI_PACKAGES = ("brainrl", "numpy", "torch", "keras", "bayesflow", "datasets")
 
@@ -351,12 +352,18 @@ class Posterior:
         """(n_items, n, 6) posterior draws in [0, 1]. ``integrate`` overrides the stored ODE settings."""
         coeffs, mask = self.prepare(inputs)
         kwargs = {**self.meta.get("config", {}).get("sampler", {}), **integrate}
+        # BayesFlow repeats every case's inputs n times before the summary network: bound the rows per call
+        # (64 cases x 500 draws of 48 x 64 frames took 16 GB of RAM)
+        batch_size = max(1, min(int(batch_size), MAX_SAMPLE_ROWS // max(int(n), 1)))
         draws = []
+        import torch
+
         for start in range(0, len(coeffs), batch_size):
-            out = self.approximator.sample(
-                num_samples=int(n), conditions=self._conditions(coeffs[start:start + batch_size],
-                                                                mask[start:start + batch_size]),
-                seed=None if seed is None else int(seed) + start, **kwargs)
+            with torch.no_grad():  # import_bayesflow re-enables grads for training; sampling needs none
+                out = self.approximator.sample(
+                    num_samples=int(n), conditions=self._conditions(coeffs[start:start + batch_size],
+                                                                    mask[start:start + batch_size]),
+                    seed=None if seed is None else int(seed) + start, **kwargs)
             draws.append(np.asarray(out["theta"], dtype=np.float32))
         return np.concatenate(draws) if draws else np.zeros((0, int(n), len(self.param_names)), np.float32)
 
@@ -366,5 +373,8 @@ class Posterior:
 
     def summaries(self, inputs: Any) -> np.ndarray:
         """(n_items, summary_dim) learned summaries z = h(X) (deterministic: dropout is off)."""
+        import torch
+
         coeffs, mask = self.prepare(inputs)
-        return np.asarray(self.approximator.summarize(self._conditions(coeffs, mask)), dtype=np.float32)
+        with torch.no_grad():
+            return np.asarray(self.approximator.summarize(self._conditions(coeffs, mask)), dtype=np.float32)

@@ -70,6 +70,24 @@ def test_fit_save_load_exact_and_posterior_api(tmp_path):
     assert post.summaries(inputs).shape == (len(test_rows), 128)
     assert post.mean(inputs, n=30, seed=3).shape == (len(test_rows), 6)
 
+    # sampling runs without autograd (import_bayesflow turns grads on for training; a graph per Euler step
+    # grew the diagnose process by ~700 MB per batch) and bounds cases x draws per call
+    from brainrl.sbi.estimator import MAX_SAMPLE_ROWS
+
+    calls = []
+    original = post.approximator.sample
+
+    def spy(*args, **kwargs):
+        calls.append((torch.is_grad_enabled(), len(kwargs["conditions"]["coeffs"])))
+        return original(*args, **kwargs)
+
+    post.approximator.sample = spy
+    n_big = MAX_SAMPLE_ROWS // 2
+    assert post.sample(inputs, n=n_big, seed=3).shape == (len(test_rows), n_big, 6)
+    assert calls and not any(grad for grad, _ in calls) and max(size for _, size in calls) == 2
+    assert torch.is_grad_enabled()
+    post.approximator.sample = original
+
     # padded frames do not leak into the summary
     noisy = arrays["coeffs"][test_rows].copy()
     noisy[arrays["mask"][test_rows] == 0] = 1e3
