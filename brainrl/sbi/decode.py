@@ -134,7 +134,7 @@ def _plot_decoded(rows: Sequence[dict[str, Any]], path: Path) -> str:
     return _save(fig, path)
 
 
-def cross_generator_table(posteriors: dict[str, str | Path], campaigns: dict[str, str | Path], out_dir: str | Path,
+def cross_generator_table(posteriors: dict[str, Any], campaigns: dict[str, str | Path], out_dir: str | Path,
                           n_samples: int = 200, split: str = "auto", seed: int = 0, max_cases: int | None = None
                           ) -> dict[str, Any]:
     """Pearson r of the posterior mean per dimension for every (posterior, campaign) pair. ``split``:
@@ -147,7 +147,7 @@ def cross_generator_table(posteriors: dict[str, str | Path], campaigns: dict[str
     results: dict[str, dict[str, Any]] = {}
     started = time.time()
     for pname, pdir in posteriors.items():
-        post = Posterior.load(pdir)
+        post = Posterior.load(pdir) if isinstance(pdir, (str, Path)) else pdir
         trained = {c.get("fingerprint") for c in post.meta.get("campaigns", [])}
         for dname, arrays in data.items():
             if post.projection.fingerprint() != arrays["projection"].fingerprint():
@@ -162,7 +162,8 @@ def cross_generator_table(posteriors: dict[str, str | Path], campaigns: dict[str
             means = post.sample((arrays["coeffs"][rows], arrays["mask"][rows]), n_samples, seed=seed).mean(axis=1)
             theta = arrays["theta"][rows]
             r = {n: pearson(means[:, j], theta[:, j]) for j, n in enumerate(PARAM_NAMES)}
-            results[f"{pname} -> {dname}"] = {"posterior": str(pdir), "campaign": str(campaigns[dname]),
+            results[f"{pname} -> {dname}"] = {"posterior": str(pdir) if isinstance(pdir, (str, Path)) else repr(pdir),
+                                              "campaign": str(campaigns[dname]),
                                               "n_cases": int(len(rows)), "pearson_r": r,
                                               "trained_on_this_campaign": seen}
     lines = ["| train → test | cases | " + " | ".join(PARAM_NAMES) + " | mean |",

@@ -37,3 +37,36 @@ def test_posterior_pipeline_comes_from_the_card():
     assert posterior_pipeline(meta).model == "synthetic"
     with pytest.raises(ValueError, match="records no campaign pipeline"):
         posterior_pipeline({"campaigns": []})
+
+
+def test_cross_generator_table_uses_held_out_ids_of_training_campaigns_and_all_rows_of_others(tmp_path):
+    """Two procedural campaigns on one projection; a posterior 'trained' on A (its card names A) is scored on
+    A's test ids and on every row of B, and its r matches a hand computation on those rows."""
+    from pathlib import Path
+
+    from brainrl.sbi.campaign import Campaign, CampaignConfig, ProjectionConfig, load_campaign_arrays
+    from brainrl.sbi.decode import cross_generator_table
+    from brainrl.sbi.diagnostics import pearson
+    from brainrl.sbi.estimator import campaign_identity, heldout_rows
+    from brainrl.sbi.procedural import ProceduralGenerator
+
+    pipeline = BrainPipeline(PipelineConfig(cache_dir=""), speech=CountingSpeech(out_dir=tmp_path), model=LengthBrain())
+    a = CampaignConfig(out_dir=str(tmp_path / "a"), n_items=30, shard_size=30, batch_size=10, seed=0,
+                       projection=ProjectionConfig(k=4, t_max=8))
+    Campaign(a, generator=ProceduralGenerator(), pipeline=pipeline).run()
+    b = CampaignConfig(out_dir=str(tmp_path / "b"), n_items=12, shard_size=12, batch_size=6, seed=1,
+                       projection=ProjectionConfig(k=4, t_max=8, projection_from=str(tmp_path / "a" / "projection")))
+    Campaign(b, generator=ProceduralGenerator(), pipeline=pipeline).run()
+    arrays_a, arrays_b = load_campaign_arrays(a.out_dir), load_campaign_arrays(b.out_dir)
+    post = KnownPosterior(k=4, t_max=8)
+    post.projection = arrays_a["projection"]
+    post.meta = {"config": {"val_fraction": 0.2, "test_fraction": 0.3, "seed": 0},
+                 "campaigns": [campaign_identity(arrays_a["manifest"])]}
+    report = cross_generator_table({"p": post}, {"a": a.out_dir, "b": b.out_dir}, tmp_path / "cross", n_samples=40)
+    on_a, on_b = report["results"]["p -> a"], report["results"]["p -> b"]
+    rows = heldout_rows(arrays_a["ids"], post.meta, "test")
+    assert on_a["trained_on_this_campaign"] and on_a["n_cases"] == len(rows) > 2
+    assert not on_b["trained_on_this_campaign"] and on_b["n_cases"] == 12
+    means = post.sample((arrays_b["coeffs"], arrays_b["mask"]), 40, seed=0).mean(axis=1)
+    assert on_b["pearson_r"]["valence"] == pytest.approx(pearson(means[:, 0], arrays_b["theta"][:, 0]), abs=1e-6)
+    assert (Path(tmp_path) / "cross" / "cross_generator.md").read_text().startswith("| train → test")
