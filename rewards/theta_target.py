@@ -5,7 +5,7 @@ A recipe passes the settings as kwargs, e.g.::
 
     rewards:
       - path: rewards/theta_target.py
-        kwargs: {posterior: runs/sbi_both/posterior,
+        kwargs: {posterior: runs/sbi_procedural/posterior,
                  mode: expected, n_samples: 64, ood: downweight, ood_threshold: 0.05}
 
 Copy this file to change the defaults: a subset of dimensions (``dims: [valence, formality]``),
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from brainrl.sbi.theta_reward import ThetaTargetReward
 
-DEFAULTS = {"posterior": "runs/sbi_both/posterior", "mode": "expected", "n_samples": 64, "ood": "downweight",
+DEFAULTS = {"posterior": "runs/sbi_procedural/posterior", "mode": "expected", "n_samples": 64, "ood": "downweight",
             "ood_threshold": 0.05}
 
 

@@ -48,6 +48,21 @@ class PipelineMismatch(ValueError):
     """The reward's speech + brain pipeline is not the one the posterior's campaign used."""
 
 
+def _same_identity(recorded: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Speech and model descriptions agree on every field both record (newer code may record more, e.g.
+    speech caps), and neither is missing."""
+    for part in ("speech", "model"):
+        a, b = recorded.get(part), current.get(part)
+        if not isinstance(a, dict) or not isinstance(b, dict):
+            if a != b:
+                return False
+            continue
+        shared = set(a) & set(b)
+        if not shared or any(a[k] != b[k] for k in shared):
+            return False
+    return True
+
+
 def check_pipeline(posterior_meta: dict[str, Any], described: dict[str, Any], what: str = "the reward") -> None:
     """Raise ``PipelineMismatch`` when ``described`` (``BrainPipeline.describe()``) differs from every
     training campaign's pipeline in the posterior's card (speech engine, brain model identity)."""
@@ -62,7 +77,7 @@ def check_pipeline(posterior_meta: dict[str, Any], described: dict[str, Any], wh
                     "posterior was trained on", what)
         return
     mine = json.loads(json.dumps(pipeline_identity(described), default=str))
-    if any(json.loads(json.dumps(w, default=str)) == mine for w in wanted):
+    if any(_same_identity(json.loads(json.dumps(w, default=str)), mine) for w in wanted):
         return
     raise PipelineMismatch(
         f"{what} speaks and predicts with {mine}, but the posterior was trained on maps from {wanted[0]}; its decodes "
