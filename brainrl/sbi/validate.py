@@ -175,8 +175,8 @@ def prior_expected_sq(targets: np.ndarray, prior: Any) -> np.ndarray:
     return (centre - targets) ** 2 + prior.variance
 
 
-def prior_reference(dec: ModelDecoding, names: Sequence[str], resamples: list[np.ndarray], prior: Any = None
-                    ) -> dict[str, Any]:
+def prior_reference(dec: ModelDecoding, names: Sequence[str], resamples: list[np.ndarray], prior: Any = None,
+                    point: bool = False) -> dict[str, Any]:
     """What a decoder that ignores the text scores on the same items: the prior as every item's posterior.
 
     A model's decoded θ carries information about θ* only where it beats this (lower RMSE than the prior
@@ -187,8 +187,9 @@ def prior_reference(dec: ModelDecoding, names: Sequence[str], resamples: list[np
 
     prior = prior or ThetaPrior(names=tuple(names))
     ok = dec.ok
-    sq = prior_expected_sq(dec.targets, prior)  # (N, d)
     centre_sq = (((prior.low + prior.high) / 2.0) - dec.targets) ** 2
+    # a point judge (one estimate, no spread) is compared with the prior's point, its mean
+    sq = centre_sq if point else prior_expected_sq(dec.targets, prior)  # (N, d)
     prior_reward = -np.sum(sq, axis=1)
     model_reward = -np.mean(np.sum((dec.draws - dec.targets[:, None, :]) ** 2, axis=-1), axis=1)
 
@@ -495,7 +496,8 @@ def validate(posterior: Any, base: str, out_dir: str | Path, adapter: str | Path
         entry: dict[str, Any] = {"models": {name: bootstrap_model(dec, names, config.bootstrap, config.seed, resamples)
                                             for name, dec in decs.items()}}
         for name, dec in decs.items():
-            entry["models"][name]["prior_reference"] = prior_reference(dec, names, resamples)
+            entry["models"][name]["prior_reference"] = prior_reference(dec, names, resamples,
+                                                                       point=judge_name == "text_judge")
         if "tuned" in decs:
             entry["difference_tuned_minus_base"] = paired_differences(decs["base"], decs["tuned"], names, resamples)
         entry["identity"] = second_dir if judge_name == "second_posterior" else (

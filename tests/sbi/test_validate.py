@@ -174,3 +174,15 @@ def test_prior_reference_matches_hand_computation_and_a_prior_posterior_gains_no
     draws[:100] = np.nan
     partial = prior_reference(decoding(draws, ok), names, resamples)
     assert partial["n"] == 200 and np.isfinite(partial["reward_gain"]["value"])
+
+
+def test_prior_reference_of_a_point_judge_is_the_prior_mean():
+    from brainrl.sbi.validate import ModelDecoding, prior_reference, prompt_resamples
+
+    targets = np.array([[0.1] * 6, [0.9] * 6, [0.5] * 6, [0.3] * 6])
+    estimates = np.full((4, 1, 6), 0.5)  # a judge that always answers the prior mean
+    dec = ModelDecoding(["a", "b", "c", "d"], np.arange(4), targets, estimates, np.ones(4, bool), {}, None)
+    ref = prior_reference(dec, [str(i) for i in range(6)], prompt_resamples(np.arange(4), 50, 0), point=True)
+    assert ref["reward_gain"]["value"] == pytest.approx(0.0, abs=1e-12)
+    spread = prior_reference(dec, [str(i) for i in range(6)], prompt_resamples(np.arange(4), 50, 0))
+    assert spread["reward_gain"]["value"] == pytest.approx(6 / 12, abs=1e-12)  # no spread vs the prior's variance
