@@ -143,3 +143,22 @@ def test_bayesflow_autograd_notice_and_info_lines_are_quiet(caplog):
     messages = [r.getMessage() for r in caplog.records if r.name == "bayesflow"]
     assert messages == ["a real problem"]
     assert torch.is_grad_enabled()  # the notice is moot: brainrl turned autograd back on
+
+
+def test_fit_on_two_campaigns_keeps_each_campaigns_split_and_records_both(tmp_path):
+    """The paper's "Both" model: two campaigns with overlapping ids (0..N-1 each) fitted together."""
+    from brainrl.sbi.estimator import EstimatorConfig, Posterior, fit_posterior, heldout_rows
+
+    a, b = _arrays(0), _arrays(1)
+    both = {key: np.concatenate([a[key], b[key]]) for key in ("coeffs", "mask", "theta", "ids")}
+    both.update(projection=a["projection"], generator=["a", "b"], source=np.repeat([0, 1], N),
+                manifests=[{"fingerprint": "campaign-a", "config": {"name": "a"}},
+                           {"fingerprint": "campaign-b", "config": {"name": "b"}}])
+    config = EstimatorConfig(max_epochs=1, verbose=0, min_steps=0, min_steps_per_epoch=1, min_val_draws=1,
+                             sampler={"method": "euler", "steps": 5})
+    result = fit_posterior(both, tmp_path / "post", config, data_dir=["A", "B"])
+    meta = Posterior.load(tmp_path / "post").meta
+    assert [c["fingerprint"] for c in meta["campaigns"]] == ["campaign-a", "campaign-b"]
+    assert meta["data"]["dir"] == ["A", "B"]
+    test_a = heldout_rows(a["ids"], meta, "test")  # each campaign's own id split, as if fitted alone
+    assert result.n_test == 2 * len(test_a) and len(test_a) > 0
