@@ -122,3 +122,23 @@ def test_generation_settings_resolve_per_device():
     assert kwargs["cache_implementation"] == "static" and kwargs["compile_config"]._compile_all_devices
     with pytest.raises(ValueError, match="static"):
         GenerationSettings(cache="dynamic", compile=True).resolve("cuda")
+
+
+@pytest.mark.gpu
+def test_compiled_static_generation_on_cuda_stays_on_policy():
+    """The CUDA default (merged adapter, static cache, torch.compile'd decoding with CUDA graphs, reused
+    merged buffers) samples tokens whose log-probs equal the update's forward; twice, so the second call
+    replays the compiled decoder on buffers refilled with the same weights. fp32 on the GPU."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    model, tok = trained_like_policy()
+    model = model.to("cuda")
+    buffers = MergedWeights()
+    for seed in (5, 6):
+        samples = sample_completions(model, tok, PROMPTS, SamplingConfig(max_new_tokens=16), num_completions=3,
+                                     seed=seed, device="cuda", merged_weights=buffers, return_logprobs=True)
+        assert samples.settings["engine"] == {"merge_adapter": True, "cache": "static", "compile": True,
+                                              "share_prompts": False, "merged": True}
+        mask = samples.completion_mask.bool()
+        drift = (samples.generation_logprobs - training_logprobs(model, samples))[mask].abs().max().item()
+        assert drift < 1e-3, f"compiled generation drifts {drift:.2e} from the training forward"
