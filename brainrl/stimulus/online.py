@@ -1,5 +1,8 @@
 """Reference speech path: gTTS audio, word times from WhisperX forced alignment (TRIBE v2's own recipe).
 
+As in TRIBE, the audio is gTTS's own MP3 (not a re-encoded 16 kHz WAV) and English words are aligned with
+``WAV2VEC2_ASR_LARGE_LV60K_960H`` (TRIBE's ``--align_model``), not WhisperX's default base aligner.
+
 It needs network access (gTTS calls Google's TTS endpoint, WhisperX fetches its weights on first use),
 so it is not the default; use it to check results against the reference (docs/speech.md). Unlike the
 reference, which runs ``uvx whisperx`` in a new process per text and reloads ~3 GB of weights each
@@ -28,7 +31,9 @@ log = logging.getLogger(__name__)
 
 #: Bumped whenever the mapping from aligned words to text tokens changes (part of ``version``).
 TIMING_VERSION = "t1"
-WHISPERX_SAMPLE_RATE = 16_000  # whisperx.load_audio resamples to this
+WHISPERX_SAMPLE_RATE = 16_000  # whisperx.load_audio resamples to this (what the aligner hears)
+#: TRIBE v2's aligner (``--align_model`` of its WhisperX call), which it passes for English only.
+TRIBE_ALIGN_MODEL = "WAV2VEC2_ASR_LARGE_LV60K_960H"
 _INSTALL_HINT = "pip install 'brainrl[online]'"
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
@@ -134,12 +139,13 @@ class GTTSWhisperXEngine(SpeechEngine):
         # float16 only runs on CUDA: the reference hard-codes it and so cannot run on CPU (tribev2.md 1.2)
         self.compute_type = compute_type or ("float16" if device.startswith("cuda") else "int8")
         self.batch_size = batch_size
+        #: None: TRIBE's choice, its large aligner for English and WhisperX's default for other languages
         self.align_model = align_model
 
         self._version = (
-            f"gtts-{_package_version('gTTS', self._gtts)}+tld-{self.tld}"
+            f"gtts-{_package_version('gTTS', self._gtts)}+tld-{self.tld}+mp3"
             f"+whisperx-{_package_version('whisperx', self._whisperx)}+{self.whisper_arch}+{self.compute_type}"
-            f"+{self.align_model or 'default-align'}+{TIMING_VERSION}"
+            f"+{self.align_model_name(self.lang) or 'default-align'}+{TIMING_VERSION}"
         )
 
     @property
@@ -153,6 +159,17 @@ class GTTSWhisperXEngine(SpeechEngine):
     @property
     def language(self) -> str:
         return self.lang
+
+    def align_model_name(self, language: str) -> str | None:
+        """The aligner asked of WhisperX for ``language``: the engine's, else TRIBE's for English, else
+        None (WhisperX's default for that language; TRIBE's own call breaks there, tribev2.md 1.2)."""
+        if self.align_model is not None:
+            return self.align_model
+        return TRIBE_ALIGN_MODEL if language == "en" else None
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "audio_format": "gtts-mp3", "align_model": self.align_model_name(self.lang),
+                "whisper_arch": self.whisper_arch, "compute_type": self.compute_type}
 
     # models ---------------------------------------------------------------------------------------
     def asr_model(self) -> Any:
@@ -168,12 +185,14 @@ class GTTSWhisperXEngine(SpeechEngine):
 
     def alignment_model(self, language: str) -> tuple[Any, dict]:
         """``(model, metadata)`` of the wav2vec2 aligner for ``language``, loaded once per process."""
-        key = (language, self.device, self.align_model)
+        model_name = self.align_model_name(language)
+        key = (language, self.device, model_name)
         with self._models_lock:
             if key not in self._align_models:
-                log.info("Loading the WhisperX alignment model for %r on %s", language, self.device)
+                log.info("Loading the WhisperX alignment model %s for %r on %s", model_name or "(default)",
+                         language, self.device)
                 self._align_models[key] = self._whisperx.load_align_model(
-                    language_code=language, device=self.device, model_name=self.align_model
+                    language_code=language, device=self.device, model_name=model_name
                 )
             return self._align_models[key]
 
@@ -186,9 +205,13 @@ class GTTSWhisperXEngine(SpeechEngine):
 
     # synthesis ------------------------------------------------------------------------------------
     def _synthesize_one(self, text: str) -> Stimulus:
-        stim = Stimulus(text, [], None, WHISPERX_SAMPLE_RATE, 0.0, self.name, self.version, self.voice)
+        import soundfile
+
+        stim = Stimulus(text, [], None, 0, 0.0, self.name, self.version, self.voice)
         key = stim.key()
-        with tempfile.TemporaryDirectory(prefix="brainrl-gtts-") as scratch:  # the MP3 lives only this long
+        # the MP3 is the stimulus audio, as in TRIBE: kept in out_dir when there is one, else it lives only
+        # as long as this call and the stimulus keeps its decoded samples in memory
+        with tempfile.TemporaryDirectory(prefix="brainrl-gtts-") as scratch:
             mp3_path = (self.out_dir or Path(scratch)) / f"{key}.mp3"
             try:
                 self._gtts.gTTS(text=text, lang=self.lang, tld=self.tld).save(str(mp3_path))
@@ -197,16 +220,16 @@ class GTTSWhisperXEngine(SpeechEngine):
                     f"gTTS could not synthesise the text ({error}); it needs network access to Google's TTS "
                     f"endpoint. The offline default engine is 'espeak'."
                 ) from error
-            audio = np.asarray(self._whisperx.load_audio(str(mp3_path)), dtype=np.float32)
-        duration = len(audio) / WHISPERX_SAMPLE_RATE
-        words = self.align(text, audio)
+            heard = np.asarray(self._whisperx.load_audio(str(mp3_path)), dtype=np.float32)  # 16 kHz, aligner only
+            data, rate = soundfile.read(str(mp3_path), dtype="float32", always_2d=True)  # what TRIBE reads
+        samples = data.mean(axis=1)
+        stim.sample_rate = int(rate)
+        stim.duration = len(samples) / rate
+        words = self.align(text, heard)
         spans, starts, ends = map_aligned_words(text, words)
-        stim.words = build_words(text, starts, ends, duration, spans)
-        stim.duration = duration
-        samples = np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
-        stim.audio_path = self._write_wav(key, samples, WHISPERX_SAMPLE_RATE)
-        # the kept waveform is exactly what reading the 16-bit WAV back gives
-        stim.waveform = samples.astype(np.float32) / 32768.0 if self.keep_waveform else None
+        stim.words = build_words(text, starts, ends, stim.duration, spans)
+        stim.audio_path = mp3_path if self.out_dir is not None else None
+        stim.waveform = samples if self.keep_waveform else None
         return stim
 
     def align(self, text: str, audio: np.ndarray) -> list[dict]:

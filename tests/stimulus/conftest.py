@@ -51,6 +51,7 @@ def make_gtts_module(calls: dict) -> types.ModuleType:
             speech = EspeakEngine(keep_waveform=True, rate=150).synthesize_one(self.text)
             soundfile.write(str(savefile), speech.waveform, speech.sample_rate, format="MP3")
             _SPOKEN[str(savefile)] = self.text
+            calls.setdefault("mp3_bytes", []).append(open(savefile, "rb").read())  # what gTTS saved
 
     module.gTTS, module.gTTSError = gTTS, gTTSError
     return module
@@ -102,10 +103,22 @@ def make_whisperx_module(calls: dict) -> types.ModuleType:
             )
         return FasterWhisperPipeline(whisper_arch, device, compute_type, language)
 
+    torchaudio_bundles = {"WAV2VEC2_ASR_BASE_960H", "WAV2VEC2_ASR_LARGE_960H", "WAV2VEC2_ASR_LARGE_LV60K_960H",
+                          "VOXPOPULI_ASR_BASE_10K_FR", "VOXPOPULI_ASR_BASE_10K_DE"}  # a few torchaudio pipelines
+    defaults = {"en": "WAV2VEC2_ASR_BASE_960H", "fr": "VOXPOPULI_ASR_BASE_10K_FR", "de": "VOXPOPULI_ASR_BASE_10K_DE"}
+
     def load_align_model(language_code, device, model_name=None, model_dir=None):
+        """Like whisperX: no name takes the language's default; a torchaudio pipeline name loads that bundle,
+        any other name is fetched from the Hugging Face hub (refused here: no hub)."""
         calls["load_align_model"] = calls.get("load_align_model", 0) + 1
-        if language_code != "en":
-            raise ValueError(f"No default align-model for language: {language_code}")
+        if model_name is None:
+            if language_code not in defaults:
+                raise ValueError(f"No default align-model for language: {language_code}")
+            model_name = defaults[language_code]
+        calls.setdefault("align_model_names", []).append(model_name)
+        if model_name not in torchaudio_bundles:
+            raise ValueError(f'The chosen align_model "{model_name}" could not be found in huggingface '
+                             "(https://huggingface.co/models) or torchaudio (https://pytorch.org/audio/stable/pipelines.html#id14)")
         dictionary = {c: i for i, c in enumerate("|etaonihsrdlumwcfgypbvk'xjqz")}
         metadata = {"language": language_code, "dictionary": dictionary, "type": "torchaudio"}
         return object(), metadata

@@ -25,7 +25,8 @@ def test_every_token_gets_a_time_and_numerals_are_interpolated(online_doubles, t
         assert words[numeral].duration > 0.05
     # "Dr." was heard as "Doctor": the differing stretch still takes that word's time
     assert words["Dr."].start > words["2025"].start
-    assert stim.engine == "gtts-whisperx" and stim.sample_rate == 16000 and stim.voice == "gtts-en"
+    assert stim.engine == "gtts-whisperx" and stim.voice == "gtts-en"
+    assert stim.sample_rate == soundfile.info(str(stim.audio_path)).samplerate  # the MP3's own rate
 
 
 def test_models_are_loaded_once_for_many_texts_and_engines(online_doubles, tmp_path):
@@ -47,13 +48,50 @@ def test_cpu_uses_int8_and_the_version_records_the_models(online_doubles, tmp_pa
         assert part in engine.version
 
 
-def test_wav_waveform_and_duration_agree(online_doubles, tmp_path):
-    stim = GTTSWhisperXEngine(out_dir=tmp_path, device="cpu").synthesize_one("A short test sentence.")
+def test_tribe_receives_the_gtts_mp3_itself(online_doubles, tmp_path):
+    """TRIBE feeds gTTS's MP3 to its audio model; the engine hands on that file, byte for byte."""
+    from brainrl.brain.tribe.events import content_audio_path
+
+    stim = GTTSWhisperXEngine(out_dir=tmp_path / "speech", device="cpu").synthesize_one("A short test sentence.")
+    assert stim.audio_path.name == f"{stim.key()}.mp3"
+    assert sorted(p.name for p in (tmp_path / "speech").iterdir()) == [stim.audio_path.name]  # no WAV beside it
+    assert stim.audio_path.read_bytes() == online_doubles["mp3_bytes"][-1]
+    handed_on = content_audio_path(stim, tmp_path / "tribe")
+    assert handed_on.suffix == ".mp3" and handed_on.read_bytes() == online_doubles["mp3_bytes"][-1]
     data, rate = soundfile.read(str(stim.audio_path), dtype="float32")
-    assert rate == 16000 and stim.audio_path.name == f"{stim.key()}.wav"
-    np.testing.assert_array_equal(data, stim.waveform)
-    assert len(data) / rate == pytest.approx(stim.duration)
+    assert rate == stim.sample_rate != 16000  # not the aligner's 16 kHz resampling
+    np.testing.assert_allclose(stim.waveform, data, atol=1e-6)  # the kept waveform is the MP3 decoded
+    assert len(data) / rate == pytest.approx(stim.duration, abs=1e-6)
     assert stim.words[-1].stop <= stim.duration
+    assert "+mp3" in stim.engine_version
+    assert GTTSWhisperXEngine(device="cpu").describe()["audio_format"] == "gtts-mp3"
+
+
+def test_without_out_dir_the_mp3_lives_only_for_the_call(online_doubles, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stim = GTTSWhisperXEngine(device="cpu").synthesize_one("Kept in memory only.")
+    assert stim.audio_path is None and list(tmp_path.iterdir()) == []
+    assert stim.waveform is not None and len(stim.waveform) / stim.sample_rate == pytest.approx(stim.duration)
+    from brainrl.brain.tribe.events import content_audio_path
+
+    assert content_audio_path(stim, tmp_path / "tribe").is_file()  # TRIBE still gets the decoded audio
+
+
+def test_english_is_aligned_with_tribes_large_aligner(online_doubles, tmp_path):
+    engine = GTTSWhisperXEngine(out_dir=tmp_path, device="cpu")
+    engine.synthesize_one("Aligned by the large model.")
+    assert online_doubles["align_model_names"] == ["WAV2VEC2_ASR_LARGE_LV60K_960H"]
+    assert "WAV2VEC2_ASR_LARGE_LV60K_960H" in engine.version
+    assert engine.describe()["align_model"] == "WAV2VEC2_ASR_LARGE_LV60K_960H"
+    # an explicit aligner is honoured, and is another cache entry and another version
+    base = GTTSWhisperXEngine(out_dir=tmp_path, device="cpu", align_model="WAV2VEC2_ASR_BASE_960H")
+    base.synthesize_one("Aligned by the base model.")
+    assert online_doubles["align_model_names"][-1] == "WAV2VEC2_ASR_BASE_960H"
+    assert base.version != engine.version
+    # TRIBE passes its aligner for English only; other languages get WhisperX's default
+    assert GTTSWhisperXEngine(device="cpu", lang="de").align_model_name("de") is None
 
 
 def test_failures_name_the_cause(online_doubles, tmp_path):
