@@ -353,17 +353,19 @@ class AWSFTTrainer:
         if progress is not None:
             progress.close()
         acc.wait_for_everyone()
-        if tracking:
-            acc.end_training()
         summary = {"steps": self.cfg.steps, "train_seconds": time.perf_counter() - started, "last": last, **summary_extra}
         if stop_at is not None and stop_at < self.cfg.steps:
-            return {**summary, "stopped_at": stop_at}
-        self.save_checkpoint(self.cfg.steps)  # all ranks (it synchronises them)
-        if acc.is_main_process:
-            self.policy.save_pretrained(self.output_dir / "adapter")
-            self.tokenizer.save_pretrained(self.output_dir / "adapter")
-            runs.update_run_card(self.output_dir, status="finished", summary=summary)
-            runs.write_model_card(self.output_dir / "adapter", self.output_dir)
+            summary = {**summary, "stopped_at": stop_at}
+        else:
+            self.save_checkpoint(self.cfg.steps)  # all ranks (it synchronises them)
+            if acc.is_main_process:
+                self.policy.save_pretrained(self.output_dir / "adapter")
+                self.tokenizer.save_pretrained(self.output_dir / "adapter")
+                runs.update_run_card(self.output_dir, status="finished", summary=summary)
+                runs.write_model_card(self.output_dir / "adapter", self.output_dir)
+        # last: accelerate's end_training also destroys the process group, so no barrier may follow it
+        if tracking:
+            acc.end_training()
         return summary
 
     def save_checkpoint(self, step: int) -> None:

@@ -55,6 +55,9 @@ def training_recipe(folder: Path, server: BrainServe, trainer: str, out: Path) -
     else:
         recipe["awsft"] = {"steps": STEPS, "prompts_per_step": 1, "completions_per_prompt": COMPLETIONS_PER_RANK,
                            "warmup_steps": 0}
+        # a tracker, as the shipped recipes have: accelerate's end_training destroys the process group, so the
+        # final synchronised save must come before it
+        recipe["logging"]["report_to"] = ["tensorboard"]
     path = out.parent / f"{trainer}.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
@@ -116,6 +119,7 @@ def test_awsft_two_ranks_share_one_brain_server(shared):
     assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
     assert all(m["rewards_failed"] == 0 and math.isfinite(m["reward_mean"]) for m in metrics)  # gathered over ranks
     assert [p.name for p in out.glob("checkpoint-*")] == [f"checkpoint-{STEPS:06d}"]
+    assert list(out.glob("logs/**/events.out.tfevents.*"))  # the tracker ran and was closed after the save
     assert len((out / "completions.jsonl").read_text().splitlines()) == STEPS * COMPLETIONS_PER_RANK  # rank 0's
 
 
