@@ -15,7 +15,7 @@ per-dimension ``weights``, ``mode: mean`` (distance of the posterior mean only),
 
 from pathlib import Path
 
-from brainrl.sbi.theta_reward import ThetaTargetReward
+from brainrl.sbi.theta.reward import ThetaTargetReward
 
 DEFAULTS = {"posterior": "runs/sbi_procedural/posterior", "mode": "expected", "n_samples": 64, "ood": "downweight",
             "ood_threshold": 0.05}

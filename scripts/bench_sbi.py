@@ -35,16 +35,16 @@ def bench_simulations(n: int, with_generator: bool | str, seed: int = 0) -> dict
     """Generator and speech + brain throughput on the same items, side by side. ``with_generator``:
     False (fixed texts), True / "smollm2" (the embedded LLM, per_headline) or "procedural"."""
     from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
-    from brainrl.sbi.parse import block_text
-    from brainrl.sbi.prior import theta_for_index
-    from brainrl.sbi.topics import topic_for_index
+    from brainrl.sbi.simulation.parse import block_text
+    from brainrl.sbi.simulation.prior import theta_for_index
+    from brainrl.sbi.simulation.topics import topic_for_index
 
     out: dict = {"n_items": n}
     requests = [(i, theta_for_index(seed, i), topic_for_index(i)) for i in range(n)]
     if with_generator:
-        from brainrl.sbi.generators import LocalChatGenerator
-        from brainrl.sbi.procedural import ProceduralGenerator
-        from brainrl.sbi.simulator import HeadlineRequest, HeadlineWriter
+        from brainrl.sbi.simulation.generators import LocalChatGenerator
+        from brainrl.sbi.simulation.procedural import ProceduralGenerator
+        from brainrl.sbi.simulation.simulator import HeadlineRequest, HeadlineWriter
 
         out["generator"] = "procedural" if with_generator == "procedural" else "smollm2"
         if with_generator == "procedural":
@@ -90,8 +90,8 @@ def synthetic_sequences(rng, theta, n_vertices, t_max, basis, noise=1.0):
 def bench_fit(args) -> dict:
     import torch
 
-    from brainrl.sbi.estimator import EstimatorConfig, fit_posterior, Posterior
-    from brainrl.sbi.projection import Projection
+    from brainrl.sbi.inference.estimator import EstimatorConfig, fit_posterior, Posterior
+    from brainrl.sbi.simulation.projection import Projection
 
     device = torch.device(args.device)
     rng = np.random.default_rng(0)

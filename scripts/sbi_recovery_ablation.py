@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--out", default="docs/bench/sbi_recovery_ablation.json")
     args = parser.parse_args()
-    from brainrl.sbi.estimator import EstimatorConfig, Posterior, fit_posterior
+    from brainrl.sbi.inference.estimator import EstimatorConfig, Posterior, fit_posterior
 
     arrays = _campaign(args.n)
     quick = {"verbose": 0, "sampler": {"method": "euler", "steps": 20}}

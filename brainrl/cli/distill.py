@@ -107,7 +107,7 @@ def _file_rows(args) -> tuple[list[dict], list[str]]:
                 rows.append({"prompt": record.get("prompt", ""), "text": record["completion"]})
         sources.append(f"completions:{file}")
     for folder in args.campaign:
-        from brainrl.sbi.campaign import load_campaign_arrays
+        from brainrl.sbi.simulation.campaign import load_campaign_arrays
 
         arrays = load_campaign_arrays(folder)
         rows += [{"prompt": f"campaign:{i}", "text": t} for i, t in enumerate(arrays["text"])]

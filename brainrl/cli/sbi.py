@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from brainrl.sbi.campaign import Campaign, load_campaign_config, merge_shards
+    from brainrl.sbi.simulation.campaign import Campaign, load_campaign_config, merge_shards
 
     config = load_campaign_config(args.recipe)
     if args.out:
@@ -37,9 +37,9 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from brainrl.sbi.campaign import combine_campaign_arrays
-    from brainrl.sbi.config import load_yaml
-    from brainrl.sbi.estimator import EstimatorConfig, fit_posterior
+    from brainrl.sbi.simulation.campaign import combine_campaign_arrays
+    from brainrl.sbi.simulation.config import load_yaml
+    from brainrl.sbi.inference.estimator import EstimatorConfig, fit_posterior
 
     config = load_yaml(EstimatorConfig, args.recipe) if args.recipe else EstimatorConfig()
     if args.max_epochs:
@@ -59,9 +59,9 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _diagnose(args: argparse.Namespace) -> int:
-    from brainrl.sbi.cycle import CycleConfig
-    from brainrl.sbi.diagnostics import DiagnoseConfig, diagnose, metrics_table
-    from brainrl.sbi.generators import GeneratorSpec
+    from brainrl.sbi.judges.cycle import CycleConfig
+    from brainrl.sbi.diagnostics.diagnose import DiagnoseConfig, diagnose, metrics_table
+    from brainrl.sbi.simulation.generators import GeneratorSpec
 
     cycle = None
     if args.cycle == "judge":
@@ -91,7 +91,7 @@ def _named(items: list[str], what: str) -> dict[str, str]:
 
 
 def _decode(args: argparse.Namespace) -> int:
-    from brainrl.sbi.decode import decode_file
+    from brainrl.sbi.inference.decode import decode_file
 
     report = decode_file(args.posterior, args.file, args.out, n_samples=args.n_samples, seed=args.seed,
                          judge=args.judge)
@@ -101,7 +101,7 @@ def _decode(args: argparse.Namespace) -> int:
 
 
 def _cross(args: argparse.Namespace) -> int:
-    from brainrl.sbi.decode import cross_generator_table
+    from brainrl.sbi.inference.decode import cross_generator_table
 
     report = cross_generator_table(_named(args.posterior, "--posterior"), _named(args.data, "--data"), args.out,
                                    n_samples=args.n_samples, split=args.split, max_cases=args.max_cases)
@@ -112,8 +112,8 @@ def _cross(args: argparse.Namespace) -> int:
 def _judge(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from brainrl.sbi.diagnostics import judge_campaigns
-    from brainrl.sbi.judge import TextJudge, procedural_corpus, text_features
+    from brainrl.sbi.diagnostics.diagnose import judge_campaigns
+    from brainrl.sbi.judges.text import TextJudge, procedural_corpus, text_features
 
     out = Path(args.out)
     if args.calibrate:

@@ -13,7 +13,7 @@ def _validate(args: argparse.Namespace) -> int:
     from brainrl.brain.pipeline import PipelineConfig
     from brainrl.cli.common import parse_key_values
     from brainrl.policy.sampling import SamplingConfig
-    from brainrl.sbi.validate import ValidateConfig, print_validation, validate
+    from brainrl.sbi.theta.validate import ValidateConfig, print_validation, validate
 
     sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
     pipeline = None  # the posterior's campaign pipeline, unless the brain pipeline is given explicitly
@@ -33,7 +33,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _ood_fit(args: argparse.Namespace) -> int:
-    from brainrl.sbi.ood import fit_ood
+    from brainrl.sbi.inference.ood import fit_ood
 
     reference = fit_ood(args.posterior, args.data, args.posterior, folds=args.folds, seed=args.seed)
     print(json.dumps({"saved": f"{args.posterior}/ood.npz", **reference.meta,
@@ -43,8 +43,8 @@ def _ood_fit(args: argparse.Namespace) -> int:
 
 
 def _theta_prompts(args: argparse.Namespace) -> int:
-    from brainrl.sbi.theta_prompts import build_theta_prompts, write_theta_prompts
-    from brainrl.sbi.topics import TOPICS
+    from brainrl.sbi.theta.prompts import build_theta_prompts, write_theta_prompts
+    from brainrl.sbi.simulation.topics import TOPICS
 
     topics = [t.strip() for t in args.topics.split(",")] if args.topics else list(TOPICS)
     rows = build_theta_prompts(args.n, args.seed, topics)

@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from brainrl.sbi.prior import PARAM_NAMES
+from brainrl.sbi.simulation.prior import PARAM_NAMES
 from tests.helpers import FakeChatServer  # noqa: F401  (re-exported: tests/sbi import it from here)
 
 WORDS = ("river council storm market vaccine bridge orchestra rally festival satellite harbor clinic league "

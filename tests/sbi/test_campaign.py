@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
-from brainrl.sbi.campaign import Campaign, CampaignConfig, ProjectionConfig, load_campaign_arrays, merge_shards
-from brainrl.sbi.config import from_dict
-from brainrl.sbi.prior import theta_for_index
+from brainrl.sbi.simulation.campaign import Campaign, CampaignConfig, ProjectionConfig, load_campaign_arrays, merge_shards
+from brainrl.sbi.simulation.config import from_dict
+from brainrl.sbi.simulation.prior import theta_for_index
 from brainrl.brain.base import MAP_ATOL, MAP_RTOL
 
 from sbi_fakes import ScriptedGenerator
@@ -142,7 +142,7 @@ KILL_SCRIPT = textwrap.dedent("""
     sys.path[:0] = [{root!r}, {tests!r}]
     import torch; torch.set_num_threads(1)
     from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
-    from brainrl.sbi.campaign import Campaign, CampaignConfig, ProjectionConfig
+    from brainrl.sbi.simulation.campaign import Campaign, CampaignConfig, ProjectionConfig
     from sbi_fakes import ScriptedGenerator
     cfg = CampaignConfig(out_dir={out!r}, n_items=12, shard_size=4, batch_size=2, seed=5, projection=ProjectionConfig(k=8))
     kill_at = int(sys.argv[1])
@@ -169,9 +169,9 @@ def test_sigkill_subprocess_then_resume(tmp_path):
 def test_campaigns_share_a_projection_and_combine_with_their_own_splits(tmp_path, pipeline):
     """Campaign B reuses A's basis (projection_from), so one posterior can fit both; a campaign with its
     own basis is refused with the fix; each campaign keeps the split it has alone."""
-    from brainrl.sbi.campaign import combine_campaign_arrays
-    from brainrl.sbi.estimator import EstimatorConfig, campaign_rows, split_ids
-    from brainrl.sbi.procedural import ProceduralGenerator
+    from brainrl.sbi.simulation.campaign import combine_campaign_arrays
+    from brainrl.sbi.inference.estimator import EstimatorConfig, campaign_rows, split_ids
+    from brainrl.sbi.simulation.procedural import ProceduralGenerator
 
     a = _config(tmp_path / "a", n=8)
     Campaign(a, generator=ProceduralGenerator(), pipeline=pipeline).run()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
-from brainrl.sbi.decode import decode_file, posterior_pipeline
+from brainrl.sbi.inference.decode import decode_file, posterior_pipeline
 from tests.helpers import CountingSpeech, LengthBrain
 from tests.sbi.theta_fakes import KnownPosterior
 
@@ -44,11 +44,11 @@ def test_cross_generator_table_uses_held_out_ids_of_training_campaigns_and_all_r
     A's test ids and on every row of B, and its r matches a hand computation on those rows."""
     from pathlib import Path
 
-    from brainrl.sbi.campaign import Campaign, CampaignConfig, ProjectionConfig, load_campaign_arrays
-    from brainrl.sbi.decode import cross_generator_table
-    from brainrl.sbi.diagnostics import pearson
-    from brainrl.sbi.estimator import campaign_identity, heldout_rows
-    from brainrl.sbi.procedural import ProceduralGenerator
+    from brainrl.sbi.simulation.campaign import Campaign, CampaignConfig, ProjectionConfig, load_campaign_arrays
+    from brainrl.sbi.inference.decode import cross_generator_table
+    from brainrl.sbi.diagnostics.diagnose import pearson
+    from brainrl.sbi.inference.estimator import campaign_identity, heldout_rows
+    from brainrl.sbi.simulation.procedural import ProceduralGenerator
 
     pipeline = BrainPipeline(PipelineConfig(cache_dir=""), speech=CountingSpeech(out_dir=tmp_path), model=LengthBrain())
     a = CampaignConfig(out_dir=str(tmp_path / "a"), n_items=30, shard_size=30, batch_size=10, seed=0,

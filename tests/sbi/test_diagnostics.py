@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from brainrl.sbi.cycle import CycleEvaluator
-from brainrl.sbi.diagnostics import point_metrics, posterior_metrics
-from brainrl.sbi.prior import PARAM_NAMES
+from brainrl.sbi.judges.cycle import CycleEvaluator
+from brainrl.sbi.diagnostics.diagnose import point_metrics, posterior_metrics
+from brainrl.sbi.simulation.prior import PARAM_NAMES
 
 from sbi_fakes import ScriptedGenerator, scores_reply
 
@@ -76,9 +76,9 @@ def test_diagnose_end_to_end_with_known_posterior(tmp_path):
     """diagnose() on a campaign folder with a posterior double whose draws are known (the real fit is tested in
     test_estimator); checks the report files and that SBI and cycle numbers sit side by side."""
     from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
-    from brainrl.sbi.campaign import Campaign, CampaignConfig, ProjectionConfig, load_campaign_arrays
-    from brainrl.sbi.diagnostics import DiagnoseConfig, diagnose
-    from brainrl.sbi.estimator import data_fingerprint
+    from brainrl.sbi.simulation.campaign import Campaign, CampaignConfig, ProjectionConfig, load_campaign_arrays
+    from brainrl.sbi.diagnostics.diagnose import DiagnoseConfig, diagnose
+    from brainrl.sbi.inference.estimator import data_fingerprint
 
     cfg = CampaignConfig(out_dir=str(tmp_path / "camp"), n_items=12, shard_size=6, batch_size=6,
                          projection=ProjectionConfig(k=6))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from brainrl.sbi.projection import Projection, fit_projection
+from brainrl.sbi.simulation.projection import Projection, fit_projection
 
 N, T, K, V = 160, 10, 12, 40
 
@@ -44,7 +44,7 @@ def test_projection_fit_roundtrip(tmp_path):
 
 
 def test_fit_save_load_exact_and_posterior_api(tmp_path):
-    from brainrl.sbi.estimator import EstimatorConfig, Posterior, fit_posterior
+    from brainrl.sbi.inference.estimator import EstimatorConfig, Posterior, fit_posterior
 
     arrays = _arrays()
     # the paper's epoch schedule (no step floor), so exactly 3 epochs: this test is about the API, not learning
@@ -72,7 +72,7 @@ def test_fit_save_load_exact_and_posterior_api(tmp_path):
 
     # sampling runs without autograd (import_bayesflow turns grads on for training; a graph per Euler step
     # grew the diagnose process by ~700 MB per batch) and bounds cases x draws per call
-    from brainrl.sbi.estimator import MAX_SAMPLE_ROWS
+    from brainrl.sbi.inference.estimator import MAX_SAMPLE_ROWS
 
     calls = []
     original = post.approximator.sample
@@ -103,7 +103,7 @@ def test_fit_save_load_exact_and_posterior_api(tmp_path):
 
 
 def test_training_budget_pads_small_campaigns_and_keeps_the_paper_schedule_for_large_ones():
-    from brainrl.sbi.estimator import EstimatorConfig, training_budget
+    from brainrl.sbi.inference.estimator import EstimatorConfig, training_budget
 
     config = EstimatorConfig()
     small = training_budget(329, 31, config)  # the old offline campaign
@@ -116,7 +116,7 @@ def test_training_budget_pads_small_campaigns_and_keeps_the_paper_schedule_for_l
 
 
 def test_input_scaling_standardises_valid_frames_and_keeps_padding_zero():
-    from brainrl.sbi.estimator import InputScaling
+    from brainrl.sbi.inference.estimator import InputScaling
 
     rng = np.random.default_rng(0)
     coeffs = rng.normal(size=(20, 6, 3)) * np.array([100.0, 1.0, 0.01]) + 5.0
@@ -132,7 +132,7 @@ def test_input_scaling_standardises_valid_frames_and_keeps_padding_zero():
 def test_bayesflow_autograd_notice_and_info_lines_are_quiet(caplog):
     import logging
 
-    from brainrl.sbi.estimator import import_bayesflow
+    from brainrl.sbi.inference.estimator import import_bayesflow
 
     import_bayesflow()
     bf_log = logging.getLogger("bayesflow")
@@ -147,7 +147,7 @@ def test_bayesflow_autograd_notice_and_info_lines_are_quiet(caplog):
 
 def test_fit_on_two_campaigns_keeps_each_campaigns_split_and_records_both(tmp_path):
     """The paper's "Both" model: two campaigns with overlapping ids (0..N-1 each) fitted together."""
-    from brainrl.sbi.estimator import EstimatorConfig, Posterior, fit_posterior, heldout_rows
+    from brainrl.sbi.inference.estimator import EstimatorConfig, Posterior, fit_posterior, heldout_rows
 
     a, b = _arrays(0), _arrays(1)
     both = {key: np.concatenate([a[key], b[key]]) for key in ("coeffs", "mask", "theta", "ids")}

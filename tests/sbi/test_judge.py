@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from brainrl.sbi.judge import TextJudge, procedural_corpus, text_features
+from brainrl.sbi.judges.text import TextJudge, procedural_corpus, text_features
 
 
 def test_calibrate_demixes_entangled_features_and_reports_cv_r(tmp_path):
@@ -53,7 +53,7 @@ def test_packaged_judge_orders_hand_written_pairs():
         "valence": ("Floods destroy hundreds of homes and leave families grieving their losses.",
                     "Volunteers celebrate as the restored library reopens to joyful crowds."),
     }
-    from brainrl.sbi.prior import PARAM_NAMES
+    from brainrl.sbi.simulation.prior import PARAM_NAMES
 
     for dim, (low, high) in pairs.items():
         scores = judge.predict([low, high])[:, PARAM_NAMES.index(dim)]

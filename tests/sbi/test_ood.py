@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import kstest
 
-from brainrl.sbi.ood import OODReference, fit_ood
+from brainrl.sbi.inference.ood import OODReference, fit_ood
 
 
 def _gauss(n, d=16, shift=0.0, seed=0):

@@ -1,8 +1,8 @@
 import pytest
 
 from brainrl.brain.base import Failed
-from brainrl.sbi.generators import GENERATORS, GeneratorSpec, OpenAIChatGenerator
-from brainrl.sbi.prompts import generator_messages
+from brainrl.sbi.simulation.generators import GENERATORS, GeneratorSpec, OpenAIChatGenerator
+from brainrl.sbi.simulation.prompts import generator_messages
 
 from sbi_fakes import FakeChatServer
 

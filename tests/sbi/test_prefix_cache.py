@@ -11,9 +11,9 @@ def test_prefix_cache_matches_plain_batch():
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from brainrl.policy import resolve_policy
-    from brainrl.sbi.generators import LocalChatGenerator
-    from brainrl.sbi.prompts import few_shot_headline_messages
-    from brainrl.sbi.prior import theta_for_index
+    from brainrl.sbi.simulation.generators import LocalChatGenerator
+    from brainrl.sbi.simulation.prompts import few_shot_headline_messages
+    from brainrl.sbi.simulation.prior import theta_for_index
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_policy("smollm2").load_from)
     tokenizer.padding_side = "left"  # what LocalChatGenerator sets when it loads the model itself

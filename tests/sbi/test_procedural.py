@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from brainrl.brain.base import Failed
-from brainrl.sbi.generators import GENERATORS, GeneratorSpec
-from brainrl.sbi.judge import marker_features, MARKER_NAMES
-from brainrl.sbi.parse import parse_headlines, parse_single_headline
-from brainrl.sbi.procedural import ProceduralGenerator, parse_request
-from brainrl.sbi.prompts import few_shot_headline_messages, generator_messages, headline_messages
-from brainrl.sbi.theta_prompts import theta_prompt
+from brainrl.sbi.simulation.generators import GENERATORS, GeneratorSpec
+from brainrl.sbi.judges.text import marker_features, MARKER_NAMES
+from brainrl.sbi.simulation.parse import parse_headlines, parse_single_headline
+from brainrl.sbi.simulation.procedural import ProceduralGenerator, parse_request
+from brainrl.sbi.simulation.prompts import few_shot_headline_messages, generator_messages, headline_messages
+from brainrl.sbi.theta.prompts import theta_prompt
 
 
 def test_parse_request_multiline_and_one_line_forms():
@@ -47,7 +47,7 @@ def test_reply_is_a_pure_function_of_request_and_seed():
                                                          ("subjectivity", "opinion", "attribution")])
 def test_markers_follow_theta_monotonically(dim, marker_high, marker_low):
     """Averaged over blocks, a dimension's high markers rise and its low markers fall with θ_dim."""
-    from brainrl.sbi.prior import PARAM_NAMES
+    from brainrl.sbi.simulation.prior import PARAM_NAMES
 
     gen = ProceduralGenerator()
     j = PARAM_NAMES.index(dim)

@@ -9,12 +9,12 @@ items, held-out recovery collapses (measured: see docs/sbi.md); the bar below is
 
 import numpy as np
 
-from brainrl.sbi import procedural as P
-from brainrl.sbi.prompts import generator_messages
-from brainrl.sbi.parse import parse_headlines
-from brainrl.sbi.prior import theta_for_index
-from brainrl.sbi.projection import Projection
-from brainrl.sbi.topics import TOPICS
+from brainrl.sbi.simulation import procedural as P
+from brainrl.sbi.simulation.prompts import generator_messages
+from brainrl.sbi.simulation.parse import parse_headlines
+from brainrl.sbi.simulation.prior import theta_for_index
+from brainrl.sbi.simulation.projection import Projection
+from brainrl.sbi.simulation.topics import TOPICS
 
 POOLS = {"valence": P.VALENCE_CLAUSE, "arousal": P.AROUSAL_MANNER, "dominance": P.DOMINANCE_VERB,
          "subjectivity": P.SUBJECTIVITY_TAIL, "certainty": P.CERTAINTY_MODAL, "formality": P.FORMALITY_SUBJECT}
@@ -51,7 +51,7 @@ def _campaign(n: int, seed: int = 0):
 
 
 def test_small_campaign_recovers_theta_from_low_variance_directions(tmp_path):
-    from brainrl.sbi.estimator import EstimatorConfig, Posterior, fit_posterior
+    from brainrl.sbi.inference.estimator import EstimatorConfig, Posterior, fit_posterior
 
     arrays = _campaign(300)
     config = EstimatorConfig(verbose=0, min_steps=600, min_steps_per_epoch=50, early_stopping_patience=4,

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from brainrl.brain.base import Failed
-from brainrl.sbi.config import ConfigError, from_dict
-from brainrl.sbi.parse import FormatViolation, block_text, parse_headlines, parse_scores, parse_single_headline
-from brainrl.sbi.prior import PARAM_NAMES, ThetaPrior, theta_for_index
-from brainrl.sbi.prompts import evaluator_messages, generator_messages, headline_messages, verbal_bin
-from brainrl.sbi.simulator import HeadlineRequest, HeadlineWriter
-from brainrl.sbi.topics import TOPICS, topic_for_index
+from brainrl.sbi.simulation.config import ConfigError, from_dict
+from brainrl.sbi.simulation.parse import FormatViolation, block_text, parse_headlines, parse_scores, parse_single_headline
+from brainrl.sbi.simulation.prior import PARAM_NAMES, ThetaPrior, theta_for_index
+from brainrl.sbi.simulation.prompts import evaluator_messages, generator_messages, headline_messages, verbal_bin
+from brainrl.sbi.simulation.simulator import HeadlineRequest, HeadlineWriter
+from brainrl.sbi.simulation.topics import TOPICS, topic_for_index
 
 from sbi_fakes import ScriptedGenerator, seeded_headline
 
@@ -142,7 +142,7 @@ def test_per_headline_mode_builds_unique_blocks():
 
 
 def test_config_rejects_unknown_fields_naming_them():
-    from brainrl.sbi.campaign import CampaignConfig
+    from brainrl.sbi.simulation.campaign import CampaignConfig
 
     cfg = from_dict(CampaignConfig, {"n_items": 5, "generator": {"name": "openai", "kwargs": {"model": "m"}},
                                      "projection": {"k": 8}})
@@ -154,8 +154,8 @@ def test_config_rejects_unknown_fields_naming_them():
 
 
 # -- the small-model path: few-shot prompts, lenient cleaning, resampling ---------------------------
-from brainrl.sbi.parse import clean_headline  # noqa: E402
-from brainrl.sbi.prompts import FEW_SHOT_EXAMPLES, THETA_WORDS, describe_theta, few_shot_headline_messages  # noqa: E402
+from brainrl.sbi.simulation.parse import clean_headline  # noqa: E402
+from brainrl.sbi.simulation.prompts import FEW_SHOT_EXAMPLES, THETA_WORDS, describe_theta, few_shot_headline_messages  # noqa: E402
 
 EXAMPLES = [e.headline for e in FEW_SHOT_EXAMPLES]
 
@@ -236,9 +236,9 @@ def test_writer_refuses_lenient_options_in_block_mode():
 
 
 def test_few_shot_cycle_evaluator_resamples_and_parses_strictly(monkeypatch):
-    from brainrl.sbi.cycle import CycleConfig, CycleEvaluator
-    from brainrl.sbi.generators import GeneratorSpec
-    from brainrl.sbi.prompts import FEW_SHOT_EVALUATOR_EXAMPLES
+    from brainrl.sbi.judges.cycle import CycleConfig, CycleEvaluator
+    from brainrl.sbi.simulation.generators import GeneratorSpec
+    from brainrl.sbi.simulation.prompts import FEW_SHOT_EVALUATOR_EXAMPLES
 
     from sbi_fakes import scores_reply
 

@@ -9,9 +9,9 @@ import pytest
 
 from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
 from brainrl.rewards import load_reward_file
-from brainrl.sbi.theta_reward import ThetaTargetReward
-from brainrl.sbi.ood import OODReference
-from brainrl.sbi.theta_prompts import build_theta_prompts, write_theta_prompts
+from brainrl.sbi.theta.reward import ThetaTargetReward
+from brainrl.sbi.inference.ood import OODReference
+from brainrl.sbi.theta.prompts import build_theta_prompts, write_theta_prompts
 from tests.helpers import CountingSpeech, LengthBrain
 from tests.sbi.theta_fakes import KnownPosterior
 
@@ -156,7 +156,7 @@ def test_reward_file_builds_the_reward(tmp_path):
 
 
 def test_theta_recipes_load_and_carry_the_generator_system_prompt():
-    from brainrl.sbi.prompts import GENERATOR_SYSTEM_PROMPT
+    from brainrl.sbi.simulation.prompts import GENERATOR_SYSTEM_PROMPT
     from brainrl.train import load_recipe
 
     for name, trainer in (("offline_theta_awsft", "awsft"), ("offline_theta_grpo", "grpo")):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
-from brainrl.sbi.decode import campaign_text
-from brainrl.sbi.theta_prompts import build_theta_prompts, write_theta_prompts
-from brainrl.sbi.theta_reward import PipelineMismatch, ThetaTargetReward, check_pipeline
+from brainrl.sbi.inference.decode import campaign_text
+from brainrl.sbi.theta.prompts import build_theta_prompts, write_theta_prompts
+from brainrl.sbi.theta.reward import PipelineMismatch, ThetaTargetReward, check_pipeline
 from tests.helpers import CountingSpeech, LengthBrain
 from tests.sbi.theta_fakes import KnownPosterior
 

@@ -8,8 +8,8 @@ import pytest
 
 from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
 from brainrl.policy.sampling import SamplingConfig
-from brainrl.sbi.ood import OODReference
-from brainrl.sbi.validate import ValidateConfig, dimension_stats, print_validation, validate
+from brainrl.sbi.inference.ood import OODReference
+from brainrl.sbi.theta.validate import ValidateConfig, dimension_stats, print_validation, validate
 from tests.helpers import CountingSpeech, LengthBrain
 from theta_fakes import KnownPosterior
 
@@ -76,7 +76,7 @@ def test_end_to_end_base_vs_tuned_with_tiny_components(tmp_path, tiny_parts, cap
             assert dim["rmse"]["ci_low"] <= dim["rmse"]["value"] + 1e-9
     assert decoded["ood"]["n"] == decoded["n_decoded"] and 0 <= decoded["ood"]["fraction_flagged"] <= 1
     # θ* are the held-out draws, recorded with each completion
-    from brainrl.sbi.theta_prompts import build_theta_prompts
+    from brainrl.sbi.theta.prompts import build_theta_prompts
 
     rows = build_theta_prompts(6, seed=5)
     assert records[0]["theta_target"] == rows[records[0]["prompt_id"]]["theta_target"]
@@ -101,9 +101,9 @@ def test_cli_validate_with_a_real_fitted_posterior_and_offline_pipeline(tmp_path
     from brainrl.brain.base import N_VERTICES
     from brainrl.cli.main import main
     from brainrl.policy.tiny import tiny_policy
-    from brainrl.sbi.theta_reward import ThetaTargetReward
-    from brainrl.sbi.estimator import EstimatorConfig, fit_posterior
-    from brainrl.sbi.projection import Projection
+    from brainrl.sbi.theta.reward import ThetaTargetReward
+    from brainrl.sbi.inference.estimator import EstimatorConfig, fit_posterior
+    from brainrl.sbi.simulation.projection import Projection
 
     rng = np.random.default_rng(0)
     n, t, k = 160, 12, 8
@@ -118,7 +118,7 @@ def test_cli_validate_with_a_real_fitted_posterior_and_offline_pipeline(tmp_path
     post_dir = tmp_path / "post"
     fit_posterior(arrays, post_dir, EstimatorConfig(max_epochs=2, verbose=0, sampler={"method": "euler", "steps": 8},
                                                      min_steps=0, min_steps_per_epoch=1, min_val_draws=1))
-    from brainrl.sbi.ood import fit_ood
+    from brainrl.sbi.inference.ood import fit_ood
 
     ref = fit_ood(post_dir, arrays, post_dir)
     assert ref.meta["reference"] == "held-out" and (post_dir / "ood.npz").is_file()
@@ -142,7 +142,7 @@ def test_cli_validate_with_a_real_fitted_posterior_and_offline_pipeline(tmp_path
 
 
 def test_prior_reference_matches_hand_computation_and_a_prior_posterior_gains_nothing():
-    from brainrl.sbi.validate import ModelDecoding, prior_reference, prompt_resamples
+    from brainrl.sbi.theta.validate import ModelDecoding, prior_reference, prompt_resamples
 
     names = ("valence", "arousal", "dominance", "subjectivity", "certainty", "formality")
     rng = np.random.default_rng(1)
@@ -177,7 +177,7 @@ def test_prior_reference_matches_hand_computation_and_a_prior_posterior_gains_no
 
 
 def test_prior_reference_of_a_point_judge_is_the_prior_mean():
-    from brainrl.sbi.validate import ModelDecoding, prior_reference, prompt_resamples
+    from brainrl.sbi.theta.validate import ModelDecoding, prior_reference, prompt_resamples
 
     targets = np.array([[0.1] * 6, [0.9] * 6, [0.5] * 6, [0.3] * 6])
     estimates = np.full((4, 1, 6), 0.5)  # a judge that always answers the prior mean

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from brainrl.brain.base import N_VERTICES
-from brainrl.sbi.prior import PARAM_NAMES
-from brainrl.sbi.projection import Projection
+from brainrl.sbi.simulation.prior import PARAM_NAMES
+from brainrl.sbi.simulation.projection import Projection
 
 
 class KnownPosterior:

@@ -29,13 +29,13 @@ import numpy as np
 
 from brainrl.brain.base import BrainMap, Failed
 from brainrl.provenance import content_hash, versions
-from brainrl.sbi.config import load_yaml
-from brainrl.sbi.generators import ChatGenerator, GeneratorSpec
-from brainrl.sbi.parse import block_text
-from brainrl.sbi.prior import PARAM_NAMES, theta_for_index
-from brainrl.sbi.projection import T_MAX, Projection, fit_projection
-from brainrl.sbi.simulator import HeadlineRequest, HeadlineWriter
-from brainrl.sbi.topics import TOPICS, topic_for_index
+from brainrl.sbi.simulation.config import load_yaml
+from brainrl.sbi.simulation.generators import ChatGenerator, GeneratorSpec
+from brainrl.sbi.simulation.parse import block_text
+from brainrl.sbi.simulation.prior import PARAM_NAMES, theta_for_index
+from brainrl.sbi.simulation.projection import T_MAX, Projection, fit_projection
+from brainrl.sbi.simulation.simulator import HeadlineRequest, HeadlineWriter
+from brainrl.sbi.simulation.topics import TOPICS, topic_for_index
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class WriterConfig:
     feedback: bool = True
     mode: str = "block"  # or "per_headline" (five one-line requests per item; for small local models)
     few_shot: bool = False  # per_headline: θ in words after worked examples (HeadlineWriter.few_shot)
-    cleaning: str = "strict"  # or "lenient" (per_headline; brainrl.sbi.parse.clean_headline)
+    cleaning: str = "strict"  # or "lenient" (per_headline; brainrl.sbi.simulation.parse.clean_headline)
 
 
 @dataclass

@@ -4,7 +4,7 @@ reward = −E_q[‖w ⊙ (θ − θ*)‖²] over posterior draws θ ~ q(θ | map
        = −‖w ⊙ (E_q[θ] − θ*)‖²                                        (``mode="mean"``)
 
 over the chosen dimensions (default all six) with weights w (default 1). Every item also gets an
-out-of-distribution score (``brainrl.sbi.ood``): its map's learned summary against the posterior's
+out-of-distribution score (``brainrl.sbi.inference.ood``): its map's learned summary against the posterior's
 training summaries. ``ood`` says what a flagged item gets:
 
 - ``"log"``: its reward unchanged (the score is logged and kept in ``last_ood``);
@@ -68,7 +68,7 @@ def check_pipeline(posterior_meta: dict[str, Any], described: dict[str, Any], wh
     training campaign's pipeline in the posterior's card (speech engine, brain model identity)."""
     import json
 
-    from brainrl.sbi.decode import pipeline_identity
+    from brainrl.sbi.inference.decode import pipeline_identity
 
     campaigns = posterior_meta.get("campaigns") or []
     wanted = [pipeline_identity(c.get("pipeline")) for c in campaigns if c.get("pipeline")]
@@ -110,7 +110,7 @@ class ThetaTargetReward(BrainReward):
                  name: str | None = None, pipeline: PipelineConfig | None = None,
                  prompts: str | Path | Sequence[str | Path] | None = None, seed: int = 0,
                  sampler: dict[str, Any] | None = None, text_format: str = "campaign"):
-        from brainrl.sbi.prior import PARAM_NAMES
+        from brainrl.sbi.simulation.prior import PARAM_NAMES
 
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
@@ -174,7 +174,7 @@ class ThetaTargetReward(BrainReward):
 
             config = self.pipeline_config
             if config is None and (getattr(self.posterior, "meta", None) or {}).get("campaigns"):
-                from brainrl.sbi.decode import posterior_pipeline
+                from brainrl.sbi.inference.decode import posterior_pipeline
 
                 config = posterior_pipeline(self.posterior.meta)
             self._pipeline = BrainPipeline.shared(config)
@@ -195,7 +195,7 @@ class ThetaTargetReward(BrainReward):
         if self.text_format == "raw":
             return super().maps(completions)
         from brainrl.rewards.base import completion_text
-        from brainrl.sbi.decode import campaign_text
+        from brainrl.sbi.inference.decode import campaign_text
 
         texts: list[str | None] = []
         bad: dict[int, str] = {}
@@ -217,7 +217,7 @@ class ThetaTargetReward(BrainReward):
     @property
     def posterior(self):
         if self._posterior is None:
-            from brainrl.sbi.estimator import Posterior
+            from brainrl.sbi.inference.estimator import Posterior
 
             self._posterior = Posterior.load(self.posterior_dir)
         return self._posterior
@@ -225,7 +225,7 @@ class ThetaTargetReward(BrainReward):
     @property
     def ood_reference(self):
         if self._ood_reference is None:
-            from brainrl.sbi.ood import OODReference
+            from brainrl.sbi.inference.ood import OODReference
 
             stored = getattr(self.posterior, "ood_reference", None)
             if stored is not None:  # an injected posterior object may carry its statistics
@@ -239,7 +239,7 @@ class ThetaTargetReward(BrainReward):
 
     def prompt_table(self) -> dict[str, dict[str, Any]]:
         if self._prompt_table is None:
-            from brainrl.sbi.theta_prompts import prompt_table, read_theta_prompts
+            from brainrl.sbi.theta.prompts import prompt_table, read_theta_prompts
 
             rows = [row for path in self.prompt_files for row in read_theta_prompts(path)]
             self._prompt_table = prompt_table(rows)
@@ -248,7 +248,7 @@ class ThetaTargetReward(BrainReward):
     # -- targets -------------------------------------------------------------------------------------
     def targets(self, prompts: Sequence[Any] | None, n: int, columns: dict[str, Any]) -> np.ndarray:
         """(n, 6) θ* per item, from the ``theta_target`` column or the prompt lookup table."""
-        from brainrl.sbi.theta_prompts import THETA_COLUMN, check_theta, prompt_key
+        from brainrl.sbi.theta.prompts import THETA_COLUMN, check_theta, prompt_key
 
         values = columns.get(THETA_COLUMN)
         if values is not None:
@@ -257,7 +257,7 @@ class ThetaTargetReward(BrainReward):
                                  "it needs one per completion.")
             return np.stack([check_theta(v, f"{THETA_COLUMN}[{i}]") for i, v in enumerate(values)])
         if not self.prompt_files and prompts is not None and len(prompts) == n:
-            from brainrl.sbi.procedural import parse_request
+            from brainrl.sbi.simulation.procedural import parse_request
 
             try:  # the θ prompt itself states θ* ("- valence: 0.64 (high)"), to two decimals
                 return np.stack([parse_request(prompt_key(p))[0] for p in prompts])
@@ -347,7 +347,7 @@ class ThetaTargetReward(BrainReward):
 
     def score_map(self, brain_map: BrainMap, index: int, columns: dict[str, Any]) -> float:
         """One map's reward, without the OOD action; ``columns`` hold ``theta_target`` with an entry at ``index``."""
-        from brainrl.sbi.theta_prompts import THETA_COLUMN
+        from brainrl.sbi.theta.prompts import THETA_COLUMN
 
         values = columns.get(THETA_COLUMN)
         target = self.targets(None, 0 if values is None else len(values), columns)[index]

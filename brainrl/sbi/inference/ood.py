@@ -181,13 +181,13 @@ def fit_ood(posterior: Any, arrays: dict[str, Any] | str | Path | None = None, o
     the one the posterior was fitted on, the mean/covariance are fitted on its training ids and the
     held-out (val + test) ids are the reference; otherwise K-fold cross-fitting over all items is used.
     """
-    from brainrl.sbi.estimator import EstimatorConfig, Posterior, campaign_rows, data_fingerprint
+    from brainrl.sbi.inference.estimator import EstimatorConfig, Posterior, campaign_rows, data_fingerprint
 
     if isinstance(posterior, (str, Path)):
         posterior_dir = Path(posterior)
         posterior = Posterior.load(posterior_dir)
     if arrays is None or isinstance(arrays, (str, Path)):
-        from brainrl.sbi.campaign import combine_campaign_arrays
+        from brainrl.sbi.simulation.campaign import combine_campaign_arrays
 
         campaign = arrays or posterior.meta.get("data", {}).get("dir")
         if not campaign:

@@ -19,7 +19,7 @@ from typing import Any, Protocol, Sequence
 
 from brainrl.brain.base import Failed
 from brainrl.registry import Registry
-from brainrl.sbi.prompts import Messages
+from brainrl.sbi.simulation.prompts import Messages
 
 log = logging.getLogger(__name__)
 
@@ -236,4 +236,4 @@ class OpenAIChatGenerator:
 
 GENERATORS.register("local", LocalChatGenerator)
 GENERATORS.register("openai", OpenAIChatGenerator)
-GENERATORS.register("procedural", "brainrl.sbi.procedural:ProceduralGenerator")
+GENERATORS.register("procedural", "brainrl.sbi.simulation.procedural:ProceduralGenerator")

@@ -7,8 +7,8 @@ import math
 import re
 from typing import Sequence
 
-from brainrl.sbi.prior import PARAM_NAMES
-from brainrl.sbi.prompts import MAX_WORDS, MIN_WORDS, N_HEADLINES
+from brainrl.sbi.simulation.prior import PARAM_NAMES
+from brainrl.sbi.simulation.prompts import MAX_WORDS, MIN_WORDS, N_HEADLINES
 
 
 class FormatViolation(ValueError):

@@ -1,7 +1,7 @@
 """(θ*, topic) prompt datasets for θ-target training and validation.
 
 Each row asks the generator for five headlines about ``topic`` whose language expresses ``theta_target``,
-with the generator prompts of ``brainrl.sbi.prompts`` (system prompt + user prompt). The user prompt is
+with the generator prompts of ``brainrl.sbi.simulation.prompts`` (system prompt + user prompt). The user prompt is
 stored as one line (its lines joined by spaces) so the trainers' one-prompt-per-line files can carry it.
 
 JSONL format (one object per line)::
@@ -24,9 +24,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from brainrl.sbi.prior import N_PARAMS, PARAM_NAMES, item_rng
-from brainrl.sbi.prompts import GENERATOR_SYSTEM_PROMPT, generator_messages
-from brainrl.sbi.topics import TOPICS, topic_for_index
+from brainrl.sbi.simulation.prior import N_PARAMS, PARAM_NAMES, item_rng
+from brainrl.sbi.simulation.prompts import GENERATOR_SYSTEM_PROMPT, generator_messages
+from brainrl.sbi.simulation.topics import TOPICS, topic_for_index
 
 #: random stream of θ* draws (campaigns draw θ from stream 0)
 THETA_STREAM = 11

@@ -1,8 +1,8 @@
 """A θ-faithful procedural headline generator: slot templates filled from graded phrase pools.
 
-Registered as ``procedural`` beside the LLM generators (``brainrl.sbi.generators.GENERATORS``), it speaks
+Registered as ``procedural`` beside the LLM generators (``brainrl.sbi.simulation.generators.GENERATORS``), it speaks
 the same chat protocol: it reads the topic and the six scores from the generator prompt of
-``brainrl.sbi.prompts`` (block or per-headline form) and replies with five numbered headlines (or one).
+``brainrl.sbi.simulation.prompts`` (block or per-headline form) and replies with five numbered headlines (or one).
 Every dimension owns its own slot, so the six properties are expressed independently:
 
     [certainty lead] [formality subject] [certainty modal] [dominance verb] [topic object]
@@ -15,7 +15,7 @@ campaign with this generator is reproducible whatever the batch size. About 10�
 here: speech and the brain model bound a campaign, not this generator.
 
 Its fidelity (how well θ can be read back from its text) is measured by the independent text judge
-(``brainrl.sbi.judge``), see docs/sbi.md.
+(``brainrl.sbi.judges.text``), see docs/sbi.md.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from brainrl.brain.base import Failed
-from brainrl.sbi.prior import PARAM_NAMES
-from brainrl.sbi.prompts import MAX_WORDS, N_HEADLINES, Messages
+from brainrl.sbi.simulation.prior import PARAM_NAMES
+from brainrl.sbi.simulation.prompts import MAX_WORDS, N_HEADLINES, Messages
 
 PROCEDURAL_VERSION = 1  # bump when any pool or rule changes (outputs change)
 

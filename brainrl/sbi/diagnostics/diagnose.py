@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from brainrl.provenance import versions
-from brainrl.sbi.prior import PARAM_NAMES, PRIOR_VARIANCE
+from brainrl.sbi.simulation.prior import PARAM_NAMES, PRIOR_VARIANCE
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def posterior_metrics(draws: np.ndarray, theta: np.ndarray, names: Sequence[str]
 
 
 def calibration_log_gamma(draws: np.ndarray, theta: np.ndarray, names: Sequence[str], seed: int = 0) -> dict[str, float]:
-    from brainrl.sbi.estimator import import_bayesflow
+    from brainrl.sbi.inference.estimator import import_bayesflow
 
     bf = import_bayesflow()
     state = np.random.get_state()
@@ -98,7 +98,7 @@ def _save(fig, path: Path) -> str:
 
 def plot_posterior(draws: np.ndarray, theta: np.ndarray, out_dir: Path, names: Sequence[str] = PARAM_NAMES) -> dict[str, str]:
     """BayesFlow's recovery and calibration-ECDF (95% simultaneous bands) figures."""
-    from brainrl.sbi.estimator import import_bayesflow
+    from brainrl.sbi.inference.estimator import import_bayesflow
 
     bf = import_bayesflow()
     return {
@@ -184,15 +184,15 @@ class DiagnoseConfig:
     split: str = "test"  # "test" = the fit's held-out ids when --data is the training campaign; "all" = every row
     max_cases: int | None = None
     seed: int = 0
-    cycle: Any = None  # brainrl.sbi.cycle.CycleConfig, "judge" (the text judge), or None to skip the baseline
+    cycle: Any = None  # brainrl.sbi.judges.cycle.CycleConfig, "judge" (the text judge), or None to skip the baseline
     sampler: dict[str, Any] = field(default_factory=dict)  # overrides the posterior's ODE settings
 
 
 def diagnose(posterior_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
              config: DiagnoseConfig | None = None, *, posterior: Any = None, cycle_evaluator: Any = None) -> dict[str, Any]:
     """Evaluate a posterior on a campaign's held-out cases (and the cycle baseline on the same cases)."""
-    from brainrl.sbi.campaign import load_campaign_arrays
-    from brainrl.sbi.estimator import Posterior, heldout_rows
+    from brainrl.sbi.simulation.campaign import load_campaign_arrays
+    from brainrl.sbi.inference.estimator import Posterior, heldout_rows
 
     config = config or DiagnoseConfig()
     out_dir = Path(out_dir)
@@ -231,11 +231,11 @@ def diagnose(posterior_dir: str | Path, data_dir: str | Path, out_dir: str | Pat
     cross = {"SBI": np.asarray(results["sbi"]["cross_correlation"])}
     cycle_info = None
     if cycle_evaluator is None and config.cycle == "judge":
-        from brainrl.sbi.judge import JudgeEvaluator
+        from brainrl.sbi.judges.text import JudgeEvaluator
 
         cycle_evaluator = JudgeEvaluator()
     elif cycle_evaluator is None and config.cycle is not None:
-        from brainrl.sbi.cycle import CycleEvaluator
+        from brainrl.sbi.judges.cycle import CycleEvaluator
 
         cycle_evaluator = CycleEvaluator.from_config(config.cycle)
     if cycle_evaluator is not None:
@@ -282,8 +282,8 @@ def diagnose(posterior_dir: str | Path, data_dir: str | Path, out_dir: str | Pat
 def judge_campaigns(campaign_dirs: Sequence[str | Path], out_dir: str | Path, judge_path: str | Path | None = None,
                     max_items: int = 1000) -> dict[str, Any]:
     """Generator fidelity: the judge's r between θ̂(text) and the θ each campaign item was written for."""
-    from brainrl.sbi.campaign import load_campaign_arrays
-    from brainrl.sbi.judge import TextJudge
+    from brainrl.sbi.simulation.campaign import load_campaign_arrays
+    from brainrl.sbi.judges.text import TextJudge
 
     judge = TextJudge.load(judge_path)
     results: dict[str, Any] = {}

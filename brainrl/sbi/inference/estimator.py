@@ -1,6 +1,6 @@
 """The BayesFlow posterior q(θ | brain sequence) of sbi-paper.md, its fit, save/load and use.
 
-The fixed standardise-then-PCA projection runs before the network (``brainrl.sbi.projection``), so
+The fixed standardise-then-PCA projection runs before the network (``brainrl.sbi.simulation.projection``), so
 the trainable summary starts from k-dim frames; a ``Posterior`` carries the same projection and
 accepts raw ``BrainMap``s, raw (T, 20,484) arrays or already-projected (coeffs, mask) pairs.
 """
@@ -19,8 +19,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from brainrl.provenance import content_hash, versions
-from brainrl.sbi.prior import PARAM_NAMES, item_rng
-from brainrl.sbi.projection import Projection
+from brainrl.sbi.simulation.prior import PARAM_NAMES, item_rng
+from brainrl.sbi.simulation.projection import Projection
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def import_bayesflow():
 
     import bayesflow as bf
 
-    import brainrl.sbi.networks  # noqa: F401  (registers FrameMLPSummary for keras deserialisation)
+    import brainrl.sbi.inference.networks  # noqa: F401  (registers FrameMLPSummary for keras deserialisation)
 
     torch.set_grad_enabled(True)  # bayesflow turned it off on import
     return bf
@@ -111,7 +111,7 @@ def split_ids(ids: np.ndarray, val_fraction: float, test_fraction: float, seed: 
 
 def _build_approximator(config: EstimatorConfig):
     bf = import_bayesflow()
-    from brainrl.sbi.networks import FrameMLPSummary
+    from brainrl.sbi.inference.networks import FrameMLPSummary
 
     adapter = (
         bf.Adapter().to_array().convert_dtype("float64", "float32")
@@ -215,7 +215,7 @@ def heldout_rows(ids: np.ndarray, meta: dict[str, Any], split: str) -> np.ndarra
 
 def fit_posterior(arrays: dict[str, Any], out_dir: str | Path, config: EstimatorConfig | None = None,
                   data_dir: str | Path | Sequence[str | Path] | None = None) -> FitResult:
-    """Train on campaign arrays (``brainrl.sbi.campaign.load_campaign_arrays``, or several combined by
+    """Train on campaign arrays (``brainrl.sbi.simulation.campaign.load_campaign_arrays``, or several combined by
     ``combine_campaign_arrays``) and save to ``out_dir``."""
     config = config or EstimatorConfig()
     out_dir = Path(out_dir)

@@ -1,5 +1,5 @@
 """Keras layers of the SBI estimator. Imports bayesflow at module level, so import this module only
-lazily (through ``brainrl.sbi.estimator.import_bayesflow``), never from package ``__init__``."""
+lazily (through ``brainrl.sbi.inference.estimator.import_bayesflow``), never from package ``__init__``."""
 
 from __future__ import annotations
 

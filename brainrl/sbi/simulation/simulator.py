@@ -16,9 +16,9 @@ import numpy as np
 
 from brainrl.brain.base import Failed
 from brainrl.provenance import content_hash
-from brainrl.sbi.generators import ChatGenerator
-from brainrl.sbi.parse import FormatViolation, clean_headline, parse_headlines, parse_single_headline
-from brainrl.sbi.prompts import (FEW_SHOT_EXAMPLES, MAX_WORDS, MIN_WORDS, N_HEADLINES, few_shot_headline_messages,
+from brainrl.sbi.simulation.generators import ChatGenerator
+from brainrl.sbi.simulation.parse import FormatViolation, clean_headline, parse_headlines, parse_single_headline
+from brainrl.sbi.simulation.prompts import (FEW_SHOT_EXAMPLES, MAX_WORDS, MIN_WORDS, N_HEADLINES, few_shot_headline_messages,
                                  generator_messages, headline_messages, retry_messages)
 
 log = logging.getLogger(__name__)

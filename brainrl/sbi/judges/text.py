@@ -35,7 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from brainrl.provenance import versions
-from brainrl.sbi.prior import PARAM_NAMES
+from brainrl.sbi.simulation.prior import PARAM_NAMES
 
 JUDGE_VERSION = 1
 GROUPS = ("lexicon", "markers", "minilm")
@@ -141,7 +141,7 @@ class _Encoder:
     def poles(cls) -> np.ndarray:
         """(6, 2, 384) unit embeddings of each dimension's low and high pole descriptions."""
         if cls._poles is None:
-            from brainrl.sbi.prompts import DIMENSION_GUIDE
+            from brainrl.sbi.simulation.prompts import DIMENSION_GUIDE
 
             texts = [pole for name in PARAM_NAMES for pole in DIMENSION_GUIDE[name]]
             emb = cls.model().encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
@@ -263,11 +263,11 @@ class TextJudge:
 def procedural_corpus(n: int, seed: int = 7, jitter: float = 0.6) -> tuple[list[str], np.ndarray, dict[str, Any]]:
     """``n`` procedural headline blocks (as spoken: ``block_text``) with their θ, from a θ stream that no
     campaign uses (stream 13), for calibrating the judge."""
-    from brainrl.sbi.parse import block_text, parse_headlines
-    from brainrl.sbi.prior import N_PARAMS, item_rng
-    from brainrl.sbi.procedural import ProceduralGenerator
-    from brainrl.sbi.prompts import generator_messages
-    from brainrl.sbi.topics import topic_for_index
+    from brainrl.sbi.simulation.parse import block_text, parse_headlines
+    from brainrl.sbi.simulation.prior import N_PARAMS, item_rng
+    from brainrl.sbi.simulation.procedural import ProceduralGenerator
+    from brainrl.sbi.simulation.prompts import generator_messages
+    from brainrl.sbi.simulation.topics import topic_for_index
 
     gen = ProceduralGenerator(jitter=jitter)
     theta = np.stack([item_rng(seed, i, stream=13).uniform(size=N_PARAMS) for i in range(n)])
@@ -285,8 +285,8 @@ class JudgeEvaluator:
         self.path = str(path) if path else str(PACKAGED)
 
     def evaluate(self, blocks: Sequence[Sequence[str] | str], ids: Sequence[int] | None = None):
-        from brainrl.sbi.cycle import CycleResult
-        from brainrl.sbi.parse import block_text
+        from brainrl.sbi.judges.cycle import CycleResult
+        from brainrl.sbi.simulation.parse import block_text
 
         texts = [b if isinstance(b, str) else block_text(b) for b in blocks]
         return CycleResult(self.judge.predict(texts), [None] * len(texts))

@@ -11,14 +11,14 @@ the other statistics (r, RMSE, calibration) percentile intervals over the report
 - Pearson r and RMSE between requested θ* and the posterior mean, and the Bayes RMSE (charges spread);
 - calibration of θ* under the posterior: rank u = P_q(θ < θ*), coverage of the central 50% / 90%
   intervals, KS distance of the ranks from uniform (with its p-value);
-- out-of-distribution scores (``brainrl.sbi.ood``): fraction flagged, median distance and p-value;
+- out-of-distribution scores (``brainrl.sbi.inference.ood``): fraction flagged, median distance and p-value;
 - the θ-target reward −E_q‖θ − θ*‖² (all six dims), and tuned − base differences;
 - a prior-only reference: what a decoder that ignores the text (the prior as every posterior) scores on
   the same items, and each model's reward gain over it (no gain = the maps carry no θ* information).
 
 Validation that one decoder cannot game: beside the training posterior (the reward's decoder), the same
 completions are judged by ``independent`` judges the training did not optimise: a second posterior fitted
-on a disjoint campaign (``second_posterior``) and the offline text judge (``brainrl.sbi.judge``), each
+on a disjoint campaign (``second_posterior``) and the offline text judge (``brainrl.sbi.judges.text``), each
 with per-model r/RMSE and tuned − base differences with the same prompt-bootstrap CIs. Completions are
 decoded as the campaign spoke its texts (``text_format``) through the campaign's pipeline (refused when
 it differs). Input-space checks beside the learned-summary OOD score: each map's share of variance
@@ -44,11 +44,11 @@ import numpy as np
 from brainrl.brain.pipeline import PipelineConfig
 from brainrl.policy.sampling import SamplingConfig
 from brainrl.provenance import json_default, versions
-from brainrl.sbi.diagnostics import pearson
-from brainrl.sbi.ood import DEFAULT_THRESHOLD, OODReference, summarize_scores
-from brainrl.sbi.prior import PARAM_NAMES
-from brainrl.sbi.theta_prompts import SYSTEM_PROMPT, build_theta_prompts
-from brainrl.sbi.topics import TOPICS
+from brainrl.sbi.diagnostics.diagnose import pearson
+from brainrl.sbi.inference.ood import DEFAULT_THRESHOLD, OODReference, summarize_scores
+from brainrl.sbi.simulation.prior import PARAM_NAMES
+from brainrl.sbi.theta.prompts import SYSTEM_PROMPT, build_theta_prompts
+from brainrl.sbi.simulation.topics import TOPICS
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def prior_reference(dec: ModelDecoding, names: Sequence[str], resamples: list[np
     mean, reward above the prior's); a posterior close to the prior scores about the same as this for any
     generator. ``reward_gain`` = model reward − prior reward on the model's decoded items, paired by item.
     """
-    from brainrl.sbi.prior import ThetaPrior
+    from brainrl.sbi.simulation.prior import ThetaPrior
 
     prior = prior or ThetaPrior(names=tuple(names))
     ok = dec.ok
@@ -259,7 +259,7 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], config: ValidateCon
 def spoken_maps(texts: list[str], pipeline: Callable, text_format: str = "campaign") -> list[Any]:
     """Brain maps (or ``Failed``) of completions spoken as the campaign spoke its texts."""
     from brainrl.brain.base import Failed
-    from brainrl.sbi.decode import campaign_text
+    from brainrl.sbi.inference.decode import campaign_text
 
     spoken = [campaign_text(t) if text_format == "campaign" else t for t in texts]
     keep = [i for i, t in enumerate(spoken) if t]
@@ -340,7 +340,7 @@ def time_mean_features(coeffs: np.ndarray, mask: np.ndarray, scaling: Any = None
 def input_space_checks(decoded: dict[str, ModelDecoding], posterior: Any, seed: int = 0,
                        max_reference: int = 200) -> dict[str, Any]:
     """Projection residuals per model and the set-level MMD test against the campaign's held-out items."""
-    from brainrl.sbi.estimator import heldout_rows
+    from brainrl.sbi.inference.estimator import heldout_rows
 
     projection = posterior.projection
     evr = projection.explained_variance_ratio
@@ -349,7 +349,7 @@ def input_space_checks(decoded: dict[str, ModelDecoding], posterior: Any, seed: 
     campaigns = (getattr(posterior, "meta", None) or {}).get("campaigns") or []
     dirs = (posterior.meta.get("data") or {}).get("dir") if campaigns else None
     if dirs:
-        from brainrl.sbi.campaign import load_campaign_arrays
+        from brainrl.sbi.simulation.campaign import load_campaign_arrays
 
         arrays = load_campaign_arrays(dirs if isinstance(dirs, str) else dirs[0])
         rows = np.concatenate([heldout_rows(arrays["ids"], posterior.meta, s) for s in ("val", "test")])[:max_reference]
@@ -379,7 +379,7 @@ def _load_ood(posterior: Any, posterior_dir: str | Path | None) -> OODReference 
     try:
         return OODReference.load(posterior_dir)
     except FileNotFoundError:
-        from brainrl.sbi.ood import fit_ood
+        from brainrl.sbi.inference.ood import fit_ood
 
         log.info("no OOD statistics in %s yet; fitting them from the posterior's training campaign", posterior_dir)
         return fit_ood(posterior, None, posterior_dir)
@@ -403,7 +403,7 @@ def validate(posterior: Any, base: str, out_dir: str | Path, adapter: str | Path
     started = time.perf_counter()
     posterior_dir = None
     if isinstance(posterior, (str, Path)):
-        from brainrl.sbi.estimator import Posterior
+        from brainrl.sbi.inference.estimator import Posterior
 
         posterior_dir = Path(posterior)
         posterior = Posterior.load(posterior_dir)
@@ -436,14 +436,14 @@ def validate(posterior: Any, base: str, out_dir: str | Path, adapter: str | Path
 
         pipe_config = config.pipeline
         if pipe_config is None and (getattr(posterior, "meta", None) or {}).get("campaigns"):
-            from brainrl.sbi.decode import posterior_pipeline
+            from brainrl.sbi.inference.decode import posterior_pipeline
 
             pipe_config = posterior_pipeline(posterior.meta)
         pipeline = BrainPipeline.shared(pipe_config)
-    from brainrl.sbi.theta_reward import check_pipeline
+    from brainrl.sbi.theta.reward import check_pipeline
 
     if second_posterior is not None and isinstance(second_posterior, (str, Path)):
-        from brainrl.sbi.estimator import Posterior
+        from brainrl.sbi.inference.estimator import Posterior
 
         second_dir: str | None = str(second_posterior)
         second_posterior = Posterior.load(second_posterior)
@@ -463,8 +463,8 @@ def validate(posterior: Any, base: str, out_dir: str | Path, adapter: str | Path
             name: decode_texts(dec.texts, dec.prompt_index, targets, pipeline, second_posterior, None, config,
                                maps=dec.maps) for name, dec in decoded.items()}
     if judge is not None:
-        from brainrl.sbi.decode import campaign_text
-        from brainrl.sbi.judge import TextJudge
+        from brainrl.sbi.inference.decode import campaign_text
+        from brainrl.sbi.judges.text import TextJudge
 
         judge = judge if isinstance(judge, TextJudge) else TextJudge.load(None if judge == "packaged" else judge)
         independent["text_judge"] = {}

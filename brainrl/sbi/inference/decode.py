@@ -17,8 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from brainrl.provenance import versions
-from brainrl.sbi.diagnostics import _save, pearson
-from brainrl.sbi.prior import PARAM_NAMES
+from brainrl.sbi.diagnostics.diagnose import _save, pearson
+from brainrl.sbi.simulation.prior import PARAM_NAMES
 
 _NUMBERING = r"^\s*(?:\d+\s*[.):]|[-*\u2022]+)\s*"
 
@@ -28,7 +28,7 @@ def campaign_text(text: str) -> str | None:
     stripped, each closed by a full stop (``block_text``), joined by spaces. None when nothing is left."""
     import re
 
-    from brainrl.sbi.parse import block_text
+    from brainrl.sbi.simulation.parse import block_text
 
     lines = [re.sub(_NUMBERING, "", line).strip().strip("\"'“”*") for line in (text or "").splitlines()]
     lines = [" ".join(line.split()) for line in lines if line.strip()]
@@ -60,7 +60,7 @@ def decode_file(posterior_dir: Any, text_file: str | Path, out_dir: str | Path, 
     posterior's training campaign (from its card)."""
     from brainrl.brain.base import BrainMap
     from brainrl.brain.pipeline import BrainPipeline
-    from brainrl.sbi.estimator import Posterior
+    from brainrl.sbi.inference.estimator import Posterior
 
     path = Path(text_file)
     if not path.is_file():
@@ -86,7 +86,7 @@ def decode_file(posterior_dir: Any, text_file: str | Path, out_dir: str | Path, 
             lo, hi = np.percentile(d, [5, 95], axis=0)
             rows[i]["interval_90"] = {n: [round(float(a), 4), round(float(b), 4)] for n, a, b in zip(PARAM_NAMES, lo, hi)}
     if judge:
-        from brainrl.sbi.judge import TextJudge
+        from brainrl.sbi.judges.text import TextJudge
 
         scores = TextJudge.load().predict([texts[i] or "" for i in range(len(raw))])
         for i in range(len(raw)):
@@ -140,8 +140,8 @@ def cross_generator_table(posteriors: dict[str, Any], campaigns: dict[str, str |
     """Pearson r of the posterior mean per dimension for every (posterior, campaign) pair. ``split``:
     ``auto`` = the test ids of a campaign the posterior was trained on, every row of one it never saw;
     ``test``/``val`` = those ids under each posterior's split rule; ``all``. ``max_cases`` caps the rows."""
-    from brainrl.sbi.campaign import load_campaign_arrays
-    from brainrl.sbi.estimator import Posterior, heldout_rows
+    from brainrl.sbi.simulation.campaign import load_campaign_arrays
+    from brainrl.sbi.inference.estimator import Posterior, heldout_rows
 
     data = {name: load_campaign_arrays(path) for name, path in campaigns.items()}
     results: dict[str, dict[str, Any]] = {}

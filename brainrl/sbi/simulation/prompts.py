@@ -2,7 +2,7 @@
 
 Written for brainrl (the paper shows its prompts only as figures). Two parts each: a system prompt
 that says how every dimension shows in language and fixes the output format, and a user prompt with
-the concrete request. The formats are what ``brainrl.sbi.parse`` accepts, nothing looser.
+the concrete request. The formats are what ``brainrl.sbi.simulation.parse`` accepts, nothing looser.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from brainrl.sbi.prior import N_PARAMS, PARAM_NAMES
+from brainrl.sbi.simulation.prior import N_PARAMS, PARAM_NAMES
 
 Messages = list[dict[str, str]]
 

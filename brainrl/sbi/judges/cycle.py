@@ -9,11 +9,11 @@ from typing import Sequence
 
 import numpy as np
 
-from brainrl.sbi.generators import ChatGenerator, GeneratorSpec
-from brainrl.sbi.parse import parse_scores
-from brainrl.sbi.prior import N_PARAMS, PARAM_NAMES
-from brainrl.sbi.prompts import evaluator_messages, few_shot_evaluator_messages, retry_messages
-from brainrl.sbi.simulator import ask_until_parsed, attempt_seed
+from brainrl.sbi.simulation.generators import ChatGenerator, GeneratorSpec
+from brainrl.sbi.simulation.parse import parse_scores
+from brainrl.sbi.simulation.prior import N_PARAMS, PARAM_NAMES
+from brainrl.sbi.simulation.prompts import evaluator_messages, few_shot_evaluator_messages, retry_messages
+from brainrl.sbi.simulation.simulator import ask_until_parsed, attempt_seed
 
 log = logging.getLogger(__name__)
 
