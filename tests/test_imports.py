@@ -123,6 +123,53 @@ def test_every_package_has_a_rule():
     assert {package_of(m) for m in modules()} - set(ALLOWED) - BASE == set()
 
 
+#: the layers of brainrl/sbi, read top-down; a layer imports only the layers before it (and the package root)
+SBI_LAYERS = ("simulation", "judges", "inference", "diagnostics", "theta")
+
+
+def sbi_layer(module: str) -> str | None:
+    """The sbi layer of a module (None for the package root ``brainrl.sbi``, '?' for a module in none)."""
+    parts = module.split(".")
+    if parts[:2] != ["brainrl", "sbi"]:
+        return None
+    if len(parts) == 2:
+        return None
+    return parts[2] if parts[2] in SBI_LAYERS else "?"
+
+
+def sbi_layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for module, targets in graph.items():
+        layer = sbi_layer(module)
+        if layer is None and module == "brainrl.sbi":
+            allowed = {"simulation"}  # the package root re-exports the prior and topics only
+        elif layer is None:
+            continue
+        elif layer == "?":
+            bad.append(f"{module} is in no sbi layer {SBI_LAYERS}")
+            continue
+        else:
+            allowed = set(SBI_LAYERS[: SBI_LAYERS.index(layer) + 1])
+        for target in targets:
+            if target.startswith("brainrl.sbi.") and sbi_layer(target) not in allowed:
+                bad.append(f"{module} imports {target}")
+    return sorted(bad)
+
+
+def test_sbi_layers_import_one_way():
+    bad = sbi_layer_violations(import_graph())
+    assert bad == [], "imports against the sbi layer order " + " → ".join(SBI_LAYERS) + ":\n" + "\n".join(bad)
+
+
+def test_sbi_layer_rule_catches_an_upward_import():
+    graph = {"brainrl.sbi.simulation.campaign": {"brainrl.sbi.inference.estimator"},
+             "brainrl.sbi.theta.reward": {"brainrl.sbi.simulation.prior"},
+             "brainrl.sbi.stray": set()}
+    assert sbi_layer_violations(graph) == [
+        "brainrl.sbi.simulation.campaign imports brainrl.sbi.inference.estimator",
+        "brainrl.sbi.stray is in no sbi layer ('simulation', 'judges', 'inference', 'diagnostics', 'theta')"]
+
+
 def test_only_entry_points_import_errors():
     users = {m for m, targets in import_graph().items() if "brainrl.errors" in targets}
     assert all(package_of(m) == "cli" or m.endswith(".__main__") for m in users), users

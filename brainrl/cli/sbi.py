@@ -38,10 +38,10 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _fit(args: argparse.Namespace) -> int:
     from brainrl.sbi.simulation.campaign import combine_campaign_arrays
-    from brainrl.sbi.simulation.config import load_yaml
+    from brainrl.configs import load_yaml
     from brainrl.sbi.inference.estimator import EstimatorConfig, fit_posterior
 
-    config = load_yaml(EstimatorConfig, args.recipe) if args.recipe else EstimatorConfig()
+    config = load_yaml(EstimatorConfig, args.recipe, where="EstimatorConfig") if args.recipe else EstimatorConfig()
     if args.max_epochs:
         config.max_epochs = args.max_epochs
     if args.min_steps is not None:
@@ -101,7 +101,7 @@ def _decode(args: argparse.Namespace) -> int:
 
 
 def _cross(args: argparse.Namespace) -> int:
-    from brainrl.sbi.inference.decode import cross_generator_table
+    from brainrl.sbi.diagnostics.cross_generator import cross_generator_table
 
     report = cross_generator_table(_named(args.posterior, "--posterior"), _named(args.data, "--data"), args.out,
                                    n_samples=args.n_samples, split=args.split, max_cases=args.max_cases)
@@ -112,7 +112,7 @@ def _cross(args: argparse.Namespace) -> int:
 def _judge(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from brainrl.sbi.diagnostics.diagnose import judge_campaigns
+    from brainrl.sbi.diagnostics.fidelity import judge_campaigns
     from brainrl.sbi.judges.text import TextJudge, procedural_corpus, text_features
 
     out = Path(args.out)

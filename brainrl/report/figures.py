@@ -35,7 +35,8 @@ class Figures:
     captions: dict[str, str] = field(default_factory=dict)
 
 
-def _new_figure(width: float, height: float):
+def new_figure(width: float, height: float):
+    """A matplotlib ``Figure`` on its own Agg canvas: no pyplot state, safe from any thread, nothing to close."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -44,7 +45,8 @@ def _new_figure(width: float, height: float):
     return figure
 
 
-def _save(figure, path: Path, dpi: int = 100) -> Path:
+def save_figure(figure, path: Path, dpi: int = 100) -> Path:
+    """Write ``figure`` as ``path`` (folders created) and release its artists."""
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=dpi)
     figure.clear()
@@ -126,7 +128,7 @@ def roi_difference_chart(comparison: Comparison, path: Path) -> Path:
     stats = comparison.stats
     rows = sorted(stats.rows, key=lambda r: r.diff.estimate)
     whole = {"global", "left_hemisphere", "right_hemisphere"}
-    figure = _new_figure(7.5, max(3.0, 0.24 * len(rows) + 1.2))
+    figure = new_figure(7.5, max(3.0, 0.24 * len(rows) + 1.2))
     ax = figure.add_subplot()
     y = np.arange(len(rows))
     est = np.array([r.diff.estimate for r in rows])
@@ -149,7 +151,7 @@ def roi_difference_chart(comparison: Comparison, path: Path) -> Path:
         ax.legend(loc="lower right", fontsize=8)
     ax.set_xlabel(f"tuned − base (ROI mean), {int(stats.config.level * 100)}% bootstrap CI")
     ax.set_title(f"ROI differences (n = {stats.n_base} base, {stats.n_tuned} tuned; * q < {alpha:g})", fontsize=10)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 # time courses -------------------------------------------------------------------------------------------------
@@ -206,7 +208,7 @@ def timecourse_figure(comparison: Comparison, path: Path) -> Path:
     names = timecourse_rois(comparison)
     cols = min(3, len(names))
     rows = int(np.ceil(len(names) / cols))
-    figure = _new_figure(4.0 * cols, 2.8 * rows)
+    figure = new_figure(4.0 * cols, 2.8 * rows)
     axes = figure.subplots(rows, cols, squeeze=False)
     level, min_n = comparison.stats.config.level, comparison.config.min_timecourse_n
     for ax, name in zip(axes.flat, names):
@@ -225,14 +227,14 @@ def timecourse_figure(comparison: Comparison, path: Path) -> Path:
     axes.flat[0].legend(fontsize=8)
     figure.suptitle(f"ROI time courses: mean ± {int(level * 100)}% CI across completions (drawn while ≥ {min_n} "
                     "completions per model are still running)", fontsize=10)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 # length -----------------------------------------------------------------------------------------------------------
 def length_figure(comparison: Comparison, path: Path) -> Path:
     """Target (and global) ROI value against completion length, per model: is a difference a length effect?"""
     names = [n for n in (comparison.stats.target, "global") if n and n in comparison.roi_names]
-    figure = _new_figure(4.2 * len(names), 3.2)
+    figure = new_figure(4.2 * len(names), 3.2)
     axes = figure.subplots(1, len(names), squeeze=False)[0]
     for ax, name in zip(axes, names):
         column = comparison.roi_names.index(name)
@@ -247,7 +249,7 @@ def length_figure(comparison: Comparison, path: Path) -> Path:
         ax.set_ylabel(f"{name} mean")
         ax.set_title(name, fontsize=10)
     axes[0].legend(fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 # training ---------------------------------------------------------------------------------------------------------
@@ -278,7 +280,7 @@ def training_figure(metrics: list[dict[str, Any]], path: Path) -> Path | None:
             panels.append((title, series, _series(metrics, std_keys) if std_keys else None))
     if not panels:
         return None
-    figure = _new_figure(4.0 * len(panels), 3.0)
+    figure = new_figure(4.0 * len(panels), 3.0)
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, (key, steps, values), spread) in zip(axes, panels):
         ax.plot(steps, values, color=TUNED_COLOR, marker="." if len(steps) < 50 else None)
@@ -286,7 +288,7 @@ def training_figure(metrics: list[dict[str, Any]], path: Path) -> Path | None:
             ax.fill_between(steps, values - spread[2], values + spread[2], color=TUNED_COLOR, alpha=0.2, linewidth=0)
         ax.set_title(f"{title} ({key})", fontsize=10)
         ax.set_xlabel("step")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def make_figures(comparison: Comparison, folder: Path, *, metrics: list[dict[str, Any]] | None = None,

@@ -10,7 +10,7 @@ import pytest
 
 from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
 from brainrl.sbi.simulation.campaign import Campaign, CampaignConfig, ProjectionConfig, load_campaign_arrays, merge_shards
-from brainrl.sbi.simulation.config import from_dict
+from brainrl.configs import build
 from brainrl.sbi.simulation.prior import theta_for_index
 from brainrl.brain.base import MAP_ATOL, MAP_RTOL
 
@@ -121,7 +121,7 @@ def test_merge_drops_cross_rank_duplicate_headlines(tmp_path, pipeline):
 def test_resume_refuses_a_different_campaign(tmp_path, pipeline):
     cfg = _config(tmp_path, n=4)
     Campaign(cfg, generator=ScriptedGenerator(), pipeline=pipeline).run()
-    other = from_dict(CampaignConfig, {**json.loads((Path(cfg.out_dir) / "campaign.json").read_text())["config"],
+    other = build(CampaignConfig, {**json.loads((Path(cfg.out_dir) / "campaign.json").read_text())["config"],
                                        "seed": 6})
     with pytest.raises(ValueError, match="fields differ: seed"):
         Campaign(other, generator=ScriptedGenerator(), pipeline=pipeline).run()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from brainrl.sbi.judges.cycle import CycleEvaluator
-from brainrl.sbi.diagnostics.diagnose import point_metrics, posterior_metrics
+from brainrl.sbi.diagnostics.recovery import point_metrics, posterior_metrics
 from brainrl.sbi.simulation.prior import PARAM_NAMES
 
 from sbi_fakes import ScriptedGenerator, scores_reply

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from brainrl.brain.base import Failed
-from brainrl.sbi.simulation.config import ConfigError, from_dict
+from brainrl.configs import ConfigError, build
 from brainrl.sbi.simulation.parse import FormatViolation, block_text, parse_headlines, parse_scores, parse_single_headline
 from brainrl.sbi.simulation.prior import PARAM_NAMES, ThetaPrior, theta_for_index
 from brainrl.sbi.simulation.prompts import evaluator_messages, generator_messages, headline_messages, verbal_bin
@@ -144,13 +144,13 @@ def test_per_headline_mode_builds_unique_blocks():
 def test_config_rejects_unknown_fields_naming_them():
     from brainrl.sbi.simulation.campaign import CampaignConfig
 
-    cfg = from_dict(CampaignConfig, {"n_items": 5, "generator": {"name": "openai", "kwargs": {"model": "m"}},
+    cfg = build(CampaignConfig, {"n_items": 5, "generator": {"name": "openai", "kwargs": {"model": "m"}},
                                      "projection": {"k": 8}})
     assert cfg.projection.k == 8 and cfg.generator.name == "openai"
     with pytest.raises(ConfigError, match=r"Unknown field CampaignConfig.projection.kk.*Did you mean 'k'"):
-        from_dict(CampaignConfig, {"projection": {"kk": 3}})
+        build(CampaignConfig, {"projection": {"kk": 3}}, "CampaignConfig")
     with pytest.raises(ConfigError, match="n_items: expected an integer"):
-        from_dict(CampaignConfig, {"n_items": "many"})
+        build(CampaignConfig, {"n_items": "many"}, "CampaignConfig")
 
 
 # -- the small-model path: few-shot prompts, lenient cleaning, resampling ---------------------------

@@ -1,6 +1,6 @@
-"""Decoding texts and campaigns with fitted posteriors: arbitrary texts (the paper's real-headline study,
-``brainrl sbi decode --file``) and the cross-generator table (``brainrl sbi cross``: every posterior on
-every campaign's held-out ids, train on A → test on B, as in the paper's Fig. 3).
+"""Decoding texts with a fitted posterior: arbitrary texts (the paper's real-headline study,
+``brainrl sbi decode --file``), and the helpers every decoder of generated text uses (the θ reward, the
+θ validator): the campaign text format and the posterior's own speech + brain pipeline.
 
 Texts are spoken in the posterior's training format (``campaign_text``: cleaned headlines closed by a full
 stop, as ``parse.block_text``) through the speech + brain pipeline recorded in the posterior's card
@@ -10,14 +10,13 @@ stop, as ``parse.block_text``) through the speech + brain pipeline recorded in t
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from brainrl.provenance import versions
-from brainrl.sbi.diagnostics.diagnose import _save, pearson
+from brainrl.report.figures import new_figure, save_figure
 from brainrl.sbi.simulation.prior import PARAM_NAMES
 
 _NUMBERING = r"^\s*(?:\d+\s*[.):]|[-*\u2022]+)\s*"
@@ -111,14 +110,9 @@ def decode_file(posterior_dir: Any, text_file: str | Path, out_dir: str | Path, 
 
 
 def _plot_decoded(rows: Sequence[dict[str, Any]], path: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     decoded = [(i, r) for i, r in enumerate(rows) if "posterior_mean" in r]
-    fig, axes = plt.subplots(1, len(PARAM_NAMES), figsize=(2.2 * len(PARAM_NAMES), 0.35 * len(decoded) + 1.5),
-                             sharey=True)
+    fig = new_figure(2.2 * len(PARAM_NAMES), 0.35 * len(decoded) + 1.5)
+    axes = fig.subplots(1, len(PARAM_NAMES), sharey=True)
     for ax, name in zip(axes, PARAM_NAMES):
         for y, (i, r) in enumerate(decoded):
             lo, hi = r["interval_90"][name]
@@ -131,51 +125,4 @@ def _plot_decoded(rows: Sequence[dict[str, Any]], path: Path) -> str:
     axes[0].set_yticks(range(len(decoded)), [str(i + 1) for i, _ in decoded])
     axes[0].invert_yaxis()
     fig.suptitle("posterior mean (o), 90% interval, text judge (x)", fontsize=9)
-    return _save(fig, path)
-
-
-def cross_generator_table(posteriors: dict[str, Any], campaigns: dict[str, str | Path], out_dir: str | Path,
-                          n_samples: int = 200, split: str = "auto", seed: int = 0, max_cases: int | None = None
-                          ) -> dict[str, Any]:
-    """Pearson r of the posterior mean per dimension for every (posterior, campaign) pair. ``split``:
-    ``auto`` = the test ids of a campaign the posterior was trained on, every row of one it never saw;
-    ``test``/``val`` = those ids under each posterior's split rule; ``all``. ``max_cases`` caps the rows."""
-    from brainrl.sbi.simulation.campaign import load_campaign_arrays
-    from brainrl.sbi.inference.estimator import Posterior, heldout_rows
-
-    data = {name: load_campaign_arrays(path) for name, path in campaigns.items()}
-    results: dict[str, dict[str, Any]] = {}
-    started = time.time()
-    for pname, pdir in posteriors.items():
-        post = Posterior.load(pdir) if isinstance(pdir, (str, Path)) else pdir
-        trained = {c.get("fingerprint") for c in post.meta.get("campaigns", [])}
-        for dname, arrays in data.items():
-            if post.projection.fingerprint() != arrays["projection"].fingerprint():
-                raise ValueError(f"campaign {dname} uses another projection than posterior {pname}; simulate it with "
-                                 "`projection_from` pointing at the posterior's campaign projection.")
-            seen = arrays["manifest"].get("fingerprint") in trained
-            if split == "all" or (split == "auto" and not seen):
-                rows = np.arange(len(arrays["ids"]))
-            else:
-                rows = heldout_rows(arrays["ids"], post.meta, "test" if split == "auto" else split)
-            rows = rows[:max_cases] if max_cases else rows
-            means = post.sample((arrays["coeffs"][rows], arrays["mask"][rows]), n_samples, seed=seed).mean(axis=1)
-            theta = arrays["theta"][rows]
-            r = {n: pearson(means[:, j], theta[:, j]) for j, n in enumerate(PARAM_NAMES)}
-            results[f"{pname} -> {dname}"] = {"posterior": str(pdir) if isinstance(pdir, (str, Path)) else repr(pdir),
-                                              "campaign": str(campaigns[dname]),
-                                              "n_cases": int(len(rows)), "pearson_r": r,
-                                              "trained_on_this_campaign": seen}
-    lines = ["| train → test | cases | " + " | ".join(PARAM_NAMES) + " | mean |",
-             "|---|---|" + "---|" * (len(PARAM_NAMES) + 1)]
-    for key, res in results.items():
-        values = [res["pearson_r"][n] for n in PARAM_NAMES]
-        cases = f"{res['n_cases']} {'held-out test' if res['trained_on_this_campaign'] else 'unseen campaign'}"
-        lines.append(f"| {key} | {cases} | " + " | ".join(f"{v:.2f}" for v in values) + f" | {np.nanmean(values):.2f} |")
-    report = {"split": split, "n_samples": n_samples, "seed": seed, "results": results, "table": "\n".join(lines),
-              "seconds": round(time.time() - started, 1), "versions": versions(("brainrl", "numpy", "bayesflow"))}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "cross_generator.json").write_text(json.dumps(report, indent=1))
-    (out_dir / "cross_generator.md").write_text(report["table"] + "\n")
-    return report
+    return save_figure(fig, path, 110).name

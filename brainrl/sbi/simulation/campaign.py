@@ -28,8 +28,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from brainrl.brain.base import BrainMap, Failed
+from brainrl.configs import load_yaml
 from brainrl.provenance import content_hash, versions
-from brainrl.sbi.simulation.config import load_yaml
 from brainrl.sbi.simulation.generators import ChatGenerator, GeneratorSpec
 from brainrl.sbi.simulation.parse import block_text
 from brainrl.sbi.simulation.prior import PARAM_NAMES, theta_for_index
@@ -135,7 +135,7 @@ def save_quietly(dataset, path: Path) -> None:
             enable_progress_bar()
 
 def load_campaign_config(path: str | Path) -> CampaignConfig:
-    return load_yaml(CampaignConfig, path)
+    return load_yaml(CampaignConfig, path, where="CampaignConfig")
 
 
 def dist_rank_world() -> tuple[int, int]:

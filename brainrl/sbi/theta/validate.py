@@ -44,7 +44,7 @@ import numpy as np
 from brainrl.brain.pipeline import PipelineConfig
 from brainrl.policy.sampling import SamplingConfig
 from brainrl.provenance import json_default, versions
-from brainrl.sbi.diagnostics.diagnose import pearson
+from brainrl.sbi.diagnostics.recovery import pearson
 from brainrl.sbi.inference.ood import DEFAULT_THRESHOLD, OODReference, summarize_scores
 from brainrl.sbi.simulation.prior import PARAM_NAMES
 from brainrl.sbi.theta.prompts import SYSTEM_PROMPT, build_theta_prompts
