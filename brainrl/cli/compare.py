@@ -91,7 +91,7 @@ class CompareConfig:
     batch_prompts: int
     pipeline: dict[str, Any]
     rewards: list[dict[str, Any]]  # RewardConfig fields, paths resolved
-    generation: dict[str, Any] = field(default_factory=dict)  # GenerationSettings (speed only, not the distribution)
+    generation: dict[str, Any] = field(default_factory=dict)  # DecodingConfig (speed only, not the distribution)
     target: str | None = None  # None: the rewards' first ROI, else broca
     extra_rois: list[str] = field(default_factory=list)
     dtype: str = "auto"
@@ -226,7 +226,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from brainrl.cortex.rois import get_roi
     from brainrl.evaluation import default_scorers, evaluate_pair, load_pair, reward_rois
     from brainrl.evaluation.output import print_table
-    from brainrl.policy.sampling import GenerationSettings, SamplingConfig
+    from brainrl.policy.sampling import DecodingConfig, SamplingConfig
     from brainrl.report import (ModelOutputs, ReportConfig, StatsConfig, build_comparison, default_roi_names, read_metrics,
                                 write_report)
     from brainrl.rewards import load_reward_file, load_rewards
@@ -249,7 +249,7 @@ def run_compare(args: argparse.Namespace) -> int:
           f"({settings.prompts_source}), seed {settings.seed}")
     evaluation = evaluate_pair(model, tokenizer, settings.prompts, scorers, sampling=SamplingConfig(**settings.sampling),
                                per_prompt=settings.per_prompt, seed=settings.seed, batch_prompts=settings.batch_prompts,
-                               system=settings.system_prompt, generation=GenerationSettings(**settings.generation),
+                               system=settings.system_prompt, generation=DecodingConfig(**settings.generation),
                                prompt_columns=settings.prompt_columns)
     del model
     pipeline = BrainPipeline.shared(pipeline_config)  # the maps the scorers predicted are in its cache

@@ -61,7 +61,7 @@ def _fit(args: argparse.Namespace) -> int:
 def _diagnose(args: argparse.Namespace) -> int:
     from brainrl.sbi.judges.cycle import CycleConfig
     from brainrl.sbi.diagnostics.diagnose import DiagnoseConfig, diagnose, metrics_table
-    from brainrl.sbi.simulation.generators import GeneratorSpec
+    from brainrl.sbi.simulation.generators import GeneratorConfig
 
     cycle = None
     if args.cycle == "judge":
@@ -69,7 +69,7 @@ def _diagnose(args: argparse.Namespace) -> int:
     elif args.cycle != "none":
         kwargs = json.loads(args.cycle_kwargs) if args.cycle_kwargs else None
         cycle = CycleConfig() if args.cycle == "local" and kwargs is None else CycleConfig(
-            evaluator=GeneratorSpec(args.cycle, kwargs or {}))
+            evaluator=GeneratorConfig(args.cycle, kwargs or {}))
     sampler = json.loads(args.sampler) if args.sampler else {}
     config = DiagnoseConfig(n_samples=args.n_samples, split=args.split, max_cases=args.max_cases, seed=args.seed,
                             cycle=cycle, sampler=sampler)

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from brainrl.policy.sampling import GenerationSettings, SamplingConfig
+from brainrl.policy.sampling import DecodingConfig, SamplingConfig
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def load_pair(base: str, adapter: str | Path, *, dtype: str = "auto", device: st
 
 def sample_pair(model, tokenizer, prompts: Sequence[str], sampling: SamplingConfig, *, per_prompt: int, seed: int,
                 batch_prompts: int = 8, system: str | None = None, kl: bool = True, progress: bool = True,
-                generation: GenerationSettings | None = None, base_only: bool = False) -> PairedSamples:
+                generation: DecodingConfig | None = None, base_only: bool = False) -> PairedSamples:
     """``per_prompt`` completions per prompt from tuned and from base (adapter disabled), paired by seed.
     ``generation`` (the recipe's ``policy.generation``) chooses merged-adapter generation and the KV cache;
     it changes speed and float rounding, not the distribution sampled. ``base_only`` samples the base alone

@@ -68,7 +68,7 @@ class SamplingConfig:
 
 
 @dataclass
-class GenerationSettings:
+class DecodingConfig:
     """How completions are computed, not which distribution they come from: these settings change speed
     and float rounding only (tests/policy checks the sampled tokens' log-probabilities against the
     training forward's).
@@ -191,19 +191,19 @@ def eos_ids(tokenizer, model=None) -> list[int]:
 @torch.no_grad()
 def sample_completions(model, tokenizer, prompts: Sequence[str], sampling: SamplingConfig, *, num_completions: int = 1,
                        system: str | None = None, seed: int | None = None, temperature: float | None = None,
-                       device: str | torch.device | None = None, generation: GenerationSettings | None = None,
+                       device: str | torch.device | None = None, generation: DecodingConfig | None = None,
                        merged_weights: MergedWeights | None = None, return_logprobs: bool = False) -> Samples:
     """Sample ``num_completions`` completions for each user prompt in one batched ``generate`` call.
 
     ``seed`` reseeds torch first, so the same seed gives the same completions (base vs tuned comparisons
     and resumed runs rely on it). ``generation`` picks merged-adapter generation and the KV cache /
-    compiled decoding (default: ``GenerationSettings()``); ``merged_weights`` keeps the merged buffers
+    compiled decoding (default: ``DecodingConfig()``); ``merged_weights`` keeps the merged buffers
     from one call to the next. ``return_logprobs`` keeps every step's logits (B × V floats per token) to
     fill ``generation_logprobs``: an on-policy check, not for every step of a large-vocabulary model."""
     device = device or next(model.parameters()).device
     texts_in = [chat_prompt(tokenizer, p, system) for p in prompts]
     tokenizer.padding_side = "left"
-    generation = generation or GenerationSettings()
+    generation = generation or DecodingConfig()
     engine = generation.generate_kwargs(device)
     # a static cache is sized by the prompt length: round it up so a compiled decoder sees few shapes
     multiple = 32 if engine.get("cache_implementation") == "static" else None

@@ -11,7 +11,7 @@ from brainrl.configs import check_range, locate
 from brainrl.evaluation.config import EvalConfig
 from brainrl.registry import closest_names
 from brainrl.policy.lora import LoraConfig
-from brainrl.policy.sampling import GenerationSettings, SamplingConfig
+from brainrl.policy.sampling import DecodingConfig, SamplingConfig
 from brainrl.rewards.loading import RewardConfig
 from brainrl.train.audit import AuditConfig
 
@@ -31,7 +31,7 @@ class PolicyConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     trust_remote_code: bool = False
     #: how completions are computed (merged adapter, KV cache, compiled decoding): speed, not the distribution
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    generation: DecodingConfig = field(default_factory=DecodingConfig)
 
 
 @dataclass

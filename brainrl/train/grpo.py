@@ -20,7 +20,7 @@ import torch
 
 from brainrl.configs import check_field
 from brainrl.policy.lora import MergedWeights, merged_adapter
-from brainrl.policy.sampling import GenerationSettings
+from brainrl.policy.sampling import DecodingConfig
 from brainrl.train import runs
 from brainrl.train.config import RecipeConfig
 from brainrl.train.recipe import RecipeError, read_prompt_rows, resolve_path
@@ -104,7 +104,7 @@ def _trainer_class():
         static cache; TRL fixes ``disable_compile=True``, which this lifts only then. vLLM generation is
         TRL's own and left unchanged."""
 
-        def __init__(self, *args, generation: GenerationSettings, **kwargs):
+        def __init__(self, *args, generation: DecodingConfig, **kwargs):
             super().__init__(*args, **kwargs)
             self.brainrl_generation = generation
             self.merged_weights = MergedWeights()

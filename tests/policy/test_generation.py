@@ -5,7 +5,7 @@ import torch
 
 from brainrl.policy import LoraConfig, SamplingConfig, attach_lora, sample_completions
 from brainrl.policy.lora import MergedWeights, merged_adapter, mergeable
-from brainrl.policy.sampling import GenerationSettings
+from brainrl.policy.sampling import DecodingConfig
 from brainrl.policy.tiny import tiny_policy
 from brainrl.train.losses import completion_logits, token_logprobs
 
@@ -35,10 +35,10 @@ def training_logprobs(model, samples):
     return token_logprobs(logits, samples.completion_ids) * samples.completion_mask
 
 
-@pytest.mark.parametrize("generation", [GenerationSettings(merge_adapter=True, cache="dynamic"),
-                                        GenerationSettings(merge_adapter=True, cache="static"),
-                                        GenerationSettings(merge_adapter=False, cache="dynamic"),
-                                        GenerationSettings(merge_adapter=True, share_prompts=False)],
+@pytest.mark.parametrize("generation", [DecodingConfig(merge_adapter=True, cache="dynamic"),
+                                        DecodingConfig(merge_adapter=True, cache="static"),
+                                        DecodingConfig(merge_adapter=False, cache="dynamic"),
+                                        DecodingConfig(merge_adapter=True, share_prompts=False)],
                          ids=["merged-dynamic-shared-prompts", "merged-static", "unmerged-dynamic-shared-prompts",
                               "merged-dynamic"])
 def test_sampled_tokens_logprobs_equal_training_forward(generation):
@@ -77,8 +77,8 @@ def test_merged_generation_restores_weights_bit_for_bit_and_reuses_buffers():
 
 def test_merged_unmerged_and_shared_prompt_sampling_draw_the_same_tokens():
     model, tok = trained_like_policy(seed=3)
-    settings = [GenerationSettings(merge_adapter=False, share_prompts=False), GenerationSettings(merge_adapter=True),
-                GenerationSettings(merge_adapter=True, share_prompts=False), GenerationSettings(merge_adapter=False)]
+    settings = [DecodingConfig(merge_adapter=False, share_prompts=False), DecodingConfig(merge_adapter=True),
+                DecodingConfig(merge_adapter=True, share_prompts=False), DecodingConfig(merge_adapter=False)]
     runs = [sample_completions(model, tok, PROMPTS, SamplingConfig(max_new_tokens=12), num_completions=3, seed=9,
                                generation=g, return_logprobs=True) for g in settings]
     for run in runs[1:]:
@@ -111,17 +111,17 @@ def test_unmergeable_models_generate_unmerged():
 
 
 def test_generation_settings_resolve_per_device():
-    assert GenerationSettings().resolve("cpu") == {"merge_adapter": True, "cache": "dynamic", "compile": False,
+    assert DecodingConfig().resolve("cpu") == {"merge_adapter": True, "cache": "dynamic", "compile": False,
                                                    "share_prompts": True}
-    assert GenerationSettings().resolve("cuda:0") == {"merge_adapter": True, "cache": "static", "compile": True,
+    assert DecodingConfig().resolve("cuda:0") == {"merge_adapter": True, "cache": "static", "compile": True,
                                                       "share_prompts": False}
-    assert GenerationSettings(compile=False).resolve("cuda") == {"merge_adapter": True, "cache": "dynamic",
+    assert DecodingConfig(compile=False).resolve("cuda") == {"merge_adapter": True, "cache": "dynamic",
                                                                   "compile": False, "share_prompts": True}
-    assert GenerationSettings().generate_kwargs("cpu") == {"disable_compile": True}
-    kwargs = GenerationSettings(cache="static", compile=True).generate_kwargs("cpu")
+    assert DecodingConfig().generate_kwargs("cpu") == {"disable_compile": True}
+    kwargs = DecodingConfig(cache="static", compile=True).generate_kwargs("cpu")
     assert kwargs["cache_implementation"] == "static" and kwargs["compile_config"]._compile_all_devices
     with pytest.raises(ValueError, match="static"):
-        GenerationSettings(cache="dynamic", compile=True).resolve("cuda")
+        DecodingConfig(cache="dynamic", compile=True).resolve("cuda")
 
 
 @pytest.mark.gpu

@@ -1,7 +1,7 @@
 import pytest
 
 from brainrl.brain.base import Failed
-from brainrl.sbi.simulation.generators import GENERATORS, GeneratorSpec, OpenAIChatGenerator
+from brainrl.sbi.simulation.generators import GENERATORS, GeneratorConfig, OpenAIChatGenerator
 from brainrl.sbi.simulation.prompts import generator_messages
 
 from sbi_fakes import FakeChatServer
@@ -23,7 +23,7 @@ def _gen(**kw):
 def test_posts_openai_chat_completions_and_returns_content(env):
     with FakeChatServer(["first reply", "second reply"]) as server:
         env(server.base_url)
-        gen = GeneratorSpec("openai", {"model": "tiny-chat", "base_url_env": "TEST_LLM_BASE",
+        gen = GeneratorConfig("openai", {"model": "tiny-chat", "base_url_env": "TEST_LLM_BASE",
                                        "api_key_env": "TEST_LLM_KEY", "concurrency": 1}).build()
         convs = [generator_messages([0.5] * 6, "weather"), generator_messages([0.1] * 6, "sports")]
         assert gen.generate(convs, [11, 12]) == ["first reply", "second reply"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from brainrl.brain.base import Failed
-from brainrl.sbi.simulation.generators import GENERATORS, GeneratorSpec
+from brainrl.sbi.simulation.generators import GENERATORS, GeneratorConfig
 from brainrl.sbi.judges.text import marker_features, MARKER_NAMES
 from brainrl.sbi.simulation.parse import parse_headlines, parse_single_headline
 from brainrl.sbi.simulation.procedural import ProceduralGenerator, parse_request
@@ -23,7 +23,7 @@ def test_parse_request_multiline_and_one_line_forms():
 
 def test_registered_and_replies_in_the_writer_formats():
     assert "procedural" in GENERATORS.names()
-    gen = GeneratorSpec("procedural", {"jitter": 0.5}).build()
+    gen = GeneratorConfig("procedural", {"jitter": 0.5}).build()
     theta = np.full(6, 0.5)
     block = gen.generate([generator_messages(theta, "sports")], [11])[0]
     assert len(parse_headlines(block)) == 5

@@ -237,7 +237,7 @@ def test_writer_refuses_lenient_options_in_block_mode():
 
 def test_few_shot_cycle_evaluator_resamples_and_parses_strictly(monkeypatch):
     from brainrl.sbi.judges.cycle import CycleConfig, CycleEvaluator
-    from brainrl.sbi.simulation.generators import GeneratorSpec
+    from brainrl.sbi.simulation.generators import GeneratorConfig
     from brainrl.sbi.simulation.prompts import FEW_SHOT_EVALUATOR_EXAMPLES
 
     from sbi_fakes import scores_reply
@@ -258,7 +258,7 @@ def test_few_shot_cycle_evaluator_resamples_and_parses_strictly(monkeypatch):
     local = CycleEvaluator.from_config(CycleConfig())
     assert (local.few_shot, local.feedback) == (True, False)
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
-    api = CycleEvaluator.from_config(CycleConfig(evaluator=GeneratorSpec("openai", {"model": "m"})))
+    api = CycleEvaluator.from_config(CycleConfig(evaluator=GeneratorConfig("openai", {"model": "m"})))
     assert (api.few_shot, api.feedback) == (False, True)
     forced = CycleEvaluator.from_config(CycleConfig(few_shot=False, feedback=True))
     assert (forced.few_shot, forced.feedback) == (False, True)

@@ -42,9 +42,9 @@ class TribeBrainModel(BrainModel):
         self._engine = None
         self._client = None
         if worker:
-            from brainrl.brain.tribe.client import WorkerClient, WorkerSettings
+            from brainrl.brain.tribe.client import WorkerClient, WorkerConfig
 
-            settings = WorkerSettings(
+            settings = WorkerConfig(
                 env=dict(worker_env or {}),
                 pythonpath=list(worker_pythonpath or []),
                 load_timeout=load_timeout,

@@ -37,7 +37,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[3]  # the folder that holds the br
 
 
 @dataclass
-class WorkerSettings:
+class WorkerConfig:
     """How to start the worker and how long to wait for it."""
 
     python: str = sys.executable  # the TRIBE environment's interpreter (scripts/setup_tribe.sh)
@@ -53,9 +53,9 @@ class WorkerSettings:
 class WorkerClient:
     """A TRIBE worker subprocess. Thread-safe: one request at a time."""
 
-    def __init__(self, config: dict[str, Any], settings: WorkerSettings | None = None):
+    def __init__(self, config: dict[str, Any], settings: WorkerConfig | None = None):
         self.config = config
-        self.settings = settings or WorkerSettings()
+        self.settings = settings or WorkerConfig()
         self._proc: subprocess.Popen | None = None
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
         self._lock = threading.Lock()

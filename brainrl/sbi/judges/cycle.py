@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from brainrl.sbi.simulation.generators import ChatGenerator, GeneratorSpec
+from brainrl.sbi.simulation.generators import ChatGenerator, GeneratorConfig
 from brainrl.sbi.simulation.parse import parse_scores
 from brainrl.sbi.simulation.prior import N_PARAMS, PARAM_NAMES
 from brainrl.sbi.simulation.prompts import evaluator_messages, few_shot_evaluator_messages, retry_messages
@@ -28,7 +28,7 @@ class CycleConfig:
     means few-shot without feedback for ``local`` (small models echo corrections), the zero-shot prompt
     with feedback for API models. The parsing is strict either way."""
 
-    evaluator: GeneratorSpec = field(default_factory=lambda: GeneratorSpec(
+    evaluator: GeneratorConfig = field(default_factory=lambda: GeneratorConfig(
         "local", {"model": "smollm2", "temperature": 0.2, "max_new_tokens": 60, "batch_size": 16,
                   "prefix_cache": True}))
     max_attempts: int = 3

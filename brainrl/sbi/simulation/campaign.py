@@ -30,7 +30,7 @@ import numpy as np
 from brainrl.brain.base import BrainMap, Failed
 from brainrl.configs import load_yaml
 from brainrl.provenance import content_hash, versions
-from brainrl.sbi.simulation.generators import ChatGenerator, GeneratorSpec
+from brainrl.sbi.simulation.generators import ChatGenerator, GeneratorConfig
 from brainrl.sbi.simulation.parse import block_text
 from brainrl.sbi.simulation.prior import PARAM_NAMES, theta_for_index
 from brainrl.sbi.simulation.projection import T_MAX, Projection, fit_projection
@@ -78,7 +78,7 @@ class CampaignConfig:
     shard_size: int = 50
     batch_size: int = 10  # items per generator / brain pipeline call
     topics: list[str] = field(default_factory=lambda: list(TOPICS))
-    generator: GeneratorSpec = field(default_factory=GeneratorSpec)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     pipeline: dict[str, Any] = field(default_factory=dict)  # brainrl.brain.pipeline.PipelineConfig fields
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
@@ -440,10 +440,6 @@ def merge_shards(out_dir: str | Path) -> Path:
                "merged": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (out_dir / "merge.json").write_text(json.dumps(summary, indent=1))
     return final
-
-
-def run_campaign(config: CampaignConfig, **kwargs: Any) -> CampaignResult:
-    return Campaign(config, **kwargs).run()
 
 
 def combine_campaign_arrays(campaign_dirs: Sequence[str | Path]) -> dict[str, Any]:

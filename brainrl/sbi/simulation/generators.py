@@ -40,7 +40,7 @@ GENERATORS: Registry[ChatGenerator] = Registry("generator")
 
 
 @dataclass
-class GeneratorSpec:
+class GeneratorConfig:
     """Which generator (registry name) with which settings; what recipes hold."""
 
     name: str = "local"

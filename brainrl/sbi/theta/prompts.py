@@ -122,14 +122,3 @@ def prompt_table(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             raise ValueError(f"two rows share the prompt {key[:60]!r}… with different θ*; prompts must identify θ*.")
         table[key] = row
     return table
-
-
-def theta_dataset(rows: Sequence[dict[str, Any]], system: str | None = SYSTEM_PROMPT):
-    """A conversational ``datasets.Dataset`` with ``prompt`` plus the ``theta_target``/``topic`` columns,
-    which TRL's GRPOTrainer passes to reward functions as keyword lists."""
-    from datasets import Dataset
-
-    prompts = [([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": r["prompt"]}]
-               for r in rows]
-    return Dataset.from_dict({"prompt": prompts, THETA_COLUMN: [list(r[THETA_COLUMN]) for r in rows],
-                              TOPIC_COLUMN: [r[TOPIC_COLUMN] for r in rows]})
