@@ -186,3 +186,25 @@ def test_prior_reference_of_a_point_judge_is_the_prior_mean():
     assert ref["reward_gain"]["value"] == pytest.approx(0.0, abs=1e-12)
     spread = prior_reference(dec, [str(i) for i in range(6)], prompt_resamples(np.arange(4), 50, 0))
     assert spread["reward_gain"]["value"] == pytest.approx(6 / 12, abs=1e-12)  # no spread vs the prior's variance
+
+
+def test_paired_squared_error_differences_per_dimension_match_hand_computation():
+    from brainrl.sbi.theta.validate import ModelDecoding, paired_differences, prompt_resamples
+
+    rng = np.random.default_rng(0)
+    n, d = 40, 6
+    index = np.repeat(np.arange(20), 2)
+    targets = rng.uniform(size=(n, d))
+    base_est = np.clip(targets + rng.normal(0, 0.3, size=(n, d)), 0, 1)
+    tuned_est = base_est.copy()
+    tuned_est[:, 0] = targets[:, 0] + 0.5 * (base_est[:, 0] - targets[:, 0])  # only dimension 0 moves closer
+    ok = np.ones(n, bool)
+    base, tuned = (ModelDecoding([""] * n, index, targets, e[:, None, :], ok, {}, None) for e in (base_est, tuned_est))
+    names = [f"d{j}" for j in range(d)]
+    diff = paired_differences(base, tuned, names, prompt_resamples(index, 200, 0))
+    expected = np.mean((tuned_est[:, 0] - targets[:, 0]) ** 2 - (base_est[:, 0] - targets[:, 0]) ** 2)
+    assert diff["sq_error"]["d0"]["value"] == pytest.approx(expected, abs=1e-12)
+    assert diff["sq_error"]["d0"]["ci_high"] < 0  # a clear improvement is detected
+    for name in names[1:]:
+        assert diff["sq_error"][name]["value"] == pytest.approx(0.0, abs=1e-12)
+    assert diff["reward"]["value"] == pytest.approx(-expected, abs=1e-12)  # the reward is minus the sum over dims

@@ -47,8 +47,8 @@ from brainrl.provenance import json_default, versions
 from brainrl.sbi.diagnostics.recovery import pearson
 from brainrl.sbi.inference.ood import DEFAULT_THRESHOLD, OODReference, summarize_scores
 from brainrl.sbi.simulation.prior import PARAM_NAMES
-from brainrl.sbi.theta.prompts import SYSTEM_PROMPT, build_theta_prompts
 from brainrl.sbi.simulation.topics import TOPICS
+from brainrl.sbi.theta.prompts import build_theta_prompts, system_prompt_for
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,11 @@ class ValidateConfig:
     completions_per_prompt: int = 1
     batch_prompts: int = 16
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=1.0, max_new_tokens=160))
-    system_prompt: str | None = SYSTEM_PROMPT
+    #: ``block`` (five numbered headlines, θ* as numbers) or ``headline`` (one headline, θ* in words after
+    #: worked examples: the SmolLM2 campaign's prompt), as in ``brainrl.sbi.theta.prompts``
+    prompt_style: str = "block"
+    #: "style" = the prompt style's system prompt (``theta_prompts.system_prompt_for``); None = none
+    system_prompt: str | None = "style"
     #: None = the posterior's training campaign's speech + brain pipeline (from its card)
     pipeline: PipelineConfig | None = None
     text_format: str = "campaign"  # or "raw" (speak the completion as generated)
@@ -212,7 +216,7 @@ def prior_reference(dec: ModelDecoding, names: Sequence[str], resamples: list[np
 
 def paired_differences(base: ModelDecoding, tuned: ModelDecoding, names: Sequence[str],
                        resamples: list[np.ndarray]) -> dict[str, Any]:
-    """tuned − base of RMSE and r per dim and of the reward, on completions where both decoded."""
+    """tuned − base of RMSE, r and squared error per dim and of the reward, on completions where both decoded."""
     both = base.ok & tuned.ok
     if both.sum() < 3:
         return {"n_pairs": int(both.sum())}
@@ -229,6 +233,11 @@ def paired_differences(base: ModelDecoding, tuned: ModelDecoding, names: Sequenc
     per_item = [-np.mean(np.sum((d.draws[rows] - d.targets[rows, None, :]) ** 2, -1), axis=1) for d in (base, tuned)]
     out: dict[str, Any] = {"n_pairs": int(both.sum()),
                            "reward": _mean_interval(per_item[1], base.prompt_index[rows], paired=per_item[0])}
+    # per dimension E_q(θ − θ*)² (a point judge: its squared error), tuned − base with the same interval as
+    # the reward: the reward's decomposition by dimension
+    sq = [np.mean((d.draws[rows] - d.targets[rows, None, :]) ** 2, axis=1) for d in (base, tuned)]
+    out["sq_error"] = {n: _mean_interval(sq[1][:, j], base.prompt_index[rows], paired=sq[0][:, j])
+                       for j, n in enumerate(names)}
     out["rmse"] = {n: _interval(point[0][j], np.array([b[0][j] for b in boots])) for j, n in enumerate(names)}
     out["pearson_r"] = {n: _interval(point[1][j], np.array([b[1][j] for b in boots])) for j, n in enumerate(names)}
     return out
@@ -250,7 +259,9 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], config: ValidateCon
     from brainrl.evaluation import sample_pair
 
     samples = sample_pair(model, tokenizer, prompts, config.sampling, per_prompt=config.completions_per_prompt,
-                          seed=config.seed * 1009, batch_prompts=config.batch_prompts, system=config.system_prompt,
+                          seed=config.seed * 1009, batch_prompts=config.batch_prompts,
+                          system=system_prompt_for(config.prompt_style) if config.system_prompt == "style"
+                          else config.system_prompt,
                           kl=False, progress=False, base_only=not adapter)
     index = samples.prompt_index.tolist()
     return {name: (texts, list(index)) for name, texts in samples.texts.items()}
@@ -409,7 +420,7 @@ def validate(posterior: Any, base: str, out_dir: str | Path, adapter: str | Path
         posterior = Posterior.load(posterior_dir)
     ood = ood or _load_ood(posterior, posterior_dir)
     names = tuple(getattr(posterior, "param_names", PARAM_NAMES))
-    rows = build_theta_prompts(config.n, config.seed, config.topics)
+    rows = build_theta_prompts(config.n, config.seed, config.topics, config.prompt_style)
     prompts = [r["prompt"] for r in rows]
     targets = np.array([r["theta_target"] for r in rows], dtype=float)
 
