@@ -5,8 +5,8 @@ with their 95% CIs, overall and per dimension, beside the text-ignoring baseline
 
 Rows: the distance −‖θ̂ − θ*‖² over all six dimensions (the training posterior's is E_q over its draws,
 the reward's form; a point judge's is its squared error), then per dimension the RMSE of the estimate
-(percentile prompt-bootstrap CI) and the tuned − base change of the squared error (prompt-clustered t
-interval, paired by prompt; negative = closer to θ*). "text-ignoring" is the same distance for a decoder
+(prompt jackknife t CI) and the tuned − base change of the squared error (prompt-clustered t interval,
+paired by prompt; negative = closer to θ*). "text-ignoring" is the same distance for a decoder
 that answers the prior (the prior mean for a point judge) whatever the text.
 """
 
@@ -16,11 +16,11 @@ import json
 import sys
 from pathlib import Path
 
+from brainrl.sbi.theta.validate import format_stat
+
 
 def _ci(stat: dict | None, digits: int = 3) -> str:
-    if not stat:
-        return "–"
-    return f"{stat['value']:+.{digits}f} [{stat['ci_low']:+.{digits}f}, {stat['ci_high']:+.{digits}f}]"
+    return format_stat(stat, digits) if stat else "–"
 
 
 def judge_table(label: str, entry: dict, names: list[str]) -> str:

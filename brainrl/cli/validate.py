@@ -22,7 +22,7 @@ def _validate(args: argparse.Namespace) -> int:
                                   model_kwargs=parse_key_values(args.model_arg), cache_dir=args.cache_dir)
     config = ValidateConfig(n=args.n, seed=args.seed, completions_per_prompt=args.completions_per_prompt,
                             sampling=sampling, pipeline=pipeline, n_samples=args.n_samples,
-                            ood_threshold=args.ood_threshold, bootstrap=args.bootstrap, text_format=args.text_format,
+                            ood_threshold=args.ood_threshold, text_format=args.text_format,
                             prompt_style=args.prompt_style)
     if args.topics:
         config.topics = [t.strip() for t in args.topics.split(",") if t.strip()]
@@ -69,7 +69,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     val.add_argument("--completions-per-prompt", type=int, default=1)
     val.add_argument("--n-samples", type=int, default=200, help="posterior draws per completion")
     val.add_argument("--ood-threshold", type=float, default=0.05, help="flag items with OOD p-value below this")
-    val.add_argument("--bootstrap", type=int, default=1000)
     val.add_argument("--temperature", type=float, default=1.0)
     val.add_argument("--top-p", type=float, default=1.0)
     val.add_argument("--max-new-tokens", type=int, default=160)
