@@ -3,7 +3,7 @@
 
 The loops run in the same process on the same policy weights, the same prompt, the same sampling
 settings (the anchor's: T 1.0, top-p 0.8, top-k 20, repetition penalty 1.05), the same max_new_tokens
-and the same reward model:
+and a reward of the same model shape (below):
 
 - brainrl AWSFT: ``AWSFTTrainer.train_step`` (the product's step): one batched ``generate`` through the
   merged LoRA weights (static KV cache + compiled decoding on CUDA: ``policy.generation``); all rewards
@@ -22,21 +22,23 @@ Rewards (``--reward``; left-Broca mean of each map in both cases):
 
 - ``synthetic`` (default on CPU): the recipe's brain pipeline with the synthetic model, every cache off;
   both loops call the same object (brainrl with the whole batch, the anchor with one text per call).
-- ``tribe-standin`` (default on CUDA): one TRIBE v2-shaped random-weight stand-in built once from
-  scripts/bench_tribe.py (Llama-3.2-3B text model, w2v-bert-2.0, TRIBE's fusion encoder; fp32 by
-  default). brainrl scores the G completions in one fast-path call with resident models (espeak speech
-  pool, one-pass text features batched over texts, batched w2v-bert, fusion over G windows), which is
-  what brainrl's tribe backend does. The anchor scores each completion separately through the
-  reconstructed reference path (feature models rebuilt on every call, one Llama pass per word on its
-  left context in batches of 4, per-clip CPU fbank + w2v-bert, fusion on one window). gTTS and WhisperX
-  cannot run offline: espeak speaks instead of gTTS, WhisperX is not run, and the rebuild is a random
-  init on the device (no disk read), so the anchor's measured reward is a lower bound of its real one.
-  Only measured stages enter the totals; a separate, labelled line adds the anchor log's WhisperX median
-  (15.4 s per call) for context.
+- ``tribe`` (default on CUDA): brainrl scores the G completions of a step in one call of its own reward,
+  ``ROIReward`` on a ``BrainPipeline`` with ``model: tribe``, i.e. the shipped backend (``TribeEngine``
+  in-process: TRIBE v2's own predict from $BRAINRL_TRIBEV2_SRC with brainrl's one-pass text features and
+  batched audio features, resident models, espeak speech pool), on the random-weight stand-in that
+  tribev2's own config and FmriEncoder build at TRIBE v2's real shapes (brainrl/brain/tribe/standin.py:
+  Llama-3.2-3B, w2v-bert-2.0, TRIBE's fusion model; built once in --tribe-workdir, shared with
+  ``bench_tribe.py --backend``). The anchor scores each completion separately through the reconstructed
+  reference path (scripts/bench_tribe.py: feature models rebuilt on every call, one Llama pass per word on
+  its left context in batches of 4, per-clip CPU fbank + w2v-bert, fusion on one window), at the same
+  shapes with other random weights. gTTS and WhisperX cannot run offline: espeak speaks instead of gTTS,
+  WhisperX is not run, and the rebuild is a random init on the device (no disk read), so the anchor's
+  measured reward is a lower bound of its real one. Only measured stages enter the totals; a separate,
+  labelled line adds the anchor log's WhisperX median (15.4 s per call) for context.
 
 Examples:
     python scripts/bench_train.py --device cpu --tiny                  # smoke test (seconds)
-    python scripts/bench_train.py --device cpu --tiny --reward tribe-standin --speech-workers 1
+    BRAINRL_TRIBEV2_SRC=... python scripts/bench_train.py --device cpu --tiny --reward tribe --speech-workers 1
     python scripts/bench_train.py --device cpu --policy smollm2 --groups 4 --max-new-tokens 64 --steps 1
     python scripts/bench_train.py --device cuda --policy qwen2.5-0.5b --groups 4 8 --max-new-tokens 200 --steps 1
     python scripts/bench_train.py --device cuda --policy qwen2.5-3b --groups 4 8 --max-new-tokens 200 --steps 1
@@ -44,8 +46,8 @@ Examples:
 The Qwen policies are random-weight models built from local configs with the real dimensions (no hub).
 Their token ids decode through a local vocabulary of English word pieces (3 in 4 ids start a word, the
 rest are suffixes and punctuation), so 200 tokens make about 150 spoken words, as English text does.
-The GPU run needs torch, transformers, peft, accelerate, numpy, scipy, soundfile, espeakng-loader and
-brainrl (not trl, datasets, nilearn or rich).
+With --reward tribe it also needs TRIBE v2's environment (scripts/setup_tribe_tier.sh: tribev2's checkout in
+$BRAINRL_TRIBEV2_SRC, neuralset, neuraltrain, exca, x_transformers, julius).
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ ANCHOR_SYSTEM = ("You are a highly articulate assistant. Respond with vivid, det
 ANCHOR_SAMPLING = {"do_sample": True, "temperature": 1.0, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}
 #: median WhisperX time per call in the anchor's log (shared/docs/anchor-experiment.md); context only, never measured
 ANCHOR_WHISPERX_MEDIAN_S = 15.4
-REWARDS = ("synthetic", "tribe-standin")
+REWARDS = ("synthetic", "tribe")
 
 QWEN_SHAPES = {  # Qwen2.5-{0.5B,3B}-Instruct config.json dimensions
     "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
@@ -161,70 +163,94 @@ def synthetic_reward(brain_model: str):
     return reward, reward, description
 
 
-def _make_standin_reward_class():
+def _add_seconds(target: dict[str, float], timings: dict[str, float]) -> None:
+    for stage, seconds in timings.items():
+        if not stage.startswith("total") and not math.isnan(seconds):
+            target[stage.split(" (")[0]] += seconds
+
+
+def _make_reward_classes():
     from brainrl.rewards import ROIReward, completion_text
     from brainrl.rewards.base import Reward
 
-    class StandinBrocaReward(Reward):
-        """Left-Broca mean of the TRIBE-shaped stand-in's map: a TRL-style batch reward.
+    class BackendStageTimer(Reward):
+        """brainrl's own reward, called unchanged: ``ROIReward`` on a ``BrainPipeline`` whose model is the
+        shipped TRIBE backend (``model: tribe``). Only the clock is added: seconds in speech, in the engine's
+        one-pass text features and batched audio features (its own counters), in the rest of TRIBE's
+        predict (data loading, fusion, splitting) and in the rest of the reward (ROI statistic, plumbing)
+        add up in ``stage_seconds``; ``reset_stages`` empties them before each measured step."""
 
-        ``path="fast"`` scores the whole batch in one fast-path call with resident models (brainrl's tribe
-        backend); ``path="reference"`` scores each text on its own through the reconstructed per-call
-        pipeline (the anchor's TRIBE calls minus gTTS/WhisperX). Seconds per stage add up in
-        ``stage_seconds`` (reset by the benchmark before each measured step). Empty texts and failed
-        items score ``None`` with a logged reason; a failed batch is retried one item at a time."""
+        def __init__(self, reward, pipeline):
+            super().__init__(reward.__name__)
+            self.reward, self.pipeline = reward, pipeline
+            self.engine = pipeline.model._engine  # in-process TribeEngine (worker=False)
+            self.stage_seconds: dict[str, float] = defaultdict(float)
+            self.calls = 0
+            self._speech_s = self._predict_s = 0.0
+            synthesize, predict = pipeline.speech.synthesize_safe, self.engine.predict
 
-        def __init__(self, pipe, speech, path: str):
-            if path not in ("fast", "reference"):
-                raise ValueError(f"path must be 'fast' or 'reference', got {path!r}")
-            super().__init__(f"broca_mean_standin_{path}")
-            self.pipe, self.speech, self.path = pipe, speech, path
+            def timed_synthesize(texts):
+                t0 = time.perf_counter()
+                try:
+                    return synthesize(texts)
+                finally:
+                    self._speech_s += time.perf_counter() - t0
+
+            def timed_predict(stimuli):
+                t0 = time.perf_counter()
+                try:
+                    return predict(stimuli)  # numpy maps back: the device work is done when it returns
+                finally:
+                    self._predict_s += time.perf_counter() - t0
+
+            pipeline.speech.synthesize_safe, self.engine.predict = timed_synthesize, timed_predict
+
+        def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **columns: Any
+                     ) -> list[float | None]:
+            engine = self.engine
+            text0, audio0 = engine.text_stats.seconds, engine.audio_stats.seconds
+            self._speech_s = self._predict_s = 0.0
+            t0 = time.perf_counter()
+            values = self.reward(prompts=prompts, completions=completions, **columns)
+            total = time.perf_counter() - t0
+            self.last_failures = dict(self.reward.last_failures)
+            text, audio = engine.text_stats.seconds - text0, engine.audio_stats.seconds - audio0
+            _add_seconds(self.stage_seconds, {
+                "speech": self._speech_s, "text_features": text, "audio_features": audio,
+                "tribe_rest": self._predict_s - text - audio, "roi_and_plumbing": total - self._speech_s - self._predict_s})
+            self.calls += 1
+            return values
+
+    class ReferenceBrocaReward(Reward):
+        """The anchor's TRIBE calls, reconstructed: each completion on its own through bench_tribe's reference
+        path (feature models rebuilt on every call, per-word Llama passes in batches of 4, CPU fbank +
+        w2v-bert on the clip, fusion on one window), then the left-Broca mean. Seconds per stage add up in
+        ``stage_seconds``. Empty texts and failed items score ``None`` with a logged reason."""
+
+        def __init__(self, pipe, speech):
+            super().__init__("broca_mean_anchor_reference")
+            self.pipe, self.speech = pipe, speech
             self.roi = ROIReward("broca", statistic="mean")
             self.stage_seconds: dict[str, float] = defaultdict(float)
             self.calls = 0
 
-        def _add(self, timings: dict[str, float]) -> None:
-            self.calls += 1
-            for stage, seconds in timings.items():
-                if not stage.startswith("total") and not math.isnan(seconds):
-                    self.stage_seconds[stage.split(" (")[0]] += seconds
-
-        def _predict(self, texts: list[str]) -> list:
-            if self.path == "fast":
-                timings, maps = self.pipe.fast(texts, self.speech)
-                self._add(timings)
-                return list(maps)
-            out = []
-            for text in texts:  # one call per completion, as the anchor did
-                timings, brain_map = self.pipe.reference_predict(text, self.speech)
-                self._add(timings)
-                out.append(brain_map)
-            return out
-
         def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **columns: Any
                      ) -> list[float | None]:
             self.last_failures = {}
-            texts = [completion_text(c).strip() for c in completions]
-            values: list[float | None] = [None] * len(texts)
-            todo = []
-            for i, text in enumerate(texts):
-                if text.split():
-                    todo.append(i)
-                else:
+            values: list[float | None] = []
+            for i, completion in enumerate(completions):  # one call per completion, as the anchor did
+                text = completion_text(completion).strip()
+                values.append(None)
+                if not text.split():
                     self._fail(i, "empty completion: nothing to speak")
-            try:
-                maps = list(zip(todo, self._predict([texts[i] for i in todo]))) if todo else []
-            except Exception as err:  # noqa: BLE001 - retry item by item so one bad text fails alone
-                if len(todo) == 1:
-                    self._fail(todo[0], f"{type(err).__name__}: {err}")
-                    return values
-                maps = []
-                for i in todo:
-                    try:
-                        maps.append((i, self._predict([texts[i]])[0]))
-                    except Exception as item_err:  # noqa: BLE001
-                        self._fail(i, f"{type(item_err).__name__}: {item_err}")
-            for i, brain_map in maps:
+                    continue
+                try:
+                    timings, brain_map = self.pipe.reference_predict(text, self.speech)
+                except Exception as err:  # noqa: BLE001 - one bad text fails alone
+                    self._fail(i, f"{type(err).__name__}: {err}")
+                    continue
+                self.calls += 1
+                _add_seconds(self.stage_seconds, timings)
                 value = float(self.roi.value(brain_map))
                 if math.isnan(value):
                     self._fail(i, "reward is NaN")
@@ -232,49 +258,92 @@ def _make_standin_reward_class():
                     values[i] = value
             return values
 
-    return StandinBrocaReward
+    return BackendStageTimer, ReferenceBrocaReward
 
 
-def standin_rewards(device: str, tiny: bool, dtype: str, fbank: str, speech_workers: int, audio_batch: int, seed: int):
-    """Build the TRIBE-shaped stand-in once; return (brainrl's fast-path reward, the anchor's per-call reward,
-    a description). Both rewards share the same models, tokenizer and speech engine."""
+def anchor_reference_reward(device: str, tiny: bool, dtype: str, speech_workers: int, seed: int):
+    """The anchor's per-completion TRIBE path on bench_tribe's stand-in (TRIBE v2's shapes, random weights)."""
     from bench_tribe import Pipeline, Speech, build_byte_bpe_tokenizer, make_texts
 
     torch.manual_seed(seed)
-    corpus = make_texts(200, 100, seed)
-    tokenizer = build_byte_bpe_tokenizer(corpus, vocab_size=1000 if tiny else 4000)
+    tokenizer = build_byte_bpe_tokenizer(make_texts(200, 100, seed), vocab_size=1000 if tiny else 4000)
     speech = Speech(speech_workers)
-    # feature_seed: the anchor path's per-call rebuilds draw the resident models' weights, so both loops
-    # score with one and the same model
-    options = argparse.Namespace(device=device, dtype=dtype, tiny=tiny, fbank=fbank, fbank_dtype="float64",
-                                 audio_batch=audio_batch, feature_seed=seed)
-    pipe = Pipeline(options, tokenizer)
-    reward_cls = _make_standin_reward_class()
-    fast, reference = reward_cls(pipe, speech, "fast"), reward_cls(pipe, speech, "reference")
-    warm = make_texts(2, 20, seed + 1)  # kernels, allocator, pool processes: not inside a timed step
-    fast(completions=warm)
-    reference(completions=warm[:1])
     if speech.engine is None:
         print(f"WARNING: {speech.name}; install espeakng-loader for real speech", file=sys.stderr)
+    # feature_seed: every per-call rebuild draws the same weights (one model across the anchor's calls)
+    options = argparse.Namespace(device=device, dtype=dtype, tiny=tiny, fbank="cpu", fbank_dtype="float64",
+                                 audio_batch=1, feature_seed=seed)
+    pipe = Pipeline(options, tokenizer)
+    reward = _make_reward_classes()[1](pipe, speech)
     description = {
-        "kind": "tribe-standin",
-        "models": "random-weight stand-ins of TRIBE v2's shapes (scripts/bench_tribe.py): Llama-3.2-3B text "
-                  "model, w2v-bert-2.0, fusion encoder" + (" [tiny configs]" if tiny else ""),
-        "params": {"llama": sum(p.numel() for p in pipe.llama.parameters()),
-                   "w2v_bert": sum(p.numel() for p in pipe.w2v.parameters()),
-                   "fusion": sum(p.numel() for p in pipe.fusion.parameters())},
-        "dtype": dtype, "speech": speech.name,
-        "brainrl_path": f"one fast-path call per step: speech pool ({speech_workers} workers), one-pass text features "
-                        f"batched over texts, audio front end '{fbank}' + w2v-bert in batches of {audio_batch}, "
-                        "fusion over G windows; resident models",
+        "anchor_models": "bench_tribe.py's stand-ins of TRIBE v2's shapes: Llama-3.2-3B text model, w2v-bert-2.0, "
+                         "fusion encoder" + (" [tiny configs]" if tiny else ""),
+        "anchor_params": {"llama": sum(p.numel() for p in pipe.llama.parameters()),
+                          "w2v_bert": sum(p.numel() for p in pipe.w2v.parameters()),
+                          "fusion": sum(p.numel() for p in pipe.fusion.parameters())},
         "anchor_path": "one reference call per completion: feature models rebuilt (random init on the device, no "
                        "disk read), per-word Llama passes in batches of 4, CPU fbank + w2v-bert on the clip, fusion "
                        "on one window",
-        "not_run": "gTTS (espeak speaks instead) and WhisperX: no network",
-        "statistic": "left Broca mean over vertices and frames (brainrl ROIReward 'broca', 'mean')",
-        "text_tokenizer": f"byte BPE trained on bench_tribe texts, vocab {len(tokenizer)}",
+        "anchor_speech": speech.name,
+        "anchor_text_tokenizer": f"byte BPE trained on bench_tribe texts, vocab {len(tokenizer)}",
     }
-    return fast, reference, description
+    return reward, description
+
+
+def tribe_rewards(args):
+    """brainrl's reward through the shipped TRIBE backend, and the anchor's reconstructed per-call path.
+
+    brainrl: the product's ``ROIReward('broca', 'mean')`` on a ``BrainPipeline`` with ``model: tribe``
+    (in-process ``TribeEngine``: TRIBE v2's own code from $BRAINRL_TRIBEV2_SRC with brainrl's one-pass text
+    and batched audio features, resident models) on the random-weight stand-in that tribev2's own config and
+    FmriEncoder build (brainrl/brain/tribe/standin.py; TRIBE v2's real shapes, or tiny with --tiny), espeak
+    speech with ``--speech-workers`` processes, every cache off. Anchor: ``anchor_reference_reward``.
+    The two have the same shapes but not the same random weights: the benchmark times them; the values
+    are not compared."""
+    from bench_tribe import enter_backend_standin, make_texts
+    from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
+    from brainrl.rewards import ROIReward
+
+    shape = "tiny" if args.tiny_standin else "real"
+    work = Path(args.tribe_workdir or ROOT / "runs" / "bench" / f"tribe-standin-{shape}")
+    checkpoint = enter_backend_standin(work, shape, make_texts(200, 100, args.seed), flag="--reward tribe")
+    tribe = {"worker": False, "checkpoint_dir": str(checkpoint), "device": args.device, "dtype": args.tribe_dtype,
+             "allow_bf16": args.tribe_dtype == "bfloat16", "cache_max_gb": 0, "cache_folder": str(work / "cache"),
+             "audio_batch_size": args.audio_batch}
+    pipeline = BrainPipeline(PipelineConfig(speech="espeak", speech_kwargs={"workers": args.speech_workers},
+                                            model="tribe", model_kwargs=tribe, cache_dir="", memory_items=0))
+    product = ROIReward("broca", statistic="mean", name="broca_mean").use_pipeline(pipeline)
+    brainrl_reward = _make_reward_classes()[0](product, pipeline)
+    anchor_reward, anchor_info = anchor_reference_reward(args.device, args.tiny_standin, args.tribe_dtype,
+                                                         args.speech_workers, args.seed)
+    t0 = time.perf_counter()
+    pipeline.model._engine.load()
+    load_s = time.perf_counter() - t0
+    warm = make_texts(2, 20, args.seed + 1)  # kernels, allocator, pool processes: not inside a timed step
+    for reward in (brainrl_reward, anchor_reward):
+        values = reward(completions=warm)
+        if any(v is None for v in values):
+            raise RuntimeError(f"warm-up of {reward.__name__} failed: {reward.last_failures}")
+    reset_stages(brainrl_reward)
+    reset_stages(anchor_reward)
+    description = {
+        "kind": "tribe",
+        "brainrl_path": "the product's ROIReward on BrainPipeline(model: tribe): in-process TribeEngine (TRIBE v2's "
+                        "own predict with brainrl's one-pass text features and batched audio features, resident "
+                        f"models), espeak speech pool ({args.speech_workers} workers), one call per step, every "
+                        "cache off",
+        "brainrl_models": "random-weight stand-in built by tribev2's own config and FmriEncoder "
+                          f"(brainrl/brain/tribe/standin.py, {shape} shapes: Llama-3.2-3B, w2v-bert-2.0, TRIBE's "
+                          "fusion model; a toy text tokenizer)",
+        "brain_model": pipeline.model.identity(), "backend_load_s": load_s,
+        "dtype": args.tribe_dtype, "speech": pipeline.speech.describe(),
+        **anchor_info,
+        "not_run": "gTTS (espeak speaks instead) and WhisperX: no network",
+        "weights_note": "same shapes, different random weights in the two loops: the benchmark times them, the "
+                        "reward values are not compared",
+        "statistic": "left Broca mean over vertices and frames (brainrl ROIReward 'broca', 'mean')",
+    }
+    return brainrl_reward, anchor_reward, description
 
 
 def stage_snapshot(reward) -> dict[str, float]:
@@ -526,8 +595,9 @@ def print_report(args, results: list[dict[str, Any]], reward_info: dict[str, Any
     print(f"\nseconds per step: {args.policy} on {args.device}, {args.max_new_tokens} new tokens, reward "
           f"{reward_info['kind']} (mean of {args.steps} measured step(s) after a "
           f"{min(args.warmup_tokens, args.max_new_tokens)}-token warm-up)")
-    if reward_info["kind"] == "tribe-standin":
-        print(f"  speech: {reward_info['speech']}; stand-in dtype {reward_info['dtype']}; not run: {reward_info['not_run']}")
+    if reward_info["kind"] == "tribe":
+        print(f"  brainrl: {reward_info['brainrl_path']}; {reward_info['dtype']}")
+        print(f"  anchor: {reward_info['anchor_path']}; {reward_info['dtype']}; not run: {reward_info['not_run']}")
     head = (f"{'G':>3} {'loop':<13} {'step s':>8} {'generation':>17} {'ms/token':>8} {'reward':>17} {'update':>17} "
             f"{'tokens':>7} {'words':>6}")
     print(head)
@@ -575,19 +645,21 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup-tokens", type=int, default=32,
                         help="max_new_tokens of the untimed warm-up step of each loop (default 32)")
     parser.add_argument("--reward", default=None, choices=REWARDS,
-                        help="synthetic (default on cpu) or tribe-standin (default on cuda)")
+                        help="synthetic (default on cpu) or tribe (default on cuda: the shipped TRIBE backend on a "
+                             "random-weight stand-in; needs $BRAINRL_TRIBEV2_SRC)")
     parser.add_argument("--brain-model", default="synthetic", help="brain model of --reward synthetic")
     parser.add_argument("--tiny-standin", action="store_true",
-                        help="tiny configs for the TRIBE stand-in (implied by --tiny): a CPU smoke test")
-    parser.add_argument("--standin-dtype", default="float32", choices=["float32", "bfloat16"],
-                        help="dtype of the TRIBE stand-in (fp32 = brainrl's tribe default; bf16 needs a parity check)")
-    parser.add_argument("--standin-fbank", default="cpu", choices=["cpu", "gpu"],
-                        help="audio front end of brainrl's fast path: cpu = TRIBE's extractor (what the tribe "
-                             "backend runs), gpu = brainrl/brain/tribe/audio_frontend.py; the anchor path always "
-                             "uses cpu")
+                        help="tiny shapes for the TRIBE stand-ins (implied by --tiny): a CPU smoke test")
+    parser.add_argument("--tribe-workdir", default=None,
+                        help="--reward tribe: folder of the backend's stand-in, built once and reused (default "
+                             "runs/bench/tribe-standin-<shape>; scripts/bench_tribe.py --backend --workdir shares it)")
+    parser.add_argument("--tribe-dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="--reward tribe: dtype of both loops' TRIBE models (float32 = the backend's default; "
+                             "bfloat16 = TribeConfig(allow_bf16=True), parity-checked by bench_tribe.py --backend)")
     parser.add_argument("--speech-workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="espeak processes of the stand-in's speech pool (default min(8, CPU count))")
-    parser.add_argument("--audio-batch", type=int, default=8, help="clips per w2v-bert forward in the fast path")
+    parser.add_argument("--audio-batch", type=int, default=8,
+                        help="--reward tribe: clips per batched w2v-bert forward in the backend (audio_batch_size)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None,
                         help="JSON output (default: runs/bench/bench_<policy>_<device>_<reward>.json)")
@@ -599,7 +671,9 @@ def main(argv=None) -> int:
         args.max_new_tokens = min(args.max_new_tokens, 16)
         args.steps = min(args.steps, 1)
     if args.reward is None:
-        args.reward = "tribe-standin" if args.device == "cuda" else "synthetic"
+        args.reward = "tribe" if args.device == "cuda" else "synthetic"
+    if args.out:
+        args.out = str(Path(args.out).resolve())  # --reward tribe enters the stand-in's folder
     for name in ("steps", "warmup_tokens", "max_new_tokens", "speech_workers", "audio_batch"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -618,9 +692,7 @@ def main(argv=None) -> int:
     if args.reward == "synthetic":
         brainrl_reward, anchor_reward, reward_info = synthetic_reward(args.brain_model)
     else:
-        brainrl_reward, anchor_reward, reward_info = standin_rewards(
-            args.device, args.tiny_standin, args.standin_dtype, args.standin_fbank, args.speech_workers, args.audio_batch,
-            args.seed)
+        brainrl_reward, anchor_reward, reward_info = tribe_rewards(args)
     lora = LoraConfig(r=32, alpha=64, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"])
     results = []
     try:
@@ -635,7 +707,7 @@ def main(argv=None) -> int:
                 for key, loop in (("speedup", "brainrl"), ("speedup_grpo", "brainrl_grpo")):
                     if loop in row:
                         row[key] = row["anchor"]["step_s"] / row[loop]["step_s"]
-                if args.reward == "tribe-standin":
+                if args.reward == "tribe":
                     added = ANCHOR_WHISPERX_MEDIAN_S * n  # one WhisperX call per completion in the anchor
                     step = row["anchor"]["step_s"] + added
                     row["anchor_with_whisperx"] = {
@@ -646,9 +718,9 @@ def main(argv=None) -> int:
                            if loop in row}}
                 results.append(row)
     finally:
-        speech = getattr(brainrl_reward, "speech", None)
-        if speech is not None:
-            speech.close()
+        for closable in (getattr(brainrl_reward, "pipeline", None), getattr(anchor_reward, "speech", None)):
+            if closable is not None:
+                closable.close()
     report = {
         "policy": args.policy, "device": args.device, "policy_dtype": str(dtype), "max_new_tokens": args.max_new_tokens,
         "measured_steps": args.steps, "warmup_tokens": args.warmup_tokens, "seed": args.seed,

@@ -524,26 +524,43 @@ def backend_run(engine, speech: "Speech", texts: list[str], batch: int) -> tuple
     return stages, maps
 
 
+def enter_backend_standin(work: Path, shape: str, corpus: list[str], flag: str = "--backend") -> Path:
+    """Make TRIBE v2's code importable and its random-weight stand-in (brainrl/brain/tribe/standin.py) ready in
+    ``work`` (built once, reused by later runs), and enter its hub folder, where the feature models load
+    from (./meta-llama/..., ./facebook/...). Returns the checkpoint folder for ``TribeConfig.checkpoint_dir``."""
+    from brainrl.brain.tribe import standin
+
+    src = standin.tribev2_source()
+    if src is None:
+        raise SystemExit(f"{flag} runs TRIBE v2's code: set {standin.SRC_ENV} to a checkout of facebookresearch/tribev2 "
+                         f"at {standin.TRIBEV2_COMMIT[:7]} (scripts/setup_tribe_tier.sh)")
+    if str(src) not in sys.path:
+        sys.path.insert(0, str(src))
+    work = work.resolve()
+    os.environ.setdefault("DATAPATH", str(work / "data"))  # tribev2.grids.defaults reads both at import
+    os.environ.setdefault("SAVEPATH", str(work / "save"))
+    checkpoint = work / "ckpt" / "base"
+    shape_file = work / "shape.txt"
+    if (checkpoint / "best.ckpt").exists() and shape_file.exists() and shape_file.read_text() != shape:
+        raise SystemExit(f"{work} holds a {shape_file.read_text()!r} stand-in, not {shape!r}: use another work folder")
+    if not (checkpoint / "best.ckpt").exists():
+        standin.build_feature_models(work / "hub", corpus, shape=shape)
+        standin.build_checkpoint("base", checkpoint, work / "scratch", shape=shape)
+        shape_file.write_text(shape)
+    os.chdir(work / "hub")
+    return checkpoint
+
+
 def backend_main(args) -> int:
     from brainrl.brain.tribe import standin
     from brainrl.brain.tribe.config import TribeConfig
     from brainrl.brain.tribe.engine import TribeEngine
 
-    src = standin.tribev2_source()
-    if src is None:
-        raise SystemExit(f"--backend runs TRIBE v2's code: set {standin.SRC_ENV} to a checkout of facebookresearch/tribev2 "
-                         f"at {standin.TRIBEV2_COMMIT[:7]} (scripts/setup_tribe_tier.sh)")
-    sys.path.insert(0, str(src))
-    work = Path(args.workdir or Path(args.out).with_suffix("").as_posix() + "-standin").resolve()
-    os.environ.setdefault("DATAPATH", str(work / "data"))
-    os.environ.setdefault("SAVEPATH", str(work / "save"))
+    work = Path(args.workdir or Path(args.out).with_suffix("").as_posix() + "-standin")
     shape = "tiny" if args.tiny else "real"
     batches = [int(b) for b in args.batches.split(",")]
     texts = make_texts(sum(b * (args.reps + 1) for b in batches), args.words, args.seed)
-    if not (work / "ckpt" / "base" / "best.ckpt").exists():
-        standin.build_feature_models(work / "hub", texts, shape=shape)
-        standin.build_checkpoint("base", work / "ckpt" / "base", work / "scratch", shape=shape)
-    os.chdir(work / "hub")  # the feature models load from ./meta-llama/..., ./facebook/...
+    checkpoint = enter_backend_standin(work, shape, texts)
     speech = Speech(args.speech_workers)
     settings = [("fast", args.dtype, "one-pass", "batched")]
     if args.compare_reference:
@@ -553,9 +570,9 @@ def backend_main(args) -> int:
     results, maps_by_setting = {}, {}
     for label, dtype, text_mode, audio_mode in settings:
         extra = {"allow_bf16": True} if dtype == "bfloat16" else {}
-        engine = TribeEngine(TribeConfig(checkpoint_dir=str(work / "ckpt" / "base"), device=args.device, dtype=dtype,
+        engine = TribeEngine(TribeConfig(checkpoint_dir=str(checkpoint), device=args.device, dtype=dtype,
                                          text_features=text_mode, audio_features=audio_mode, cache_max_gb=0,
-                                         max_stimuli_per_call=max(batches), cache_folder=str(work / f"cache-{label}"),
+                                         max_stimuli_per_call=max(batches), cache_folder=str(checkpoint.parent.parent / f"cache-{label}"),
                                          **extra)).load()
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()

@@ -22,7 +22,8 @@ def _validate(args: argparse.Namespace) -> int:
                                   model_kwargs=parse_key_values(args.model_arg), cache_dir=args.cache_dir)
     config = ValidateConfig(n=args.n, seed=args.seed, completions_per_prompt=args.completions_per_prompt,
                             sampling=sampling, pipeline=pipeline, n_samples=args.n_samples,
-                            ood_threshold=args.ood_threshold, bootstrap=args.bootstrap, text_format=args.text_format)
+                            ood_threshold=args.ood_threshold, text_format=args.text_format,
+                            prompt_style=args.prompt_style)
     if args.topics:
         config.topics = [t.strip() for t in args.topics.split(",") if t.strip()]
     result = validate(args.posterior, args.base, args.out, adapter=args.adapter, config=config,
@@ -47,7 +48,7 @@ def _theta_prompts(args: argparse.Namespace) -> int:
     from brainrl.sbi.simulation.topics import TOPICS
 
     topics = [t.strip() for t in args.topics.split(",")] if args.topics else list(TOPICS)
-    rows = build_theta_prompts(args.n, args.seed, topics)
+    rows = build_theta_prompts(args.n, args.seed, topics, args.style)
     path = write_theta_prompts(rows, args.out, args.text_out)
     print(f"wrote {len(rows)} rows to {path}" + (f" and {args.text_out}" if args.text_out else ""))
     return 0
@@ -62,10 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     val.add_argument("--n", type=int, default=64, help="held-out (θ*, topic) prompts")
     val.add_argument("--seed", type=int, default=1000, help="θ* draws and sampling seeds (training prompts use 0)")
     val.add_argument("--topics", help="comma-separated topics (default: the ten of the paper)")
+    val.add_argument("--prompt-style", default="block", choices=["block", "headline"],
+                     help="block: five numbered headlines, θ* as numbers; headline: one headline, θ* in words after "
+                          "worked examples (the SmolLM2 campaign's prompt; recipes/offline_theta_headline_*.yaml)")
     val.add_argument("--completions-per-prompt", type=int, default=1)
     val.add_argument("--n-samples", type=int, default=200, help="posterior draws per completion")
     val.add_argument("--ood-threshold", type=float, default=0.05, help="flag items with OOD p-value below this")
-    val.add_argument("--bootstrap", type=int, default=1000)
     val.add_argument("--temperature", type=float, default=1.0)
     val.add_argument("--top-p", type=float, default=1.0)
     val.add_argument("--max-new-tokens", type=int, default=160)
@@ -95,6 +98,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tp.add_argument("--n", type=int, required=True)
     tp.add_argument("--seed", type=int, default=0)
     tp.add_argument("--topics", help="comma-separated topics (default: the ten of the paper)")
+    tp.add_argument("--style", default="block", choices=["block", "headline"],
+                    help="block: five numbered headlines, θ* as numbers; headline: one headline, θ* in words (level "
+                         "centres) after worked examples; its system prompt is theta_prompts.system_prompt_for")
     tp.add_argument("--out", required=True, help="JSONL with prompt, theta_target, topic")
     tp.add_argument("--text-out", help="also write the prompts one per line (the trainers' data.train format)")
     tp.set_defaults(func=_theta_prompts)

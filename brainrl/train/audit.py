@@ -52,6 +52,9 @@ class AuditConfig:
     min_rank: float = 0.75
     #: audits pooled for the decision (reset by a refit)
     window: int = 3
+    #: pooled audited items needed before agreement may trigger an action: r and concordance of a single
+    #: prompt group (a few completions of one prompt, little spread) are too noisy to act on
+    min_items: int = 12
     on_drift: str = "refit"
     max_refits: int = 4
     #: weight of each audited pair against each original training pair in a refit
@@ -63,8 +66,9 @@ class AuditConfig:
     def __post_init__(self) -> None:
         if self.on_drift not in ON_DRIFT:
             raise ValueError(f"audit.on_drift must be one of {', '.join(ON_DRIFT)}; got {self.on_drift!r}.")
-        if self.every < 1 or self.groups < 1 or self.window < 1 or self.max_refits < 0:
-            raise ValueError("audit.every, audit.groups and audit.window must be >= 1, audit.max_refits >= 0.")
+        if self.every < 1 or self.groups < 1 or self.window < 1 or self.max_refits < 0 or self.min_items < 3:
+            raise ValueError("audit.every, audit.groups and audit.window must be >= 1, audit.max_refits >= 0, "
+                             "audit.min_items >= 3.")
         if not (-1.0 <= self.min_r <= 1.0 and 0.0 <= self.min_rank <= 1.0) or self.refit_weight <= 0:
             raise ValueError("audit.min_r must lie in [-1, 1], audit.min_rank in [0, 1], audit.refit_weight > 0.")
 
@@ -135,7 +139,7 @@ class AuditedReward(Reward):
         row = {"step": call + 1, "mode": self.mode, "audited_items": len(items), "audited_groups": len(chosen),
                "teacher_s": teacher_s, **self._agreement(pairs), "refits": self.refits}
         action = "none"
-        if row["pooled_items"] >= 3 and self._drifted(row):
+        if row["pooled_items"] >= cfg.min_items and self._drifted(row):
             action = self._on_drift(row)
             if action in ("refit", "teacher"):
                 values = self._relay(self.student if self.mode == "student" else self.teacher, prompts, completions,

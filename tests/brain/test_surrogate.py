@@ -71,15 +71,17 @@ def test_syntactic_load_raises_the_weighted_syntax_feature():
 
 
 def test_speaking_rate_is_recovered_from_whole_text_durations():
-    truth = SpeakingRate(base=0.09, per_letter=0.06, per_piece=0.03, comma=0.2, stop=0.4)
+    truth = SpeakingRate(base=0.09, per_letter=0.06, per_piece=0.03, comma=0.2, stop=0.4, per_digit=0.25)
     texts = varied_texts(60, seed=5)
+    texts = [f"{t} In {1900 + 7 * i} about {i * 13} of them." if i % 3 == 0 else t for i, t in enumerate(texts)]
     seconds = []
     for text in texts:
         s = token_stats(text)
-        seconds.append(float(truth.seconds(s.letters, s.pieces, s.comma, s.stop).sum()))
+        assert s.digits.sum() == sum(ch.isdigit() for ch in text)
+        seconds.append(float(truth.seconds(s.letters, s.pieces, s.comma, s.stop, s.digits).sum()))
     fitted, fit = fit_speaking_rate(texts, seconds)
     assert fit["fitted"] and fit["r"] > 0.999
-    for name in ("base", "per_letter", "per_piece", "comma", "stop"):
+    for name in ("base", "per_letter", "per_piece", "comma", "stop", "per_digit"):
         assert getattr(fitted, name) == pytest.approx(getattr(truth, name), abs=1e-6), name
 
 
@@ -190,7 +192,7 @@ def test_syntax_from_flags_equals_the_teachers_syntactic_load():
         tokens = text.split()
         tails = [t[len(t.rstrip(".,;:!?\u2013\u2014\"')]")):] for t in tokens]
         expected = syntactic_load(tokens, tails)
-        _, comma, stop, _, opener = _WORDS.values[_WORDS.lookup(tokens)].T
+        _, comma, stop, _, opener, _ = _WORDS.values[_WORDS.lookup(tokens)].T
         np.testing.assert_allclose(syntactic_load_flags(opener, comma, stop), expected, rtol=0, atol=1e-12)
         assert row[col] == pytest.approx(expected.max(), abs=1e-12)
 

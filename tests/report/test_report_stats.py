@@ -6,12 +6,15 @@ import pytest
 from brainrl.report.stats import (
     ModelSample,
     StatsConfig,
-    _percentile_ci,
     bh_qvalues,
     cluster_interval,
     cohens_d,
     compare_samples,
+    jackknife_interval,
+    pearson_interval,
+    percentile_interval,
     prompt_bootstrap_weights,
+    rmse_interval,
     stratified_bootstrap_weights,
 )
 
@@ -233,7 +236,7 @@ def test_percentile_bootstrap_under_covers_with_few_prompts():
     for _ in range(trials):
         base, _, strata = _prompt_experiment(rng, n_prompts, 3, 0.0)
         w, _, _ = prompt_bootstrap_weights(strata, strata, 1000, rng)
-        low, high = _percentile_ci(w @ base, 0.95, n_prompts, 1)
+        low, high = percentile_interval(w @ base, 0.95, n_prompts, 1)
         hits += low <= 0.0 <= high
     assert hits / trials < 0.92
 
@@ -264,3 +267,59 @@ def test_prompt_bootstrap_rows_resample_whole_prompts_like_the_weights():
         for p in np.unique(index[r]):  # a drawn prompt brings every one of its rows, the same number of times
             assert len(set(np.bincount(r, minlength=6)[index == p])) == 1
         assert values[r].mean() == pytest.approx(w @ values)
+
+
+def test_jackknife_interval_of_a_mean_is_the_cluster_t_interval():
+    rng = np.random.default_rng(3)
+    base, tuned, strata = _prompt_experiment(rng, 7, 3, 0.4)
+    jack = jackknife_interval(lambda rows: tuned[rows].mean(), strata)
+    core = cluster_interval(tuned, strata)
+    assert (jack.estimate, jack.low, jack.high) == pytest.approx((core.estimate, core.low, core.high), abs=1e-9)
+    paired = jackknife_interval(lambda rows: tuned[rows].mean() - base[rows].mean(), strata)
+    core = cluster_interval(tuned, strata, paired=base)
+    assert (paired.low, paired.high) == pytest.approx((core.low, core.high), abs=1e-9)
+
+
+def _decoding_experiment(rng, n_prompts, per_prompt, slopes=(0.5, 0.7)):
+    """θ* per prompt, decodes a·θ* + prompt effect + noise for a base and a tuned model (as validate sees)."""
+    theta = np.repeat(rng.uniform(0, 1, n_prompts), per_prompt)
+    effect = np.repeat(rng.normal(0, 0.1, n_prompts), per_prompt)
+    index = np.repeat(np.arange(n_prompts), per_prompt)
+    return theta, [a * theta + effect + rng.normal(0, 0.15, theta.size) for a in slopes], index
+
+
+def test_r_and_rmse_intervals_cover_the_population_values_with_few_prompts():
+    """Simulated coverage at nominal 95% with 16 prompts (docs/theta.md gives the full table): r, tuned − base r,
+    RMSE and tuned − base RMSE, against population values from 10⁶ completions. The plain percentile
+    prompt bootstrap validate used before covered 87.4–91.2% here."""
+    rng = np.random.default_rng(11)
+    theta, (base, tuned), _ = _decoding_experiment(rng, 1_000_000, 1)
+    truth = [np.corrcoef(theta, base)[0, 1], np.corrcoef(theta, tuned)[0, 1] - np.corrcoef(theta, base)[0, 1],
+             np.sqrt(np.mean((base - theta) ** 2)),
+             np.sqrt(np.mean((tuned - theta) ** 2)) - np.sqrt(np.mean((base - theta) ** 2))]
+    trials, hits = 400, np.zeros(4)
+    for _ in range(trials):
+        theta, (base, tuned), index = _decoding_experiment(rng, 16, 1)
+        intervals = [pearson_interval(theta, base, index), pearson_interval(theta, tuned, index, paired=base),
+                     rmse_interval(base - theta, index), rmse_interval(tuned - theta, index, paired=base - theta)]
+        hits += [iv.covers(t) for iv, t in zip(intervals, truth)]
+    coverage = hits / trials
+    assert np.all(coverage >= 0.91) and np.all(coverage <= 0.985), coverage
+
+
+def test_r_and_rmse_intervals_leave_out_nan_and_refuse_too_few_prompts():
+    rng = np.random.default_rng(2)
+    x = rng.uniform(size=40)
+    y = x + rng.normal(0, 0.1, 40)
+    index = np.arange(40) // 4
+    full = pearson_interval(x, y, index)
+    assert full.estimate == pytest.approx(np.corrcoef(x, y)[0, 1]) and full.low < full.estimate < full.high < 1
+    y_nan = y.copy()
+    y_nan[0] = np.nan
+    assert pearson_interval(x, y_nan, index).estimate == pytest.approx(np.corrcoef(x[1:], y[1:])[0, 1])
+    rmse = rmse_interval(y - x, index)
+    assert rmse.estimate == pytest.approx(np.sqrt(np.mean((y - x) ** 2))) and 0 < rmse.low < rmse.estimate < rmse.high
+    assert rmse_interval(np.zeros(8), np.arange(8)).high == 0.0
+    two_prompts = rmse_interval(y[:8] - x[:8], index[:8])
+    assert np.isfinite(two_prompts.estimate) and np.isnan(two_prompts.low)
+    assert np.isnan(pearson_interval(x, np.ones(40), index).estimate)

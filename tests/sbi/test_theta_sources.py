@@ -88,3 +88,45 @@ def test_jsonl_prompt_columns_reach_rewards_in_both_trainers(tmp_path):
     bad.write_text(json.dumps({"text": "no prompt"}) + "\n")
     with pytest.raises(ValueError, match="'prompt'"):
         read_prompt_rows(bad)
+
+
+def test_headline_style_prompts_state_theta_exactly_and_ship_disjoint_files():
+    from brainrl.sbi.simulation.prompts import describe_theta, style_headline_request
+    from brainrl.sbi.theta.prompts import BIN_CENTRES, prompt_table, read_theta_prompts
+
+    rows = build_theta_prompts(200, seed=3, style="headline")
+    for row in rows:
+        assert set(row["theta_target"]) <= set(BIN_CENTRES) and row["style"] == "headline"
+        assert row["prompt"] == style_headline_request(row["theta_target"], row["topic"])
+        assert describe_theta(row["theta_target"]) in row["prompt"]
+    prompt_table(rows)  # the words identify θ* (level centres): equal prompts never carry different θ*
+    block = build_theta_prompts(200, seed=3)  # same draws, snapped to the centre of their level
+    assert np.allclose([r["theta_target"] for r in rows],
+                       np.clip(np.floor(np.array([r["theta_target"] for r in block]) * 5), 0, 4) * 0.2 + 0.1)
+    with pytest.raises(ValueError, match="style"):
+        build_theta_prompts(2, style="chat")
+    train = read_theta_prompts("recipes/data/theta_headline_train.jsonl")
+    heldout = read_theta_prompts("recipes/data/theta_headline_heldout.jsonl")
+    assert train == build_theta_prompts(256, 0, style="headline")
+    assert heldout == build_theta_prompts(64, 1000, style="headline")  # = brainrl validate --prompt-style headline
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in heldout}
+
+
+def test_headline_recipes_load_with_their_system_prompt_and_score_their_prompts(pipeline):
+    from brainrl.sbi.theta.prompts import system_prompt_for
+    from brainrl.train import load_recipe
+    from brainrl.train.preflight import check_rewards, probe_prompts
+    from brainrl.train.recipe import read_prompt_rows
+
+    for trainer in ("awsft", "grpo"):
+        recipe = load_recipe(f"recipes/offline_theta_headline_{trainer}.yaml")
+        assert recipe.trainer == trainer and recipe.data.system_prompt == system_prompt_for("headline")
+        assert recipe.sampling.max_new_tokens <= 48 and not recipe.eval.enabled
+        spec = recipe.rewards[0]
+        assert spec.path == "rewards/theta_target.py"
+        prompts, columns = read_prompt_rows(recipe.data.train)
+        kwargs = {k: v for k, v in spec.kwargs.items() if k != "posterior"}
+        reward = ThetaTargetReward(KnownPosterior(), **{**kwargs, "ood": "off"}).use_pipeline(pipeline)
+        check_rewards([reward], [spec.weight], probe_prompts(recipe, prompts),
+                      ["Storm hits the coast.", "Markets rally after the vote."],
+                      {"theta_target": [columns[0]["theta_target"], columns[1]["theta_target"]]})

@@ -86,6 +86,18 @@ def test_drift_triggers_a_refit_that_restores_agreement(tmp_path):
     assert [r["action"] for r in rows] == ["refit", "none"]
 
 
+def test_a_single_small_audit_is_logged_but_not_acted_on(tmp_path):
+    """One group of 4 completions says little about agreement: with min_items 8 the first audit only logs,
+    the second (8 pooled items) acts."""
+    reward = audited(wrong_student(tmp_path), tmp_path, min_r=0.5, groups=1, window=3, min_items=8)
+    for seed in (7, 8):
+        prompts, texts = batch(seed=seed)
+        reward(prompts, texts)
+    rows = read_jsonl(tmp_path / "audit.jsonl")
+    assert [r["pooled_items"] for r in rows] == [4, 8]
+    assert rows[0]["pooled_r"] < 0.5 and [r["action"] for r in rows] == ["none", "refit"]
+
+
 def test_drift_can_fall_back_to_the_teacher_or_stop(tmp_path):
     folder = wrong_student(tmp_path)
     reward = audited(folder, tmp_path / "a", min_r=0.5, on_drift="teacher")
@@ -105,6 +117,8 @@ def test_audit_config_is_validated():
         AuditConfig(on_drift="ignore")
     with pytest.raises(ValueError, match="every"):
         AuditConfig(every=0)
+    with pytest.raises(ValueError, match="min_items"):
+        AuditConfig(min_items=2)
 
 
 def test_awsft_on_an_audited_surrogate_reward_and_teacher_evaluation(tmp_path):

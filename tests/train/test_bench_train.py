@@ -1,4 +1,5 @@
-"""scripts/bench_train.py: the word-piece policy vocabulary, the TRIBE stand-in rewards of both loops, and
+"""scripts/bench_train.py: the word-piece policy vocabulary, the anchor's reconstructed TRIBE reward, the
+shipped-backend reward (tribe_real tier), and
 CPU smoke runs of the whole benchmark (the lead runs the real shapes on a GPU)."""
 
 import json
@@ -31,34 +32,49 @@ def test_word_piece_tokenizer_gives_english_words_at_qwen_rate():
     assert tok(chat, add_special_tokens=False)["input_ids"][0] == tok.convert_tokens_to_ids("<|im_start|>")
 
 
-def test_standin_rewards_of_both_loops_score_with_the_same_model():
-    """The anchor's per-call path rebuilds the feature models with the resident models' weights, so it gives
-    brainrl's batched fast-path rewards (up to float rounding); an empty text fails alone, with a reason."""
+def test_anchor_reference_reward_scores_each_completion_on_its_own():
+    """The anchor's reconstructed TRIBE path: one reference call per completion (models rebuilt each time), a
+    finite left-Broca value per text, and an empty text fails alone, with a reason (never a silent 0)."""
     from bench_tribe import make_texts
 
-    fast, reference, info = bench_train.standin_rewards("cpu", True, "float32", "cpu", 1, 8, 0)
+    reward, info = bench_train.anchor_reference_reward("cpu", True, "float32", 1, 0)
     try:
-        texts = make_texts(3, 30, 7) + [""]
-        batched = fast(completions=texts)
-        one_by_one = reference(completions=texts)
-        assert batched[3] is None and one_by_one[3] is None
-        assert "empty" in fast.last_failures[3] and "empty" in reference.last_failures[3]
-        spread = max(batched[:3]) - min(batched[:3])
-        assert spread > 0
-        assert max(abs(a - b) for a, b in zip(batched[:3], one_by_one[:3])) < 1e-3 * spread
-        assert fast.calls >= 1 and reference.calls >= 3  # one batched call vs one call per text
-        assert {"model_reload", "text_features", "audio_features", "fusion"} <= set(reference.stage_seconds)
-        assert info["kind"] == "tribe-standin" and "WhisperX" in info["not_run"]
+        texts = make_texts(2, 20, 7) + [""]
+        values = reward(completions=texts)
+        assert values[2] is None and "empty" in reward.last_failures[2]
+        assert all(isinstance(v, float) and v == v for v in values[:2]) and values[0] != values[1]
+        assert reward.calls == 2  # one call per spoken completion
+        assert {"model_reload", "text_features", "audio_features", "fusion"} <= set(reward.stage_seconds)
+        assert "rebuilt" in info["anchor_path"] and info["anchor_params"]["llama"] > 0
     finally:
-        fast.speech.close()
+        reward.speech.close()
+
+
+def test_reward_tribe_without_tribev2_names_the_variable(monkeypatch, tmp_path, capsys):
+    """--reward tribe runs TRIBE v2's own code: without its checkout the run stops at once and says how to get it."""
+    monkeypatch.delenv("BRAINRL_TRIBEV2_SRC", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="BRAINRL_TRIBEV2_SRC.*setup_tribe_tier"):
+        bench_train.main(["--device", "cpu", "--tiny", "--reward", "tribe", "--tribe-workdir", str(tmp_path / "w")])
+    assert not (tmp_path / "w").exists()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("reward", ["tribe-standin", "synthetic"])
-def test_bench_train_runs_tiny_on_cpu(tmp_path, reward):
+@pytest.mark.parametrize("reward", [pytest.param("tribe", marks=pytest.mark.tribe_real), "synthetic"])
+def test_bench_train_runs_tiny_on_cpu(tmp_path, monkeypatch, reward):
+    """The whole benchmark on tiny shapes. With ``tribe`` (the tribe_real tier: TRIBE v2's checkout in
+    $BRAINRL_TRIBEV2_SRC) brainrl's loops score through the shipped backend, the anchor through the
+    reconstructed per-call path."""
+    if reward == "tribe":
+        from brainrl.brain.tribe import standin
+
+        if standin.tribev2_source() is None:
+            pytest.skip(f"set {standin.SRC_ENV} to a tribev2 checkout (scripts/setup_tribe_tier.sh)")
+        monkeypatch.chdir(tmp_path)  # the run enters the stand-in's hub folder
     out = tmp_path / "bench.json"
     assert bench_train.main(["--device", "cpu", "--tiny", "--groups", "2", "--reward", reward,
-                             "--speech-workers", "1", "--out", str(out)]) == 0
+                             "--speech-workers", "1", "--tribe-workdir", str(tmp_path / "standin"),
+                             "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["reward"]["kind"] == reward
     [row] = report["results"]
@@ -70,9 +86,15 @@ def test_bench_train_runs_tiny_on_cpu(tmp_path, reward):
     assert row["speedup"] == pytest.approx(row["anchor"]["step_s"] / row["brainrl"]["step_s"])
     assert row["speedup_grpo"] == pytest.approx(row["anchor"]["step_s"] / row["brainrl_grpo"]["step_s"])
     assert report["trainers"] == ["awsft", "grpo"]
-    if reward == "tribe-standin":
+    if reward == "tribe":
         assert "model_reload" in row["anchor"]["reward_stages_s"]
-        assert "model_reload" not in row["brainrl"]["reward_stages_s"]
+        for loop in ("brainrl", "brainrl_grpo"):  # the backend's own stages, timed inside the product's reward
+            stages = row[loop]["reward_stages_s"]
+            assert {"speech", "text_features", "audio_features", "tribe_rest"} <= set(stages)
+            assert stages["text_features"] > 0 and stages["audio_features"] > 0
+            assert sum(stages.values()) == pytest.approx(row[loop]["reward_s"], rel=0.05)
+        assert report["reward"]["brain_model"]["name"] == "tribe"
+        assert "one-pass" in report["reward"]["brain_model"]["text_features"]
         extra = row["anchor_with_whisperx"]
         assert extra["step_s"] == pytest.approx(row["anchor"]["step_s"] + 2 * bench_train.ANCHOR_WHISPERX_MEDIAN_S)
         assert {"speedup_brainrl", "speedup_brainrl_grpo"} <= set(extra)
@@ -85,5 +107,5 @@ def test_bad_arguments_fail_with_the_flag_named(capsys):
         bench_train.main(["--device", "cpu", "--tiny", "--groups", "1"])
     assert "--groups needs G >= 2" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        bench_train.main(["--device", "cpu", "--tiny", "--reward", "tribe"])
+        bench_train.main(["--device", "cpu", "--tiny", "--reward", "tribe-standin"])
     assert "invalid choice" in capsys.readouterr().err

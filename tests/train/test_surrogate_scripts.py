@@ -35,6 +35,37 @@ def test_gain_ratio_and_interval(tmp_path, capsys):
     assert result["teacher_gain_ci"][0] < result["teacher_gain"] < result["teacher_gain_ci"][1]
 
 
+def test_gain_ratio_pools_seed_pairs_and_sums_stage_times(tmp_path, capsys):
+    prompts = [f"p{i}" for i in range(10)]
+    write_eval(tmp_path / "t0", {p: [0.4, 0.6] for p in prompts})  # gain 0.5
+    write_eval(tmp_path / "t1", {p: [0.2, 0.4] for p in prompts})  # gain 0.3
+    write_eval(tmp_path / "s0", {p: [0.4, 0.4] for p in prompts})  # gain 0.4
+    write_eval(tmp_path / "s1", {p: [0.3, 0.3] for p in prompts})  # gain 0.3
+    for run, reward_s in (("t0", 1.0), ("s0", 0.1)):
+        rows = [{"step": k, "generation_s": 2.0, "reward_s": reward_s, "update_s": 3.0, "step_s": 5.0 + reward_s}
+                for k in (1, 2, 2)]  # step 2 logged twice (a resumed run): counted once
+        (tmp_path / run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "s0" / "audit.jsonl").write_text(json.dumps({"step": 1, "teacher_s": 0.05, "action": "refit"}) + "\n")
+    out = tmp_path / "ratio.json"
+    assert surrogate_gain_ratio.main(["--teacher", str(tmp_path / "t0"), str(tmp_path / "t1"), "--student",
+                                      str(tmp_path / "s0"), str(tmp_path / "s1"), "--bootstrap", "200",
+                                      "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == result
+    # pooled: teacher (0.5 + 0.3) / 2 = 0.4, student (0.4 + 0.3) / 2 = 0.35
+    assert result["teacher_gain"] == pytest.approx(0.4, abs=1e-9) and result["ratio"] == pytest.approx(0.875, abs=1e-9)
+    assert result["difference"] == pytest.approx(-0.05, abs=1e-9)
+    assert [p["ratio"] for p in result["pairs"]] == pytest.approx([0.8, 1.0], abs=1e-9)
+    stages = result["pairs"][0]["stage_s"]
+    assert stages["teacher"]["steps"] == 2 and stages["teacher"]["reward_s"] == pytest.approx(2.0)
+    assert stages["student_over_teacher"]["reward_s"] == pytest.approx(0.1)
+    assert stages["student"]["audit_teacher_s"] == pytest.approx(0.05) and stages["student"]["audit_actions"] == {"refit": 1}
+    assert "stage_s" not in result["pairs"][1]  # no metrics: no stage times
+    with pytest.raises(SystemExit, match="pairs"):
+        surrogate_gain_ratio.main(["--teacher", str(tmp_path / "t0"), "--student", str(tmp_path / "s0"),
+                                   str(tmp_path / "s1")])
+
+
 def test_bench_runs_side_by_side_on_the_test_student(tmp_path):
     from tests.brain.surrogate_helpers import distilled, varied_texts
 

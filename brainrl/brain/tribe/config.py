@@ -45,8 +45,9 @@ class TribeConfig:
     None means ``$BRAINRL_CACHE/tribe``. It grows by about 246 KB of text features per word for
     Llama-3.2-3B (20 cached layers x 3,072 float32) plus w2v-bert features (about 8 MB per 40 s clip) and the WAV copy per
     clip, about 33 MB per 100-word completion (docs/tribe.md), so it is capped: when it passes ``cache_max_gb``
-    after a predict call, the engine empties it (disk and RAM). ``cache_max_gb=0`` empties it after every
-    call (nothing reused). ``device``: cpu, cuda, cuda:N or auto.
+    after a predict call, the engine empties it (disk and RAM). ``cache_max_gb=0`` keeps TRIBE's features in
+    RAM only (no feature file, no per-item sqlite claim on disk) and drops them after every call (nothing
+    reused; only the WAV copies touch the disk). ``device``: cpu, cuda, cuda:N or auto.
     """
 
     repo_id: str = DEFAULT_REPO_ID

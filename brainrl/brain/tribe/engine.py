@@ -95,7 +95,9 @@ class TribeEngine:
             self._model = TribeModel.from_pretrained(
                 folder,
                 checkpoint_name=self.config.checkpoint_name,
-                cache_folder=str(self.tribe_cache),
+                # cache_max_gb=0 (nothing reused): TRIBE's feature cache stays in RAM (exca keeps it there
+                # without a folder), so no feature is written to disk, and no sqlite claim is made per item
+                cache_folder=None if self.config.cache_max_gb == 0 else str(self.tribe_cache),
                 device=self.config.device,
                 config_update=self.config.tribe_config_update(),
             )

@@ -136,6 +136,13 @@ def _style_request(theta: Sequence[float], topic: str) -> str:
     return f"Topic: {topic}. Style: {describe_theta(theta)}. Headline:"
 
 
+def style_headline_request(theta: Sequence[float], topic: str) -> str:
+    """One user turn asking for one headline with θ in words (the levels of ``describe_theta``), for the
+    θ-target trainers and validator, whose prompts are one user turn after ``FEW_SHOT_SYSTEM_PROMPT``:
+    'Write one news headline about sports. Style: very bad news; calm; ...'."""
+    return f"Write one news headline about {topic}. Style: {describe_theta(theta)}."
+
+
 def few_shot_headline_messages(theta: Sequence[float], topic: str) -> Messages:
     """One headline per request, θ in words, after three worked examples (``few_shot`` writer option).
 

@@ -25,7 +25,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from brainrl.sbi.simulation.prior import N_PARAMS, PARAM_NAMES, item_rng
-from brainrl.sbi.simulation.prompts import GENERATOR_SYSTEM_PROMPT, generator_messages
+from brainrl.sbi.simulation.prompts import (
+    _BINS,
+    FEW_SHOT_SYSTEM_PROMPT,
+    GENERATOR_SYSTEM_PROMPT,
+    generator_messages,
+    style_headline_request,
+)
 from brainrl.sbi.simulation.topics import TOPICS, topic_for_index
 
 #: random stream of θ* draws (campaigns draw θ from stream 0)
@@ -33,6 +39,15 @@ THETA_STREAM = 11
 THETA_COLUMN = "theta_target"
 TOPIC_COLUMN = "topic"
 SYSTEM_PROMPT = GENERATOR_SYSTEM_PROMPT
+#: prompt styles: ``block`` asks for five numbered headlines with θ* as numbers and bins (the API
+#: campaigns' prompt); ``headline`` asks for one short headline with θ* in words, five levels per dimension
+#: (the SmolLM2 campaign's wording, which a 135M model follows better than numbers; θ* is the centre of
+#: the level shown, so the prompt states θ* exactly), after a one-line system prompt (short prompts keep
+#: a CPU training step cheap)
+PROMPT_STYLES = ("block", "headline")
+#: the centre of each verbal level (very low .. very high)
+BIN_CENTRES = tuple(round((low + min(high, 1.0)) / 2, 2) for low, high in
+                    zip((0.0, *(b for b, _ in _BINS[:-1])), (b for b, _ in _BINS)))
 
 
 def prompt_key(prompt: Any) -> str:
@@ -55,17 +70,36 @@ def theta_prompt(theta: Sequence[float], topic: str) -> str:
     return prompt_key(generator_messages(theta, topic)[1]["content"])
 
 
-def build_theta_prompts(n: int, seed: int = 0, topics: Sequence[str] = TOPICS) -> list[dict[str, Any]]:
-    """``n`` rows of (prompt, θ*, topic); θ* ~ U(0, 1)^6 per row from (seed, row), topics round-robin."""
+def system_prompt_for(style: str) -> str:
+    """The system prompt that goes with a prompt style (recipes' ``data.system_prompt``)."""
+    _check_style(style)
+    return GENERATOR_SYSTEM_PROMPT if style == "block" else FEW_SHOT_SYSTEM_PROMPT
+
+
+def _check_style(style: str) -> None:
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"unknown θ-prompt style {style!r}; choose one of {', '.join(PROMPT_STYLES)}.")
+
+
+def build_theta_prompts(n: int, seed: int = 0, topics: Sequence[str] = TOPICS, style: str = "block"
+                        ) -> list[dict[str, Any]]:
+    """``n`` rows of (prompt, θ*, topic); θ* ~ U(0, 1)^6 per row from (seed, row), topics round-robin.
+    ``style="headline"`` snaps θ* to the centre of its verbal level (the words are all the prompt shows)."""
     if n < 1:
         raise ValueError(f"n must be >= 1; got {n}.")
+    _check_style(style)
     topics = tuple(topics)
     rows = []
     for i in range(int(n)):
         theta = np.round(item_rng(seed, i, stream=THETA_STREAM).uniform(0.0, 1.0, size=N_PARAMS), 2)  # as the prompt shows it
         topic = topic_for_index(i, topics)
-        rows.append({"id": i, "prompt": theta_prompt(theta, topic), THETA_COLUMN: [float(v) for v in theta],
-                     TOPIC_COLUMN: topic, "seed": int(seed)})
+        if style == "headline":
+            theta = np.array([BIN_CENTRES[min(int(v * len(BIN_CENTRES)), len(BIN_CENTRES) - 1)] for v in theta])
+            prompt = style_headline_request(theta, topic)
+        else:
+            prompt = theta_prompt(theta, topic)
+        rows.append({"id": i, "prompt": prompt, THETA_COLUMN: [float(v) for v in theta],
+                     TOPIC_COLUMN: topic, "seed": int(seed), **({"style": style} if style != "block" else {})})
     return rows
 
 

@@ -5,8 +5,9 @@ and, if given, to base + adapter with identical sampling and seeds; every comple
 (speech + brain pipeline) and decoded by the posterior. Sampling is the evaluation core's
 (``brainrl.evaluation.sample_pair``). Reported per model and per dimension, with 95% CIs that treat the
 prompt as the unit (completions of one prompt are not independent; base and tuned stay paired by prompt):
-means over completions (the reward, the fraction flagged OOD) get the core's prompt-clustered t interval,
-the other statistics (r, RMSE, calibration) percentile intervals over the report's prompt bootstrap:
+means over completions (the reward, the fraction flagged OOD, interval coverages) get the core's
+prompt-clustered t interval, r and RMSE the same interval on their linearisation (``report.stats``:
+``pearson_interval``, ``rmse_interval``; simulated coverage in docs/theta.md):
 
 - Pearson r and RMSE between requested θ* and the posterior mean, and the Bayes RMSE (charges spread);
 - calibration of θ* under the posterior: rank u = P_q(θ < θ*), coverage of the central 50% / 90%
@@ -19,7 +20,7 @@ the other statistics (r, RMSE, calibration) percentile intervals over the report
 Validation that one decoder cannot game: beside the training posterior (the reward's decoder), the same
 completions are judged by ``independent`` judges the training did not optimise: a second posterior fitted
 on a disjoint campaign (``second_posterior``) and the offline text judge (``brainrl.sbi.judges.text``), each
-with per-model r/RMSE and tuned − base differences with the same prompt-bootstrap CIs. Completions are
+with per-model r/RMSE and tuned − base differences with the same intervals. Completions are
 decoded as the campaign spoke its texts (``text_format``) through the campaign's pipeline (refused when
 it differs). Input-space checks beside the learned-summary OOD score: each map's share of variance
 outside the PCA basis (``projection_residual``, against the basis' own fit frames) and a set-level MMD
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,15 +44,17 @@ import numpy as np
 from brainrl.brain.pipeline import PipelineConfig
 from brainrl.policy.sampling import SamplingConfig
 from brainrl.provenance import json_default, versions
-from brainrl.sbi.diagnostics.recovery import pearson
 from brainrl.sbi.inference.ood import DEFAULT_THRESHOLD, OODReference, summarize_scores
 from brainrl.sbi.simulation.prior import PARAM_NAMES
-from brainrl.sbi.theta.prompts import SYSTEM_PROMPT, build_theta_prompts
 from brainrl.sbi.simulation.topics import TOPICS
+from brainrl.sbi.theta.prompts import build_theta_prompts, system_prompt_for
 
 log = logging.getLogger(__name__)
 
 VALIDATION_FILE = "validation.json"
+#: how every interval of validation.json is computed (recorded with it)
+INTERVAL_METHOD = ("prompt-clustered t (brainrl.report.stats.cluster_interval): means directly; Pearson r (Fisher z) "
+                   "and RMSE through their linearisation (report.stats.pearson_interval, rmse_interval)")
 PACKAGES = ("brainrl", "numpy", "torch", "transformers", "peft", "keras", "bayesflow", "scikit-learn")
 
 
@@ -66,42 +68,24 @@ class ValidateConfig:
     completions_per_prompt: int = 1
     batch_prompts: int = 16
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=1.0, max_new_tokens=160))
-    system_prompt: str | None = SYSTEM_PROMPT
+    #: ``block`` (five numbered headlines, θ* as numbers) or ``headline`` (one headline, θ* in words after
+    #: worked examples: the SmolLM2 campaign's prompt), as in ``brainrl.sbi.theta.prompts``
+    prompt_style: str = "block"
+    #: "style" = the prompt style's system prompt (``theta_prompts.system_prompt_for``); None = none
+    system_prompt: str | None = "style"
     #: None = the posterior's training campaign's speech + brain pipeline (from its card)
     pipeline: PipelineConfig | None = None
     text_format: str = "campaign"  # or "raw" (speak the completion as generated)
     n_samples: int = 200  # posterior draws per completion
     posterior_seed: int = 0
     ood_threshold: float = DEFAULT_THRESHOLD
-    bootstrap: int = 1000
     dtype: str = "auto"
 
 
 # -- statistics -------------------------------------------------------------------------------------
-def dimension_stats(targets: np.ndarray, draws: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-dimension point statistics of one set of items: targets (n, d), draws (n, S, d)."""
-    means = draws.mean(axis=1)
-    ranks = np.mean(draws < targets[:, None, :], axis=1)  # P_q(θ < θ*) per item and dim
-    return {
-        "pearson_r": np.array([pearson(targets[:, j], means[:, j]) for j in range(targets.shape[1])]),
-        "rmse": np.sqrt(np.mean((means - targets) ** 2, axis=0)),
-        "bayes_rmse": np.sqrt(np.mean((draws - targets[:, None, :]) ** 2, axis=(0, 1))),
-        "coverage_50": np.mean(np.abs(ranks - 0.5) <= 0.25, axis=0),
-        "coverage_90": np.mean(np.abs(ranks - 0.5) <= 0.45, axis=0),
-    }
-
-
-def _ci(values: np.ndarray) -> tuple[float, float]:
-    values = values[np.isfinite(values)]
-    if len(values) < 10:
-        return float("nan"), float("nan")
-    low, high = np.percentile(values, [2.5, 97.5])
-    return float(low), float(high)
-
-
-def _interval(point: float, boots: np.ndarray) -> dict[str, float]:
-    low, high = _ci(boots)
-    return {"value": float(point), "ci_low": low, "ci_high": high}
+def _stat(interval: Any) -> dict[str, float]:
+    """An ``Interval`` as validation.json stores it."""
+    return {"value": float(interval.estimate), "ci_low": float(interval.low), "ci_high": float(interval.high)}
 
 
 def _mean_interval(values: np.ndarray, prompt_index: np.ndarray, paired: np.ndarray | None = None) -> dict[str, float]:
@@ -109,8 +93,28 @@ def _mean_interval(values: np.ndarray, prompt_index: np.ndarray, paired: np.ndar
     the prompt-clustered t interval (``brainrl.report.stats.cluster_interval``); NaN values are left out."""
     from brainrl.report.stats import cluster_interval
 
-    interval = cluster_interval(values, prompt_index, paired=paired)
-    return {"value": interval.estimate, "ci_low": interval.low, "ci_high": interval.high}
+    return _stat(cluster_interval(values, prompt_index, paired=paired))
+
+
+def dimension_intervals(targets: np.ndarray, draws: np.ndarray, prompt_index: np.ndarray) -> dict[str, list]:
+    """Per dimension and with 95% intervals that treat the prompt as the unit: Pearson r and RMSE between θ*
+    and the posterior mean, the Bayes RMSE (charges the spread) and the coverage of the central 50% / 90%
+    posterior intervals (rank u = P_q(θ < θ*) of θ* among the draws). Intervals: r and RMSE by ``report.stats.pearson_interval``/``rmse_interval`` (the core's cluster t interval on
+    their linearisation), Bayes RMSE as the RMSE of each item's root expected squared error, coverages as
+    means of indicators (``cluster_interval``)."""
+    from brainrl.report.stats import pearson_interval, rmse_interval
+
+    means = draws.mean(axis=1)
+    ranks = np.mean(draws < targets[:, None, :], axis=1)
+    expected_sq = np.mean((draws - targets[:, None, :]) ** 2, axis=1)  # (n, d) E_q[(θ − θ*)²] per item
+    out: dict[str, list] = {k: [] for k in ("pearson_r", "rmse", "bayes_rmse", "coverage_50", "coverage_90")}
+    for j in range(targets.shape[1]):
+        out["pearson_r"].append(_stat(pearson_interval(targets[:, j], means[:, j], prompt_index)))
+        out["rmse"].append(_stat(rmse_interval(means[:, j] - targets[:, j], prompt_index)))
+        out["bayes_rmse"].append(_stat(rmse_interval(np.sqrt(expected_sq[:, j]), prompt_index)))
+        out["coverage_50"].append(_mean_interval((np.abs(ranks[:, j] - 0.5) <= 0.25).astype(float), prompt_index))
+        out["coverage_90"].append(_mean_interval((np.abs(ranks[:, j] - 0.5) <= 0.45).astype(float), prompt_index))
+    return out
 
 
 @dataclass
@@ -127,26 +131,15 @@ class ModelDecoding:
     maps: list[Any] = field(default_factory=list)  # BrainMap or Failed per row (reused by the other judges)
 
 
-def bootstrap_model(dec: ModelDecoding, names: Sequence[str], n_boot: int, seed: int,
-                    resamples: list[np.ndarray]) -> dict[str, Any]:
-    """Point values and bootstrap CIs (prompts resampled with ``resamples``) of one model's statistics."""
+def model_statistics(dec: ModelDecoding, names: Sequence[str]) -> dict[str, Any]:
+    """One model's statistics with 95% prompt-clustered intervals (``dimension_intervals``)."""
     ok = dec.ok
-    stats = dimension_stats(dec.targets[ok], dec.draws[ok])
+    intervals = dimension_intervals(dec.targets[ok], dec.draws[ok], dec.prompt_index[ok])
     reward = -np.mean(np.sum((dec.draws - dec.targets[:, None, :]) ** 2, axis=-1), axis=1)  # (N,), NaN if failed
     flagged = np.full(len(ok), np.nan)
     if dec.ood is not None:
         flagged[ok] = dec.ood.flagged.astype(float)
-    boots = {k: [] for k in stats}
-    for rows in resamples:
-        rows = rows[ok[rows]]
-        if len(rows) < 3:
-            continue
-        s = dimension_stats(dec.targets[rows], dec.draws[rows])
-        for k in stats:
-            boots[k].append(s[k])
-    per_dim = {}
-    for j, name in enumerate(names):
-        per_dim[name] = {k: _interval(stats[k][j], np.array([b[j] for b in boots[k]])) for k in stats}
+    per_dim = {name: {k: intervals[k][j] for k in intervals} for j, name in enumerate(names)}
     ranks = np.mean(dec.draws[ok] < dec.targets[ok][:, None, :], axis=1)
     calibration = {}
     from scipy.stats import kstest
@@ -175,71 +168,59 @@ def prior_expected_sq(targets: np.ndarray, prior: Any) -> np.ndarray:
     return (centre - targets) ** 2 + prior.variance
 
 
-def prior_reference(dec: ModelDecoding, names: Sequence[str], resamples: list[np.ndarray], prior: Any = None,
-                    point: bool = False) -> dict[str, Any]:
+def prior_reference(dec: ModelDecoding, names: Sequence[str], prior: Any = None, point: bool = False) -> dict[str, Any]:
     """What a decoder that ignores the text scores on the same items: the prior as every item's posterior.
 
     A model's decoded θ carries information about θ* only where it beats this (lower RMSE than the prior
     mean, reward above the prior's); a posterior close to the prior scores about the same as this for any
     generator. ``reward_gain`` = model reward − prior reward on the model's decoded items, paired by item.
     """
+    from brainrl.report.stats import rmse_interval
     from brainrl.sbi.simulation.prior import ThetaPrior
 
     prior = prior or ThetaPrior(names=tuple(names))
-    ok = dec.ok
-    centre_sq = (((prior.low + prior.high) / 2.0) - dec.targets) ** 2
-    # a point judge (one estimate, no spread) is compared with the prior's point, its mean
-    sq = centre_sq if point else prior_expected_sq(dec.targets, prior)  # (N, d)
-    prior_reward = -np.sum(sq, axis=1)
-    model_reward = -np.mean(np.sum((dec.draws - dec.targets[:, None, :]) ** 2, axis=-1), axis=1)
-
-    def point(rows: np.ndarray) -> tuple[np.ndarray, float, float]:
-        return np.sqrt(np.mean(centre_sq[rows], axis=0)), float(np.mean(prior_reward[rows])), \
-            float(np.mean(model_reward[rows] - prior_reward[rows]))
-
-    rows_ok = np.flatnonzero(ok)
-    if len(rows_ok) == 0:
+    rows = np.flatnonzero(dec.ok)
+    if len(rows) == 0:
         return {"n": 0}
-    rmse, reward, gain = point(rows_ok)
-    boots = [point(rows[ok[rows]]) for rows in resamples if ok[rows].sum() >= 3]
+    targets, index = dec.targets[rows], dec.prompt_index[rows]
+    centre = (prior.low + prior.high) / 2.0
+    # a point judge (one estimate, no spread) is compared with the prior's point, its mean
+    sq = (centre - targets) ** 2 if point else prior_expected_sq(targets, prior)  # (n, d)
+    prior_reward = -np.sum(sq, axis=1)
+    model_reward = -np.mean(np.sum((dec.draws[rows] - targets[:, None, :]) ** 2, axis=-1), axis=1)
     return {
-        "n": int(len(rows_ok)), "prior": {"low": prior.low, "high": prior.high},
-        "rmse_of_prior_mean": {n: _interval(rmse[j], np.array([b[0][j] for b in boots])) for j, n in enumerate(names)},
-        "reward": _interval(reward, np.array([b[1] for b in boots])),
-        "reward_gain": _interval(gain, np.array([b[2] for b in boots])),
+        "n": int(len(rows)), "prior": {"low": prior.low, "high": prior.high},
+        "rmse_of_prior_mean": {n: _stat(rmse_interval(centre - targets[:, j], index)) for j, n in enumerate(names)},
+        "reward": _mean_interval(prior_reward, index),
+        "reward_gain": _mean_interval(model_reward, index, paired=prior_reward),
     }
 
 
-def paired_differences(base: ModelDecoding, tuned: ModelDecoding, names: Sequence[str],
-                       resamples: list[np.ndarray]) -> dict[str, Any]:
-    """tuned − base of RMSE and r per dim and of the reward, on completions where both decoded."""
+def paired_differences(base: ModelDecoding, tuned: ModelDecoding, names: Sequence[str]) -> dict[str, Any]:
+    """tuned − base of RMSE, r and squared error per dim and of the reward, on completions where both
+    decoded, paired by prompt: means (the reward, squared errors) with the core's cluster t interval, r and
+    RMSE with its jackknife form (``report.stats.pearson_interval``/``rmse_interval``)."""
+    from brainrl.report.stats import pearson_interval, rmse_interval
+
     both = base.ok & tuned.ok
     if both.sum() < 3:
         return {"n_pairs": int(both.sum())}
-
-    def stats(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        sb, st = dimension_stats(base.targets[rows], base.draws[rows]), dimension_stats(tuned.targets[rows], tuned.draws[rows])
-        rb = -np.mean(np.sum((base.draws[rows] - base.targets[rows, None, :]) ** 2, -1))
-        rt = -np.mean(np.sum((tuned.draws[rows] - tuned.targets[rows, None, :]) ** 2, -1))
-        return st["rmse"] - sb["rmse"], st["pearson_r"] - sb["pearson_r"], float(rt - rb)
-
-    point = stats(np.flatnonzero(both))
-    boots = [stats(rows[both[rows]]) for rows in resamples if both[rows].sum() >= 3]
     rows = np.flatnonzero(both)
-    per_item = [-np.mean(np.sum((d.draws[rows] - d.targets[rows, None, :]) ** 2, -1), axis=1) for d in (base, tuned)]
-    out: dict[str, Any] = {"n_pairs": int(both.sum()),
-                           "reward": _mean_interval(per_item[1], base.prompt_index[rows], paired=per_item[0])}
-    out["rmse"] = {n: _interval(point[0][j], np.array([b[0][j] for b in boots])) for j, n in enumerate(names)}
-    out["pearson_r"] = {n: _interval(point[1][j], np.array([b[1][j] for b in boots])) for j, n in enumerate(names)}
-    return out
-
-
-def prompt_resamples(prompt_index: np.ndarray, n_boot: int, seed: int) -> list[np.ndarray]:
-    """Row indices of ``n_boot`` bootstrap samples that resample whole prompts with replacement (the
-    report's prompt bootstrap, ``brainrl.report.stats.prompt_bootstrap_rows``, seeded by ``seed``)."""
-    from brainrl.report.stats import prompt_bootstrap_rows
-
-    return prompt_bootstrap_rows(prompt_index, n_boot, np.random.default_rng(seed))
+    index, targets = base.prompt_index[rows], base.targets[rows]
+    means = [d.draws[rows].mean(axis=1) for d in (base, tuned)]
+    per_item = [-np.mean(np.sum((d.draws[rows] - targets[:, None, :]) ** 2, -1), axis=1) for d in (base, tuned)]
+    # per dimension E_q(θ − θ*)² (a point judge: its squared error), tuned − base with the same interval as
+    # the reward: the reward's decomposition by dimension
+    sq = [np.mean((d.draws[rows] - targets[:, None, :]) ** 2, axis=1) for d in (base, tuned)]
+    return {
+        "n_pairs": int(both.sum()),
+        "reward": _mean_interval(per_item[1], index, paired=per_item[0]),
+        "sq_error": {n: _mean_interval(sq[1][:, j], index, paired=sq[0][:, j]) for j, n in enumerate(names)},
+        "rmse": {n: _stat(rmse_interval(means[1][:, j] - targets[:, j], index, paired=means[0][:, j] - targets[:, j]))
+                 for j, n in enumerate(names)},
+        "pearson_r": {n: _stat(pearson_interval(targets[:, j], means[1][:, j], index, paired=means[0][:, j]))
+                      for j, n in enumerate(names)},
+    }
 
 
 # -- generation, simulation, decoding ------------------------------------------------------------------
@@ -250,34 +231,12 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], config: ValidateCon
     from brainrl.evaluation import sample_pair
 
     samples = sample_pair(model, tokenizer, prompts, config.sampling, per_prompt=config.completions_per_prompt,
-                          seed=config.seed * 1009, batch_prompts=config.batch_prompts, system=config.system_prompt,
+                          seed=config.seed * 1009, batch_prompts=config.batch_prompts,
+                          system=system_prompt_for(config.prompt_style) if config.system_prompt == "style"
+                          else config.system_prompt,
                           kl=False, progress=False, base_only=not adapter)
     index = samples.prompt_index.tolist()
     return {name: (texts, list(index)) for name, texts in samples.texts.items()}
-
-
-def chat_generator_texts(generators: dict[str, Any], prompts: Sequence[str],
-                         config: ValidateConfig) -> dict[str, tuple[list[str], list[int]]]:
-    """Replies of chat generators (``generate(conversations, seeds)``) to the held-out prompts, the same
-    seeds for every generator (completion c of prompt i: ``seed * 1009 + c * n + i``); a failed reply is
-    an empty completion (decoded as a failure with its reason)."""
-    from brainrl.brain.base import Failed
-
-    if set(generators) - {"base", "tuned"} or "base" not in generators:
-        raise ValueError(f"generators must be {{'base': …}} or {{'base': …, 'tuned': …}}; got {sorted(generators)}.")
-    system = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
-    conversations = [system + [{"role": "user", "content": p}] for p in prompts]
-    out = {}
-    for name, generator in generators.items():
-        texts: list[str] = []
-        index: list[int] = []
-        for c in range(config.completions_per_prompt):
-            seeds = [config.seed * 1009 + c * len(prompts) + i for i in range(len(prompts))]
-            replies = generator.generate(conversations, seeds)
-            texts += ["" if isinstance(r, Failed) else str(r) for r in replies]
-            index += list(range(len(prompts)))
-        out[name] = (texts, index)
-    return out
 
 
 def spoken_maps(texts: list[str], pipeline: Callable, text_format: str = "campaign") -> list[Any]:
@@ -411,17 +370,13 @@ def _load_ood(posterior: Any, posterior_dir: str | Path | None) -> OODReference 
 
 def validate(posterior: Any, base: str, out_dir: str | Path, adapter: str | Path | None = None,
              config: ValidateConfig | None = None, *, model=None, tokenizer=None, pipeline: Callable | None = None,
-             ood: OODReference | None = None, second_posterior: Any = None, judge: Any = "packaged",
-             generators: dict[str, Any] | None = None) -> dict[str, Any]:
+             ood: OODReference | None = None, second_posterior: Any = None, judge: Any = "packaged") -> dict[str, Any]:
     """Validate a generator (``base`` spec, optionally + ``adapter``) against a posterior; writes ``out_dir``.
 
     ``posterior`` is a folder or a loaded posterior; ``model``/``tokenizer``/``pipeline`` may be injected
     (tests, notebooks), otherwise they come from ``base`` and ``config.pipeline``. ``second_posterior``
     (a folder or loaded posterior fitted on a disjoint campaign) and ``judge`` (a ``TextJudge``, a
-    calibration path, ``"packaged"``, or None to skip) are the independent judges. ``generators``
-    (``{"base": g}`` or ``{"base": g, "tuned": h}``, chat generators of ``brainrl.sbi.simulation.generators``: the
-    procedural generator, an API model, a local one) replace the policy model: their replies are validated
-    instead (``base`` then only names the base in the report).
+    calibration path, ``"packaged"``, or None to skip) are the independent judges.
     """
     import torch
 
@@ -437,31 +392,27 @@ def validate(posterior: Any, base: str, out_dir: str | Path, adapter: str | Path
         posterior = Posterior.load(posterior_dir)
     ood = ood or _load_ood(posterior, posterior_dir)
     names = tuple(getattr(posterior, "param_names", PARAM_NAMES))
-    rows = build_theta_prompts(config.n, config.seed, config.topics)
+    rows = build_theta_prompts(config.n, config.seed, config.topics, config.prompt_style)
     prompts = [r["prompt"] for r in rows]
     targets = np.array([r["theta_target"] for r in rows], dtype=float)
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if model is None:
+        from brainrl.policy import load_policy
+
+        model, tokenizer = load_policy(base, config.dtype, device)
+    from brainrl.policy import neutralise_generation_config
+
+    neutralise_generation_config(model, tokenizer)
+    if adapter is not None:
+        from peft import PeftModel
+
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{adapter} holds no adapter_config.json; pass a run's adapter/ folder.")
+        model = PeftModel.from_pretrained(model, str(adapter))
+    model.eval()
     t0 = time.perf_counter()
-    if generators is not None:
-        generated = chat_generator_texts(generators, prompts, config)
-    else:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        if model is None:
-            from brainrl.policy import load_policy
-
-            model, tokenizer = load_policy(base, config.dtype, device)
-        from brainrl.policy import neutralise_generation_config
-
-        neutralise_generation_config(model, tokenizer)
-        if adapter is not None:
-            from peft import PeftModel
-
-            if not (Path(adapter) / "adapter_config.json").is_file():
-                raise FileNotFoundError(f"{adapter} holds no adapter_config.json; pass a run's adapter/ folder.")
-            model = PeftModel.from_pretrained(model, str(adapter))
-        model.eval()
-        t0 = time.perf_counter()
-        generated = generate_texts(model, tokenizer, prompts, config, adapter is not None)
+    generated = generate_texts(model, tokenizer, prompts, config, adapter is not None)
     generation_s = time.perf_counter() - t0
     if pipeline is None:
         from brainrl.brain.pipeline import BrainPipeline
@@ -507,32 +458,27 @@ def validate(posterior: Any, base: str, out_dir: str | Path, adapter: str | Path
             if has_text.any():
                 estimates[has_text] = judge.predict([t for t in spoken if t])
             independent["text_judge"][name] = judge_decoding(dec, estimates, has_text)
-    resamples = prompt_resamples(decoded["base"].prompt_index, config.bootstrap, config.seed)
     result: dict[str, Any] = {
         "posterior": str(posterior_dir) if posterior_dir else repr(posterior),
         "posterior_data": (getattr(posterior, "meta", {}) or {}).get("data"),
         "base": str(base), "adapter": str(adapter) if adapter else None,
-        "generators": {name: g.identity() for name, g in generators.items()} if generators else None,
         "param_names": list(names), "n_prompts": len(prompts),
         "config": {**asdict(config), "pipeline": asdict(config.pipeline) if config.pipeline else "campaign's"},
-        "bootstrap": {"n": config.bootstrap, "resampled_unit": "prompt", "interval": "95% percentile"},
+        "intervals": {"level": 0.95, "unit": "prompt", "method": INTERVAL_METHOD},
         "ood_reference": None if ood is None else {**ood.meta, "cutoff": ood.cutoff(config.ood_threshold)},
-        "models": {name: bootstrap_model(dec, names, config.bootstrap, config.seed, resamples)
-                   for name, dec in decoded.items()},
+        "models": {name: model_statistics(dec, names) for name, dec in decoded.items()},
     }
     for name, dec in decoded.items():  # the text-ignoring baseline on each model's decoded items
-        result["models"][name]["prior_reference"] = prior_reference(dec, names, resamples)
+        result["models"][name]["prior_reference"] = prior_reference(dec, names)
     if "tuned" in decoded:
-        result["difference_tuned_minus_base"] = paired_differences(decoded["base"], decoded["tuned"], names, resamples)
+        result["difference_tuned_minus_base"] = paired_differences(decoded["base"], decoded["tuned"], names)
     result["independent_judges"] = {}
     for judge_name, decs in independent.items():
-        entry: dict[str, Any] = {"models": {name: bootstrap_model(dec, names, config.bootstrap, config.seed, resamples)
-                                            for name, dec in decs.items()}}
+        entry: dict[str, Any] = {"models": {name: model_statistics(dec, names) for name, dec in decs.items()}}
         for name, dec in decs.items():
-            entry["models"][name]["prior_reference"] = prior_reference(dec, names, resamples,
-                                                                       point=judge_name == "text_judge")
+            entry["models"][name]["prior_reference"] = prior_reference(dec, names, point=judge_name == "text_judge")
         if "tuned" in decs:
-            entry["difference_tuned_minus_base"] = paired_differences(decs["base"], decs["tuned"], names, resamples)
+            entry["difference_tuned_minus_base"] = paired_differences(decs["base"], decs["tuned"], names)
         entry["identity"] = second_dir if judge_name == "second_posterior" else (
             {"judge": "text", "card": {k: judge.card.get(k) for k in ("version", "groups", "cv_pearson_r", "corpus")}})
         result["independent_judges"][judge_name] = entry
@@ -565,29 +511,30 @@ def _write_completions(path: Path, rows: list[dict[str, Any]], decoded: dict[str
 # -- figures and table ------------------------------------------------------------------------------------
 def write_figures(decoded: dict[str, ModelDecoding], names: Sequence[str], ood: OODReference | None,
                   threshold: float, out_dir: Path) -> dict[str, str]:
-    import matplotlib
+    """Requested-vs-decoded scatter and the OOD histogram (drawn as ``brainrl.report.figures`` draws), and per
+    model BayesFlow's rank-ECDF difference of θ* under the posterior with its 95% simultaneous bands
+    (``rank_ecdf_<model>.png``; the ranks are P_q(θ < θ*), BayesFlow's fractional ranks)."""
+    from brainrl.report.figures import BASE_COLOR, TUNED_COLOR, new_figure, save_figure
+    from brainrl.sbi.diagnostics.plots import save_bayesflow
+    from brainrl.sbi.inference.estimator import import_bayesflow
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colours = {"base": "tab:grey", "tuned": "tab:blue"}
+    colours = {"base": BASE_COLOR, "tuned": TUNED_COLOR}
     figures = {}
-    fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 3.2))
-    for j, (ax, name) in enumerate(zip(np.atleast_1d(axes), names)):
+    fig = new_figure(3 * len(names), 3.2)
+    axes = np.atleast_1d(fig.subplots(1, len(names)))
+    for j, (ax, name) in enumerate(zip(axes, names)):
         for model, dec in decoded.items():
             ok = dec.ok
             means = dec.draws[ok].mean(axis=1)[:, j]
             ax.scatter(dec.targets[ok, j], means, s=10, alpha=0.7, color=colours.get(model), label=model)
         ax.plot([0, 1], [0, 1], color="k", lw=0.8)
         ax.set(xlim=(0, 1), ylim=(0, 1), title=name, xlabel="requested θ*")
-    np.atleast_1d(axes)[0].set_ylabel("decoded posterior mean")
-    np.atleast_1d(axes)[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_dir / "requested_vs_decoded.png", dpi=100)
-    plt.close(fig)
-    figures["requested_vs_decoded"] = "requested_vs_decoded.png"
+    axes[0].set_ylabel("decoded posterior mean")
+    axes[0].legend(fontsize=7)
+    figures["requested_vs_decoded"] = save_figure(fig, out_dir / "requested_vs_decoded.png").name
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    fig = new_figure(5.5, 3.2)
+    ax = fig.subplots()
     if ood is not None:
         all_d = np.concatenate([ood.reference] + [d.ood.distance for d in decoded.values() if d.ood is not None])
         bins = np.linspace(0, float(np.max(all_d)) * 1.05 + 1e-9, 30)
@@ -601,39 +548,28 @@ def write_figures(decoded: dict[str, ModelDecoding], names: Sequence[str], ood: 
     else:
         ax.text(0.5, 0.5, "no OOD statistics", ha="center", transform=ax.transAxes)
     ax.set(xlabel="Mahalanobis distance of the summary", ylabel="density", title="Out-of-distribution scores")
-    fig.tight_layout()
-    fig.savefig(out_dir / "ood_histogram.png", dpi=100)
-    plt.close(fig)
-    figures["ood_histogram"] = "ood_histogram.png"
+    figures["ood_histogram"] = save_figure(fig, out_dir / "ood_histogram.png").name
 
-    fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 3))
-    grid = np.linspace(0, 1, 101)
-    for j, (ax, name) in enumerate(zip(np.atleast_1d(axes), names)):
-        for model, dec in decoded.items():
-            ranks = np.sort(np.mean(dec.draws[dec.ok] < dec.targets[dec.ok][:, None, :], axis=1)[:, j])
-            if len(ranks):
-                ax.plot(grid, np.searchsorted(ranks, grid, side="right") / len(ranks) - grid,
-                        color=colours.get(model), label=model)
-        n = max(int(max(d.ok.sum() for d in decoded.values())), 1)
-        band = 1.36 / math.sqrt(n)  # pointwise-in-spirit 95% KS band for the ECDF difference
-        ax.fill_between(grid, -band, band, color="k", alpha=0.08)
-        ax.axhline(0, color="k", lw=0.6)
-        ax.set(title=name, xlabel="rank of θ* (P_q(θ < θ*))", ylim=(-0.6, 0.6))
-    np.atleast_1d(axes)[0].set_ylabel("ECDF − uniform")
-    np.atleast_1d(axes)[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_dir / "rank_ecdf.png", dpi=100)
-    plt.close(fig)
-    figures["rank_ecdf"] = "rank_ecdf.png"
+    bf = None
+    for model, dec in decoded.items():
+        if dec.ok.sum() < 2:
+            continue
+        bf = bf or import_bayesflow()
+        figure = bf.diagnostics.calibration_ecdf(dec.draws[dec.ok], dec.targets[dec.ok], variable_names=list(names),
+                                                 difference=True, rank_ecdf_color=colours.get(model, "#132a70"))
+        figures[f"rank_ecdf_{model}"] = save_bayesflow(figure, out_dir / f"rank_ecdf_{model}.png")
     return figures
 
 
-def _fmt(stat: dict[str, float] | None, digits: int = 3) -> str:
-    if not stat or stat.get("value") is None or not np.isfinite(stat["value"]):
-        return "n/a"
-    low, high = stat["ci_low"], stat["ci_high"]
-    ci = f" [{low:+.{digits}f}, {high:+.{digits}f}]" if np.isfinite(low) else ""
-    return f"{stat['value']:+.{digits}f}{ci}"
+def format_stat(stat: dict[str, float] | None, digits: int = 3) -> str:
+    """A validation.json statistic ({value, ci_low, ci_high}) through the project's one interval formatter
+    (``report.summary.fmt_ci``)."""
+    from brainrl.report.stats import Interval
+    from brainrl.report.summary import fmt, fmt_ci
+
+    if not stat or stat.get("value") is None:
+        return fmt(None)
+    return fmt_ci(Interval(stat["value"], stat["ci_low"], stat["ci_high"]), digits)
 
 
 def print_validation(result: dict[str, Any], console=None) -> None:
@@ -657,28 +593,28 @@ def print_validation(result: dict[str, Any], console=None) -> None:
         row = [name]
         for model, stats in models.items():
             dim = stats["per_dimension"][name]
-            row += [_fmt(dim["pearson_r"], 2), _fmt(dim["rmse"]), f"{dim['coverage_90']['value']:.2f}"]
+            row += [format_stat(dim["pearson_r"], 2), format_stat(dim["rmse"]), f"{dim['coverage_90']['value']:.2f}"]
         if diff and "rmse" in diff:
-            row.append(_fmt(diff["rmse"][name]))
+            row.append(format_stat(diff["rmse"][name]))
         table.add_row(*row)
     table.add_section()
     reward_row = ["reward −E‖θ−θ*‖²"]
     ood_row = ["OOD flagged"]
     failed_row = ["failed maps"]
     for stats in models.values():
-        reward_row += [_fmt(stats["reward"]), "", ""]
+        reward_row += [format_stat(stats["reward"]), "", ""]
         ood = stats.get("ood")
         ood_row += [f"{100 * ood['fraction_flagged']:.0f}% (p<{ood['threshold']:g})" if ood and ood.get("n") else "n/a",
                     f"median d {ood['distance_median']:.1f}" if ood and ood.get("n") else "", ""]
         failed_row += [f"{stats['n_failed']}/{stats['n_completions']}", "", ""]
     if diff and "rmse" in diff:
-        reward_row.append(_fmt(diff["reward"]))
+        reward_row.append(format_stat(diff["reward"]))
         ood_row.append("")
         failed_row.append("")
     prior_row = ["reward − prior-only"]
     for stats in models.values():
         ref = stats.get("prior_reference") or {}
-        prior_row += [_fmt(ref.get("reward_gain")), f"prior-only {_fmt(ref.get('reward'))}" if ref.get("n") else "", ""]
+        prior_row += [format_stat(ref.get("reward_gain")), f"prior-only {format_stat(ref.get('reward'))}" if ref.get("n") else "", ""]
     if diff and "rmse" in diff:
         prior_row.append("")
     for row in (reward_row, prior_row, ood_row, failed_row):
@@ -687,7 +623,7 @@ def print_validation(result: dict[str, Any], console=None) -> None:
     judges = result.get("independent_judges") or {}
     if judges:
         table = Table(title="Independent judges (not optimised by training): r per model and Δ RMSE tuned − base, "
-                            "95% prompt-bootstrap CIs")
+                            "95% prompt-clustered CIs")
         table.add_column("judge")
         table.add_column("dimension")
         for model in models:
@@ -697,12 +633,12 @@ def print_validation(result: dict[str, Any], console=None) -> None:
         for judge_name, entry in everyone.items():
             jdiff = entry.get("difference_tuned_minus_base") or {}
             for name in result["param_names"]:
-                row = [judge_name, name] + [_fmt(entry["models"][m]["per_dimension"][name]["pearson_r"], 2)
+                row = [judge_name, name] + [format_stat(entry["models"][m]["per_dimension"][name]["pearson_r"], 2)
                                             for m in models]
-                row.append(_fmt(jdiff["rmse"][name]) if "rmse" in jdiff else "")
+                row.append(format_stat(jdiff["rmse"][name]) if "rmse" in jdiff else "")
                 table.add_row(*row)
-            row = [judge_name, "−E‖θ̂−θ*‖²"] + [_fmt(entry["models"][m]["reward"]) for m in models]
-            row.append(_fmt(jdiff.get("reward")) if "reward" in jdiff else "")
+            row = [judge_name, "−E‖θ̂−θ*‖²"] + [format_stat(entry["models"][m]["reward"]) for m in models]
+            row.append(format_stat(jdiff.get("reward")) if "reward" in jdiff else "")
             table.add_row(*row)
             table.add_section()
         console.print(table)

@@ -192,16 +192,23 @@ def test_brainrl_serve_equals_in_process(stack):
 
 
 def test_feature_cache_size_key_and_cap(stack):
-    """Finding 4: TRIBE's on-disk cache has the documented size per word, and the cap empties it."""
-    engine, _ = _predict(stack, "base")
+    """Finding 4: TRIBE's on-disk cache has the documented size per word, and the cap empties it; with
+    cache_max_gb=0 the features stay in RAM (same maps, nothing written but the WAV copies)."""
+    engine, cached_maps = _predict(stack, "base")
     n_words = sum(len(s.words) for s in stack["stimuli"])
     text_bytes = sum(f.stat().st_size for f in engine.tribe_cache.rglob("*") if f.is_file() and "Text" in str(f)
                      and f.suffix == ".data")
     # (cache_n_layers=20 layers) x (d=32) x float32 per word: for Llama-3.2-3B, 20 x 3072 x 4 B = 246 KB
     assert text_bytes == n_words * 20 * real_stack.HIDDEN * 4, (text_bytes, n_words)
-    capped = _engine(stack, "base", cache_max_gb=0)
+    capped = _engine(stack, "base", cache_max_gb=0)  # features in RAM only: no feature file, no sqlite claims
     first = capped.predict(stack["stimuli"])
     assert capped.cache_clears == 1 and capped.cache_bytes() == 0
+    for name in ("text_feature", "audio_feature"):  # exca infras with no folder: RAM only, no inflight.db
+        assert getattr(capped._model.data, name).infra.folder is None
+        assert getattr(engine._model.data, name).infra.folder is not None
+    assert any(f.name == "inflight.db" for f in engine.tribe_cache.rglob("*"))
+    for a, b in zip(first, cached_maps):  # the same maps as through the on-disk cache
+        assert float(np.abs(a - b).max()) < ATOL
     second = capped.predict(stack["stimuli"])  # exca's RAM copy was dropped too: recomputed, same maps
     for a, b in zip(first, second):
         assert float(np.abs(a - b).max()) < ATOL

@@ -23,6 +23,7 @@ import hashlib
 import math
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -216,7 +217,10 @@ class TribeModel(_main.TribeExperiment):
         if cache_folder is not None:
             Path(cache_folder).mkdir(parents=True, exist_ok=True)
         model = cls(checkpoint_dir=str(folder))
-        model.data.text_feature.model_name = build_text_model(Path(cache_folder or "./cache") / "double-text-model")
+        # the double's stand-in text model is its own artefact, not TRIBE's: without a cache folder (features
+        # kept in RAM) it goes to a temporary folder, never into the working directory
+        model_home = Path(cache_folder) if cache_folder is not None else Path(tempfile.mkdtemp(prefix="tribe-double-"))
+        model.data.text_feature.model_name = build_text_model(model_home / "double-text-model")
         model.cache_folder = str(cache_folder or "./cache")
         model.device = "cpu" if device == "auto" else device
         for key, value in (config_update or {}).items():

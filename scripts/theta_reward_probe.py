@@ -1,0 +1,194 @@
+"""Is the θ-target reward a usable training signal for this generator? Measured before any long run.
+
+For θ prompts (a ``brainrl theta-prompts`` JSONL), the base generator writes G completions per prompt (or
+an existing run's ``completions.jsonl`` is read); each completion is scored by the training reward's
+posterior and by the independent judges (a second posterior fitted on a disjoint campaign, the text
+judge). Reported:
+
+- fidelity of the base: Pearson r of each judge's estimate with θ* per dimension (over all completions);
+- agreement: within each prompt's group, Spearman ρ between the training reward and each judge's
+  −‖θ̂ − θ*‖², averaged over groups (what a group-relative trainer's ranking is worth to the judges);
+- signal vs noise: the within-group SD of the reward against the SD of the same texts rescored with other
+  posterior draws (``--noise-seed``);
+- best-of-G: each judge's distance of the reward-best completion minus the group mean (paired by prompt,
+  a t interval over prompts): the most that reward-weighted fine-tuning on these samples can gain.
+
+    python scripts/theta_reward_probe.py --completions runs/RUN/completions.jsonl --steps 1 2 \\
+        --prompts recipes/data/theta_headline_train.jsonl --posterior ... --second-posterior ... --out ...
+    python scripts/theta_reward_probe.py --prompts recipes/data/theta_headline_train.jsonl --style headline \\
+        --n-prompts 24 --group 8 --posterior runs/sbi_procedural/posterior \\
+        --second-posterior runs/sbi_disjoint/posterior --out runs/probe/headline.json
+
+CPU-bound (SmolLM2 generation, espeak, the synthetic model, two posteriors); timings are not its point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+        return float("nan")
+    return float(spearmanr(a[ok], b[ok]).statistic)
+
+
+def _t_interval(values: np.ndarray) -> dict[str, float]:
+    from scipy.stats import t
+
+    values = values[np.isfinite(values)]
+    n = len(values)
+    mean = float(values.mean()) if n else float("nan")
+    half = float(t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+
+
+def generate(rows, style: str, group: int, temperature: float, max_new_tokens: int, seed: int):
+    from brainrl.policy import load_policy, neutralise_generation_config
+    from brainrl.policy.sampling import SamplingConfig, sample_completions
+    from brainrl.sbi.theta.prompts import system_prompt_for
+
+    model, tokenizer = load_policy("smollm2", "auto", "cpu")
+    neutralise_generation_config(model, tokenizer)
+    sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)
+    texts, index = [], []
+    for start in range(0, len(rows), 4):
+        chunk = rows[start:start + 4]
+        out = sample_completions(model, tokenizer, [r["prompt"] for r in chunk], sampling, num_completions=group,
+                                 system=system_prompt_for(style), seed=seed + start)
+        texts += out.texts
+        index += [start + int(g) for g in out.group.tolist()]
+        print(f"generated {len(texts)} completions", flush=True)
+    return texts, np.array(index)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", help="θ-prompt JSONL (brainrl theta-prompts)")
+    parser.add_argument("--style", default="block", choices=["block", "headline"])
+    parser.add_argument("--completions", help="read a run's completions.jsonl instead of generating (with --prompts: "
+                                              "θ* looked up there, else parsed from the prompt)")
+    parser.add_argument("--steps", type=int, nargs="*", help="with --completions: only these training steps")
+    parser.add_argument("--n-prompts", type=int, default=24)
+    parser.add_argument("--group", type=int, default=8)
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--max-new-tokens", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--posterior", required=True)
+    parser.add_argument("--second-posterior", required=True)
+    parser.add_argument("--n-samples", type=int, default=64)
+    parser.add_argument("--noise-seed", type=int, default=1)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    from brainrl.sbi.inference.decode import campaign_text
+    from brainrl.sbi.inference.estimator import Posterior
+    from brainrl.sbi.judges.text import TextJudge
+    from brainrl.sbi.simulation.prior import PARAM_NAMES
+    from brainrl.sbi.theta.prompts import THETA_COLUMN, read_theta_prompts
+    from brainrl.sbi.theta.reward import ThetaTargetReward
+
+    started = time.perf_counter()
+    if args.completions:
+        from brainrl.sbi.simulation.procedural import parse_request
+
+        rows = [json.loads(line) for line in Path(args.completions).read_text().splitlines() if line.strip()]
+        if args.steps:
+            rows = [r for r in rows if r["step"] in set(args.steps)]
+        keys = sorted({(r["step"], r["prompt"]) for r in rows})
+        key_index = {k: i for i, k in enumerate(keys)}
+        texts = [r["completion"] for r in rows]
+        index = np.array([key_index[(r["step"], r["prompt"])] for r in rows])
+        if args.prompts:  # θ* of each prompt from its θ-prompt file (headline prompts show θ* in words only)
+            from brainrl.sbi.theta.prompts import prompt_key, prompt_table
+
+            table = prompt_table(read_theta_prompts(args.prompts))
+            targets = np.stack([table[prompt_key(k[1])][THETA_COLUMN] for k in keys])
+        else:  # block prompts state θ* as numbers
+            targets = np.stack([parse_request(k[1])[0] for k in keys])
+    else:
+        prompt_rows = read_theta_prompts(args.prompts)[: args.n_prompts]
+        texts, index = generate(prompt_rows, args.style, args.group, args.temperature, args.max_new_tokens,
+                                args.seed)
+        targets = np.array([r[THETA_COLUMN] for r in prompt_rows])
+    generated_s = time.perf_counter() - started
+    theta = targets[index]
+    reward = ThetaTargetReward(args.posterior, mode="expected", n_samples=args.n_samples, ood="log")
+    maps = reward.maps(texts)
+    from brainrl.brain.base import BrainMap
+
+    ok = np.array([isinstance(m, BrainMap) for m in maps])
+    good = [m for m, f in zip(maps, ok) if f]
+    n, d = len(texts), len(PARAM_NAMES)
+
+    def decode(posterior, seed):
+        means = np.full((n, d), np.nan)
+        expected = np.full(n, np.nan)
+        inputs = posterior.prepare(good)
+        draws = np.asarray(posterior.sample(inputs, args.n_samples, seed=seed))
+        means[ok] = draws.mean(axis=1)
+        expected[ok] = -np.mean(np.sum((draws - theta[ok][:, None, :]) ** 2, axis=2), axis=1)
+        return means, expected
+
+    train_post = Posterior.load(args.posterior)
+    second = Posterior.load(args.second_posterior)
+    train_mean, train_reward = decode(train_post, 0)
+    _, train_reward_noise = decode(train_post, args.noise_seed)
+    second_mean, _ = decode(second, 0)
+    spoken = [campaign_text(t) or "" for t in texts]
+    judge_est = np.full((n, d), np.nan)
+    has = np.array([bool(s) for s in spoken])
+    judge_est[has] = TextJudge.load().predict([s for s in spoken if s])
+    ood = reward.ood_reference.score(train_post.summaries(train_post.prepare(good)), 0.05)
+
+    ranking = train_reward  # the 6-dim E_q reward; a run's completions carry the reward its trainer used
+    if args.completions and all(r.get("reward") is not None for r in rows):
+        ranking = np.array([float(r["reward"]) for r in rows])
+    judges = {"training posterior": train_mean, "second posterior": second_mean, "text judge": judge_est}
+    dist = {name: -np.sum((est - theta) ** 2, axis=1) for name, est in judges.items()}
+    report: dict = {"n_completions": n, "n_prompts": int(index.max() + 1), "failed_maps": int((~ok).sum()),
+                    "ood_flagged": float(np.mean(ood.flagged)), "source": args.completions or args.prompts,
+                    "style": args.style, "temperature": args.temperature, "seconds": {},
+                    "ranking_reward": "the run's logged reward" if ranking is not train_reward else "6-dim E_q reward"}
+    report["fidelity_r"] = {name: {p: float(np.corrcoef(est[ok & has, j], theta[ok & has, j])[0, 1])
+                                   for j, p in enumerate(PARAM_NAMES)} for name, est in judges.items()}
+    groups = [np.flatnonzero(index == g) for g in range(int(index.max()) + 1)]
+    report["within_group_spearman_reward_vs"] = {
+        name: _t_interval(np.array([_spearman(ranking[g], dist[name][g]) for g in groups]))
+        for name in judges}
+    # per dimension: the training posterior's |error| ranking vs each independent judge's, within groups
+    report["within_group_spearman_abs_error_per_dim"] = {
+        name: {p: float(np.nanmean([_spearman(-np.abs(train_mean[g, j] - theta[g, j]),
+                                               -np.abs(judges[name][g, j] - theta[g, j])) for g in groups]))
+               for j, p in enumerate(PARAM_NAMES)} for name in ("second posterior", "text judge")}
+    report["reward_sd_within_group"] = float(np.nanmean([np.nanstd(train_reward[g]) for g in groups]))
+    report["ranking_reward_sd_within_group"] = float(np.nanmean([np.nanstd(ranking[g]) for g in groups]))
+    report["reward_sd_redraw_noise"] = float(np.nanstd(train_reward - train_reward_noise) / np.sqrt(2))
+    best = [g[np.nanargmax(ranking[g])] for g in groups if np.isfinite(ranking[g]).any()]
+    report["best_of_group_minus_mean"] = {
+        name: _t_interval(np.array([dist[name][b] - np.nanmean(dist[name][g]) for b, g in zip(best, groups)]))
+        for name in judges}
+    report["best_of_group_minus_mean_per_dim_sq_error"] = {
+        name: {p: _t_interval(np.array([np.nanmean((est[g, j] - theta[g, j]) ** 2)
+                                        - (est[b, j] - theta[b, j]) ** 2 for b, g in zip(best, groups)]))["mean"]
+               for j, p in enumerate(PARAM_NAMES)} for name, est in judges.items()}
+    report["mean_distance"] = {name: float(np.nanmean(v)) for name, v in dist.items()}
+    report["prior_mean_distance"] = float(-np.mean(np.sum((0.5 - theta) ** 2, axis=1)))
+    report["seconds"] = {"generation": round(generated_s, 1), "total": round(time.perf_counter() - started, 1)}
+    report["examples"] = [{"prompt_index": int(index[i]), "text": texts[i], "reward": float(train_reward[i])}
+                          for i in range(min(n, 16))]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    print(json.dumps({k: v for k, v in report.items() if k != "examples"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
