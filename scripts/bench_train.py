@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import gc
 import json
 import math
@@ -473,10 +472,10 @@ def run_brainrl(args, n, reward, lora, dtype, workdir) -> dict[str, Any]:
     _reset_peak(args.device)
     model, tok = build_policy(args.policy, args.device, dtype)
     trainer = brainrl_trainer(model, tok, reward, lora, 5e-5, args.max_new_tokens, n, workdir)
-    full = trainer.recipe.sampling
-    trainer.recipe.sampling = dataclasses.replace(full, max_new_tokens=min(args.warmup_tokens, args.max_new_tokens))
-    trainer.train_step(0)  # warm-up (kernels, allocator), short completions
-    trainer.recipe.sampling = full
+    # warm-up (kernels, allocator, the static KV cache and the compiled decoder) at the run's own length, as
+    # training runs it and as GRPO's first step does: on the H200 a 200-token step after a 32-token
+    # warm-up sampled from NaN probabilities (bf16 Qwen2.5-0.5B shape; cause not established)
+    trainer.train_step(0)
     measured, stages = [], []
     for s in range(1, args.steps + 1):
         reset_stages(reward)
@@ -593,8 +592,8 @@ def _finish(device, row: dict[str, Any]) -> dict[str, Any]:
 # -- report -------------------------------------------------------------------------------------------
 def print_report(args, results: list[dict[str, Any]], reward_info: dict[str, Any]) -> None:
     print(f"\nseconds per step: {args.policy} on {args.device}, {args.max_new_tokens} new tokens, reward "
-          f"{reward_info['kind']} (mean of {args.steps} measured step(s) after a "
-          f"{min(args.warmup_tokens, args.max_new_tokens)}-token warm-up)")
+          f"{reward_info['kind']} (mean of {args.steps} measured step(s) after a warm-up step: "
+          f"{min(args.warmup_tokens, args.max_new_tokens)} tokens for the anchor, full length for brainrl)")
     if reward_info["kind"] == "tribe":
         print(f"  brainrl: {reward_info['brainrl_path']}; {reward_info['dtype']}")
         print(f"  anchor: {reward_info['anchor_path']}; {reward_info['dtype']}; not run: {reward_info['not_run']}")
@@ -643,7 +642,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--steps", type=int, default=2, help="measured steps per loop and G (after one warm-up)")
     parser.add_argument("--warmup-tokens", type=int, default=32,
-                        help="max_new_tokens of the untimed warm-up step of each loop (default 32)")
+                        help="max_new_tokens of the anchor loop's untimed warm-up step (default 32); brainrl's "
+                             "trainers warm up at --max-new-tokens")
     parser.add_argument("--reward", default=None, choices=REWARDS,
                         help="synthetic (default on cpu) or tribe (default on cuda: the shipped TRIBE backend on a "
                              "random-weight stand-in; needs $BRAINRL_TRIBEV2_SRC)")
