@@ -1,4 +1,4 @@
-"""Held-out recovery on the weak known channel of tests/sbi/test_recovery.py under three estimator setups:
+"""Held-out recovery on the weak known channel of tests/sbi/lexical_channel.py (tests/sbi/test_recovery.py) under three estimator setups:
 the paper's schedule on raw coefficients (the old default), input standardisation alone, and
 standardisation + the step budget (the default). Prints per-dimension r and writes JSON.
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.sbi.test_recovery import _campaign  # noqa: E402  (the test's known channel, one definition)
+from tests.sbi.lexical_channel import LexicalChannel  # noqa: E402  (the tests' known channel, one definition)
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     from brainrl.sbi.inference.estimator import EstimatorConfig, Posterior, fit_posterior
 
-    arrays = _campaign(args.n)
+    arrays = LexicalChannel().campaign(args.n)
     quick = {"verbose": 0, "sampler": {"method": "euler", "steps": 20}}
     setups = {
         "paper schedule, raw coefficients (old default)": EstimatorConfig(

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from brainrl.sbi.simulation.campaign import Campaign, load_campaign_config, merge_shards
+    from brainrl.sbi.simulation.campaign import Campaign, load_campaign_config, merge_shards, truncate_campaign
 
     config = load_campaign_config(args.recipe)
     if args.out:
@@ -21,6 +21,8 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.n_items is not None:
         config.n_items = args.n_items
     if args.merge_only:
+        if args.n_items is not None:  # a campaign stopped early: keep its first n_items (finished shards)
+            truncate_campaign(config.out_dir, args.n_items)
         print(f"merged dataset: {merge_shards(config.out_dir)}")
         return 0
     from tqdm import tqdm
@@ -55,6 +57,19 @@ def _fit(args: argparse.Namespace) -> int:
                       "seconds": round(result.seconds, 1)}, indent=1))
     print(f"next: brainrl sbi diagnose --posterior {result.out_dir} --data {' '.join(map(str, args.data))} "
           f"--out {Path(result.out_dir).parent / 'diagnose'}")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from brainrl.sbi.simulation.campaign import combine_campaign_arrays
+    from brainrl.sbi.inference.estimator import calibrate_posterior
+
+    arrays = combine_campaign_arrays(args.data) if args.data else None
+    result = calibrate_posterior(args.posterior, arrays, n_samples=args.n_samples)
+    print(json.dumps({"spread factor": result["factor"], "validation CRPS raw": result["crps_raw"],
+                      "validation CRPS calibrated": result["crps_calibrated"]}, indent=1))
+    print(f"next: brainrl sbi diagnose --posterior {args.posterior} --data {' '.join(args.data or ['CAMPAIGN'])} "
+          f"--out {Path(args.posterior).parent / 'diagnosis'}")
     return 0
 
 
@@ -134,7 +149,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sim.add_argument("--recipe", required=True, help="recipes/campaign_*.yaml")
     sim.add_argument("--out", type=folder_arg, help="override out_dir")
     sim.add_argument("--n-items", type=positive_int, help="override n_items (>= 1)")
-    sim.add_argument("--merge-only", action="store_true", help="only merge finished shards into out_dir/dataset")
+    sim.add_argument("--merge-only", action="store_true",
+                     help="only merge finished shards into out_dir/dataset; with --n-items N, a campaign stopped "
+                          "early keeps its first N items (recorded in campaign.json; it can grow again)")
     sim.set_defaults(func=_simulate)
 
     sbi = subparsers.add_parser("sbi", help="fit and diagnose the BayesFlow posterior")
@@ -150,6 +167,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                    "0 = the paper's epoch schedule only)")
     fit.add_argument("--seed", type=int)
     fit.set_defaults(func=_fit)
+
+    cal = sub.add_parser("calibrate", help="(re)fit a posterior's spread calibration on its validation items "
+                                           "(`sbi fit` does this itself)")
+    cal.add_argument("--posterior", required=True)
+    cal.add_argument("--data", action="append", help="its training campaign(s) (default: the folders in its card)")
+    cal.add_argument("--n-samples", type=int, default=200)
+    cal.set_defaults(func=_calibrate)
 
     dia = sub.add_parser("diagnose", help="recovery, Bayes RMSE, calibration, contraction vs cycle consistency")
     dia.add_argument("--posterior", required=True)

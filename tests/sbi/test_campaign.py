@@ -93,16 +93,18 @@ def test_ranks_write_their_own_shards_and_merge(tmp_path, pipeline):
     assert np.allclose(data["coeffs"], ref["coeffs"], rtol=MAP_RTOL, atol=MAP_ATOL)
 
 
-def test_merge_drops_cross_rank_duplicate_headlines(tmp_path, pipeline):
+def test_cross_rank_repeated_headline_is_simulated_again_not_dropped(tmp_path, pipeline):
     from datasets import load_from_disk
 
     cfg = _config(tmp_path, n=8)
     Campaign(cfg, generator=ScriptedGenerator(), pipeline=pipeline, rank=0, world_size=2).run(merge=False)
     Campaign(cfg, generator=ScriptedGenerator(), pipeline=pipeline, rank=1, world_size=2).run(merge=False)
-    # two ranks running at the same time cannot see each other's headlines: make shard 1 reuse one of shard 0's
+    # two ranks running at the same time cannot see each other's newest headlines: make shard 1 reuse one of
+    # shard 0's
     shards = Path(cfg.out_dir) / "shards"
     taken = load_from_disk(str(shards / "shard-00000"))["headlines"][2][0]
     part = load_from_disk(str(shards / "shard-00001"))
+    original = part["headlines"][1]
     part = part.map(lambda row: {"headlines": [taken] + row["headlines"][1:]} if row["id"] == 5 else row)
     part.save_to_disk(str(tmp_path / "patched"))
     (tmp_path / "patched" / "brainrl_shard.json").write_text((shards / "shard-00001" / "brainrl_shard.json").read_text())
@@ -110,12 +112,67 @@ def test_merge_drops_cross_rank_duplicate_headlines(tmp_path, pipeline):
 
     shutil.rmtree(shards / "shard-00001")
     os.replace(tmp_path / "patched", shards / "shard-00001")
+    # merging by hand (`--merge-only`, no generator) can only drop the later item, and says so
     merge_shards(cfg.out_dir)
     summary = json.loads((Path(cfg.out_dir) / "merge.json").read_text())
-    data = load_campaign_arrays(cfg.out_dir)
-    assert summary["n_rows"] == len(data["ids"]) == 7
+    assert summary["n_rows"] == 7
     assert summary["failures"] == [{"id": 5, "stage": "merge", "reason": f"headline repeated across ranks: {taken!r}"}]
-    assert sorted(list(data["ids"]) + [5]) == list(range(8))
+    # the campaign itself (rank 0, at its merge) simulates the item again, avoiding every headline of the split
+    generator = ScriptedGenerator()
+    result = Campaign(cfg, generator=generator, pipeline=pipeline, rank=0, world_size=2).run()
+    assert result.shards_skipped == [0] and generator.calls == 1
+    data = load_campaign_arrays(cfg.out_dir)
+    summary = json.loads((Path(cfg.out_dir) / "merge.json").read_text())
+    assert list(data["ids"]) == list(range(8)) and summary["n_failed"] == 0
+    heads = [h for block in data["headlines"] for h in block]
+    assert len(heads) == len(set(heads)) == 40
+    redone = data["headlines"][5]
+    # the patched block repeated `taken`; simulated again, item 5 gets its own draw back (unique in the split)
+    assert taken not in redone and redone == original
+    meta = json.loads((shards / "shard-00001" / "brainrl_shard.json").read_text())
+    assert meta["repaired"] == [{"id": 5, "why": "headline repeated across ranks"}] and meta["ids"] == [4, 5, 6, 7]
+    ref = _reference_items(tmp_path, pipeline)  # 12 items; ids 0-7 are the same items
+    assert np.allclose(data["coeffs"], ref["coeffs"][:8], rtol=MAP_RTOL, atol=MAP_ATOL)
+
+
+def test_rank_without_the_basis_parks_its_shards_instead_of_waiting(tmp_path, pipeline):
+    cfg = _config(tmp_path)  # 3 shards: rank 1 owns shard 1, rank 0 shards 0 and 2
+    cfg.merge_wait_s = 5.0  # a rank that waited for the basis would time out here
+    r1 = Campaign(cfg, generator=ScriptedGenerator(), pipeline=pipeline, rank=1, world_size=2)
+    result = r1.run()
+    assert result.shards_written == [] and sorted(r1.pending_shards()) == [1]
+    assert not (Path(cfg.out_dir) / "projection").exists()
+    # rank 0 fits the basis on shard 0, projects rank 1's parked shard, and merges: nothing simulated twice
+    generator = ScriptedGenerator()
+    r0 = Campaign(cfg, generator=generator, pipeline=pipeline, rank=0, world_size=2)
+    r0.run()
+    assert r0.pending_shards() == {} and generator.calls == 4  # shards 0 and 2 only, 2 items per call
+    assert not list((Path(cfg.out_dir) / "shards").glob(".*"))
+    data = load_campaign_arrays(cfg.out_dir)
+    ref = _reference_items(tmp_path, pipeline)
+    assert list(data["ids"]) == list(range(12)) and data["headlines"] == ref["headlines"]
+    assert np.allclose(data["coeffs"], ref["coeffs"], rtol=MAP_RTOL, atol=MAP_ATOL)
+
+
+def test_local_campaign_resumes_with_another_batch_size(tmp_path, pipeline):
+    """The local generator samples per request, so batch_size is no longer part of a campaign's identity;
+    campaigns made when it was (local generator, batch_size in the fingerprint) still resume."""
+    from brainrl.sbi.simulation.generators import GeneratorConfig
+
+    cfg = _config(tmp_path, generator=GeneratorConfig("local", {"model": "smollm2"}))
+    other = _config(tmp_path, generator=GeneratorConfig("local", {"model": "smollm2"}))
+    other.batch_size = 3
+    assert cfg.fingerprint() == other.fingerprint()
+    old = cfg.legacy_fingerprints() - other.legacy_fingerprints()
+    assert len(old) == 1  # the fingerprint with batch_size 2 in it
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True)
+    (out / "campaign.json").write_text(json.dumps({"fingerprint": old.pop(), "config": {"n_items": 12}}))
+    campaign = Campaign(cfg, generator=ScriptedGenerator(), pipeline=pipeline)
+    campaign._check_or_write_manifest()
+    assert campaign.fingerprint != cfg.fingerprint()  # resumes under its recorded fingerprint
+    with pytest.raises(ValueError, match="different campaign"):
+        Campaign(other, generator=ScriptedGenerator(), pipeline=pipeline)._check_or_write_manifest()
 
 
 def test_resume_refuses_a_different_campaign(tmp_path, pipeline):
@@ -216,3 +273,27 @@ def test_finished_campaign_grows_in_place_and_merge_checks_every_shard(tmp_path,
     meta_path.write_text(json.dumps({**meta, "campaign_fingerprint": "other"}))
     with pytest.raises(ValueError, match="another campaign"):
         merge_shards(cfg.out_dir)
+
+
+def test_campaign_stopped_early_is_truncated_by_merge_only_and_grows_again(tmp_path, pipeline):
+    from brainrl.cli.main import main
+
+    cfg = _config(tmp_path)  # 12 items in 3 shards; stop after shard 1 (a kill during shard 2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        Campaign(cfg, generator=ScriptedGenerator(fail_on_call=5), pipeline=pipeline).run()
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(json.dumps({**json.loads((Path(cfg.out_dir) / "campaign.json").read_text())["config"],
+                                  "n_items": 12}))
+    # merging all 12 needs shard 2: refused with a one-line error
+    assert main(["simulate", "--recipe", str(recipe), "--merge-only"]) != 0
+    assert main(["simulate", "--recipe", str(recipe), "--merge-only", "--n-items", "8"]) == 0
+    manifest = json.loads((Path(cfg.out_dir) / "campaign.json").read_text())
+    assert manifest["config"]["n_items"] == 8 and manifest["truncated"][0]["from"] == 12
+    assert list(load_campaign_arrays(cfg.out_dir)["ids"]) == list(range(8))
+    with pytest.raises(ValueError, match="multiple of shard_size"):
+        from brainrl.sbi.simulation.campaign import truncate_campaign
+
+        truncate_campaign(cfg.out_dir, 6)
+    generator = ScriptedGenerator()
+    Campaign(cfg, generator=generator, pipeline=pipeline).run()  # n_items 12 again: only shard 2 is simulated
+    assert generator.calls == 2 and list(load_campaign_arrays(cfg.out_dir)["ids"]) == list(range(12))

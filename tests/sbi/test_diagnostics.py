@@ -37,12 +37,15 @@ def test_calibrated_posterior_vs_overconfident():
     assert all(r > 0.95 for r in good["pearson_r"].values())
     # log gamma < 0 happens with 5% probability per dimension under calibration; allow one of six
     assert sum(g > 0 for g in good["calibration_log_gamma"].values()) >= 5
+    # the calibration figure's check: the rank ECDF inside BayesFlow's 95% simultaneous band
+    assert sum(e == 0 for e in good["ecdf_band_excursion"].values()) >= 5
     expected_bayes = np.sqrt(2) * s  # error of the mean + posterior spread
     assert all(abs(b - expected_bayes) < 0.015 for b in good["bayes_rmse"].values())
     assert all(0.9 < c < 1 for c in good["posterior_contraction"].values())
     overconfident = obs[:, None, :] + local.normal(scale=s / 10, size=(200, 300, 6))
     bad = posterior_metrics(overconfident, truth)
     assert all(g < 0 for g in bad["calibration_log_gamma"].values())
+    assert all(e > 0.05 for e in bad["ecdf_band_excursion"].values())
     prior_draws = rng.uniform(size=(200, 300, 6))  # the prior as posterior: calibrated, no contraction
     flat = posterior_metrics(prior_draws, THETA)
     assert all(abs(c) < 0.05 for c in flat["posterior_contraction"].values())

@@ -218,3 +218,36 @@ def test_paired_squared_error_differences_per_dimension_match_hand_computation()
     for name in names[1:]:
         assert diff["sq_error"][name]["value"] == pytest.approx(0.0, abs=1e-12)
     assert diff["reward"]["value"] == pytest.approx(-expected, abs=1e-12)  # the reward is minus the sum over dims
+
+
+def test_validate_detects_a_theta_following_generator(tmp_path, lexical_posterior):
+    """Base = the procedural generator blind to θ* (it writes for a θ of its own), tuned = the procedural
+    generator following θ*: through a real fitted posterior of the known lexical channel, and by the text
+    judge, the validator must find the tuned one closer to θ*, with CIs that exclude 0."""
+    from brainrl.sbi.inference.estimator import Posterior
+    from brainrl.sbi.inference.ood import fit_ood
+    from brainrl.sbi.simulation.procedural import ProceduralGenerator
+    from lexical_channel import LexicalChannel, ThetaIgnoringGenerator
+
+    folder, arrays = lexical_posterior
+    post = Posterior.load(folder)
+    ood = fit_ood(post, arrays)
+    config = ValidateConfig(n=32, seed=5, n_samples=40)
+    result = validate(post, "procedural, blind to θ*", tmp_path / "out", config=config, pipeline=LexicalChannel(),
+                      ood=ood, generators={"base": ThetaIgnoringGenerator(), "tuned": ProceduralGenerator()})
+    assert result["generators"]["tuned"]["backend"] == "procedural"
+    judges = {"posterior": result, "text judge": result["independent_judges"]["text_judge"]}
+    for name, res in judges.items():
+        diff = res["difference_tuned_minus_base"]
+        assert diff["n_pairs"] == 32, name
+        assert diff["reward"]["ci_low"] > 0, (name, diff["reward"])  # tuned hits θ* better, CI above 0
+        better = [d for d, v in diff["rmse"].items() if v["ci_high"] < 0]
+        assert len(better) >= 4, (name, {d: round(v["value"], 3) for d, v in diff["rmse"].items()})
+        models = res["models"]
+        higher_r = [d for d, v in models["tuned"]["per_dimension"].items()
+                    if v["pearson_r"]["value"] > models["base"]["per_dimension"][d]["pearson_r"]["value"]]
+        assert len(higher_r) >= 5, (name, higher_r)
+        # θ*-information: the following generator beats a decoder that ignores the text, the blind one does not
+        assert models["tuned"]["prior_reference"]["reward_gain"]["ci_low"] > 0, name
+        assert models["base"]["prior_reference"]["reward_gain"]["value"] < \
+            models["tuned"]["prior_reference"]["reward_gain"]["ci_low"], name

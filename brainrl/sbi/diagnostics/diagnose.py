@@ -26,7 +26,7 @@ def metrics_table(results: dict[str, dict[str, Any]], names: Sequence[str] = PAR
     """Markdown table of the main numbers, one row per (method, metric)."""
     rows = ["| method | metric | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for label, metrics in results.items():
-        for key in ("pearson_r", "bayes_rmse", "posterior_contraction", "calibration_log_gamma"):
+        for key in ("pearson_r", "bayes_rmse", "posterior_contraction", "calibration_log_gamma", "ecdf_band_excursion"):
             if metrics.get(key):
                 rows.append(f"| {label} | {key} | " + " | ".join(f"{metrics[key][n]:.3f}" for n in names) + " |")
     return "\n".join(rows)
@@ -139,7 +139,8 @@ def diagnose(posterior_dir: str | Path, data_dir: str | Path, out_dir: str | Pat
     notes = [f"{len(rows)} cases ({which}); {config.n_samples} posterior draws per case; generator(s): "
              f"{', '.join(report['generator'])}.",
              "pearson_r: of the posterior mean (SBI) or the evaluator's score (cycle). bayes_rmse: sqrt of the expected "
-             "squared error under the posterior. calibration_log_gamma < 0 rejects calibration at 5%."]
+             "squared error under the posterior. calibration_log_gamma < 0 rejects calibration at 5%; "
+             "ecdf_band_excursion > 0: the rank ECDF leaves the 95% simultaneous band of the calibration figure."]
     if cycle_info:
         notes.append(f"Cycle evaluator {cycle_info['evaluator']}: {cycle_info['n_valid']} valid, "
                      f"{cycle_info['n_failed']} failed after retries.")

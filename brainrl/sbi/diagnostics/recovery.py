@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from brainrl.sbi.diagnostics.calibration import calibration_log_gamma
+from brainrl.sbi.diagnostics.calibration import calibration_log_gamma, ecdf_band_excursion
 from brainrl.sbi.simulation.prior import PARAM_NAMES, PRIOR_VARIANCE
 
 
@@ -64,4 +64,5 @@ def posterior_metrics(draws: np.ndarray, theta: np.ndarray, names: Sequence[str]
     out["posterior_contraction"] = {n: float(1 - post_var[j] / PRIOR_VARIANCE) for j, n in enumerate(names)}
     out["posterior_sd"] = {n: float(np.sqrt(post_var[j])) for j, n in enumerate(names)}
     out["calibration_log_gamma"] = calibration_log_gamma(draws, theta, names, seed)
+    out["ecdf_band_excursion"] = ecdf_band_excursion(draws, theta, names, seed)
     return out

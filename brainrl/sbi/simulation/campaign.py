@@ -40,6 +40,7 @@ from brainrl.sbi.simulation.topics import TOPICS, topic_for_index
 log = logging.getLogger(__name__)
 
 SHARD_META = "brainrl_shard.json"
+PENDING_ROWS = "rows.json"  # a parked shard's rows (without coefficients), beside its raw maps
 SBI_PACKAGES = ("brainrl", "numpy", "torch", "transformers", "datasets", "bayesflow", "keras")
 
 
@@ -100,24 +101,27 @@ class CampaignConfig:
     def fingerprint(self) -> str:
         """What fixes the items: everything except where they go and how the work is scheduled."""
         data = asdict(self)
-        for key in ("out_dir", "merge_wait_s", "batch_size", "n_items"):
-            data.pop(key)  # n_items: a finished campaign can grow in place (``Campaign._check_or_write_manifest``)
-        if self.generator.name == "local":
-            # the local generator seeds each forward batch from its first request, so which items share a
-            # writer call (batch_size) changes its texts: a resume must keep it
-            data["batch_size"] = self.batch_size
-        if data["projection"].get("projection_from") is None:
-            data["projection"].pop("projection_from")  # fingerprints of campaigns made before the field
-        return content_hash(data, 16)
+        # n_items: a finished campaign can grow in place (``Campaign._check_or_write_manifest``); batch_size:
+        # every generator's replies are a function of (request, seed), whatever shares a batch
+        return content_hash(self._fingerprint_data(), 16)
 
-    def legacy_fingerprints(self) -> set[str]:
-        """Fingerprints this config had before n_items left the fingerprint (so old campaigns resume)."""
+    def _fingerprint_data(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("out_dir", "merge_wait_s", "batch_size"):
+        for key in ("out_dir", "merge_wait_s", "batch_size", "n_items"):
             data.pop(key)
         if data["projection"].get("projection_from") is None:
-            data["projection"].pop("projection_from")
-        return {content_hash(data, 16)}
+            data["projection"].pop("projection_from")  # fingerprints of campaigns made before the field
+        return data
+
+    def legacy_fingerprints(self) -> set[str]:
+        """Fingerprints this config had in earlier versions, so their campaigns resume: with n_items in
+        the fingerprint, and (local generator) with batch_size, when that generator seeded each forward
+        batch from its first request."""
+        data = self._fingerprint_data()
+        legacy = {content_hash({**data, "n_items": self.n_items}, 16)}
+        if self.generator.name == "local":
+            legacy.add(content_hash({**data, "batch_size": self.batch_size}, 16))
+        return legacy
 
 
 
@@ -219,7 +223,8 @@ class Campaign:
             elif old.get("fingerprint") != fingerprint:
                 diffs = [k for k, v in asdict(self.config).items() if old.get("config", {}).get(k) != v
                          and k not in ("out_dir", "merge_wait_s", "batch_size", "n_items")]
-                raise ValueError(f"{self.out_dir} holds a different campaign (fields differ: {', '.join(diffs) or 'batch_size'}); "
+                raise ValueError(f"{self.out_dir} holds a different campaign (fields differ: "
+                                 f"{', '.join(diffs) or 'none by name: made by another brainrl version'}); "
                                  "use a new out_dir or the original recipe to resume.")
             old_n = int(old.get("config", {}).get("n_items", self.config.n_items))
             if self.config.n_items < old_n:
@@ -254,14 +259,39 @@ class Campaign:
     def completed_shards(self) -> list[int]:
         return [s for s in range(self.config.n_shards) if (shard_dir(self.out_dir, s) / SHARD_META).is_file()]
 
-    def _seen_headlines(self) -> set[str]:
+    def _seen_headlines(self, seen: set[str] | None = None, loaded: set[int] | None = None) -> set[str]:
+        """Headlines of every finished shard (and of other ranks' shards waiting for the projection), added to
+        ``seen``; ``loaded`` remembers which shards were read, so a rank refreshes cheaply before each shard
+        and sees what the other ranks wrote since it started."""
         from datasets import load_from_disk
 
-        seen: set[str] = set()
+        seen = set() if seen is None else seen
+        loaded = set() if loaded is None else loaded
         for s in self.completed_shards():
-            for block in load_from_disk(str(shard_dir(self.out_dir, s)))["headlines"]:
-                seen.update(block)
+            if s not in loaded:
+                for block in load_from_disk(str(shard_dir(self.out_dir, s)))["headlines"]:
+                    seen.update(block)
+                loaded.add(s)
+        for s, folder in self.pending_shards().items():
+            if -1 - s not in loaded and (folder / PENDING_ROWS).is_file():
+                for row in json.loads((folder / PENDING_ROWS).read_text()):
+                    seen.update(row["headlines"])
+                loaded.add(-1 - s)
         return seen
+
+    def pending_shards(self) -> dict[int, Path]:
+        """Simulated shards waiting for the projection basis (complete when their marker exists)."""
+        out = {}
+        for folder in (self.out_dir / "shards").glob(".pending-shard-*"):
+            if (folder / SHARD_META).is_file():
+                out[int(folder.name.rsplit("-", 1)[1])] = folder
+        return out
+
+    def _projection_ready(self, shard: int) -> bool:
+        """Whether this rank can project now without waiting: a basis on disk or to copy, or shard 0 (which
+        fits it) in hand."""
+        return (self.projection is not None or (self.out_dir / "projection" / "projection.npz").is_file()
+                or bool(self.config.projection.projection_from) or shard == 0)
 
     def _get_projection(self, shard: int, maps: Sequence[BrainMap]) -> Projection:
         folder = self.out_dir / "projection"
@@ -286,22 +316,63 @@ class Campaign:
             self.projection = fit_projection(frames, cfg.k, cfg.t_max, cfg.max_fit_frames, seed=self.config.seed)
             self.projection.save(folder)
             log.info("fitted projection on %d frames: %s", frames.shape[0], self.projection.describe())
-        else:  # another rank owns shard 0; wait for its basis
-            deadline = time.time() + self.config.merge_wait_s
-            while not (folder / "projection.npz").is_file():
-                if time.time() > deadline:
-                    raise TimeoutError(f"no projection basis appeared in {folder} (rank 0 fits it on shard 0).")
-                time.sleep(2.0)
-            self.projection = Projection.load(folder)
+        else:  # another rank owns shard 0: ``run`` parks shards as pending instead of calling this
+            raise RuntimeError(f"no projection basis in {folder} yet (rank 0 fits it on shard 0).")
         return self.projection
+
+    def park_shard(self, shard: int, rows: list[dict[str, Any]], maps: Sequence[BrainMap],
+                   failures: list[dict[str, Any]]) -> Path:
+        """Keep a simulated shard on disk until the projection exists (rows as JSON, raw maps as .npy),
+        so a rank other than 0 goes on with its next shard instead of waiting for rank 0's basis."""
+        final = self.out_dir / "shards" / f".pending-shard-{shard:05d}"
+        tmp = final.parent / f".tmp-pending-{shard:05d}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        for i, brain_map in enumerate(maps):
+            np.save(tmp / f"map-{i:05d}.npy", np.asarray(brain_map.data, np.float32))
+        (tmp / PENDING_ROWS).write_text(json.dumps([{**r, "theta": [float(x) for x in r["theta"]]} for r in rows]))
+        (tmp / SHARD_META).write_text(json.dumps({"shard": shard, "failures": failures, "rank": self.rank}))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        log.info("shard %d simulated; parked until the projection basis exists (rank 0 fits it on shard 0)", shard)
+        return final
+
+    def flush_pending(self) -> list[int]:
+        """Project and write every parked shard (any rank's) once the basis exists; returns the shards written.
+        A shard is claimed by renaming its folder, so two ranks never write the same one."""
+        if not (self.out_dir / "projection" / "projection.npz").is_file() and self.projection is None:
+            return []
+        done = []
+        for shard, folder in sorted(self.pending_shards().items()):
+            claimed = folder.parent / f".flushing-shard-{shard:05d}-rank{self.rank}"
+            try:
+                os.rename(folder, claimed)
+            except OSError:
+                continue  # another rank claimed it first
+            rows = json.loads((claimed / PENDING_ROWS).read_text())
+            for row in rows:
+                row["theta"] = np.asarray(row["theta"], np.float32)
+            maps = [BrainMap(np.load(claimed / f"map-{i:05d}.npy")) for i in range(len(rows))]
+            failures = json.loads((claimed / SHARD_META).read_text())["failures"]
+            self.write_shard(shard, rows, maps, failures)
+            shutil.rmtree(claimed)
+            done.append(shard)
+            log.info("shard %d: projected and written from its parked maps", shard)
+        return done
 
     # -- the work -----------------------------------------------------------------------------
     def simulate_shard(self, shard: int, seen: set[str], on_batch: Callable[[int], None] | None = None):
         """Simulate one shard's items: (rows, raw maps, failures)."""
+        return self.simulate_items(list(self.config.shard_ids(shard)), seen, on_batch)
+
+    def simulate_items(self, ids: Sequence[int], seen: set[str], on_batch: Callable[[int], None] | None = None):
+        """Simulate the given item ids: (rows, raw maps, failures)."""
         cfg = self.config
         writer = HeadlineWriter(self.generator, **asdict(cfg.writer))
         label = generator_label(self.generator.identity())
-        ids = list(cfg.shard_ids(shard))
+        ids = list(ids)
         rows: list[dict[str, Any]] = []
         maps: list[BrainMap] = []
         failures: list[dict[str, Any]] = []
@@ -331,15 +402,20 @@ class Campaign:
     def write_shard(self, shard: int, rows: list[dict[str, Any]], maps: Sequence[BrainMap],
                     failures: list[dict[str, Any]]) -> Path:
         """Project the maps and write the shard atomically (temp folder, then rename)."""
-        from datasets import Dataset, DatasetInfo
 
         projection = self._get_projection(shard, maps)
         for row, brain_map in zip(rows, maps):
             row["coeffs"], row["n_frames"], row["n_frames_total"] = projection.project_frames(brain_map.data)
-        columns = {name: [row[name] for row in rows] for name in _features(projection.t_max, projection.k)}
         meta = {"shard": shard, "ids": [r["id"] for r in rows], "failures": failures, "seed": self.config.seed,
                 "campaign_fingerprint": self.fingerprint, "projection": projection.fingerprint(),
                 "rank": self.rank, "world_size": self.world_size, "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        return self._save_shard(shard, rows, meta)
+
+    def _save_shard(self, shard: int, rows: list[dict[str, Any]], meta: dict[str, Any]) -> Path:
+        from datasets import Dataset, DatasetInfo
+
+        projection = self._get_projection(shard, [])
+        columns = {name: [row[name] for row in rows] for name in _features(projection.t_max, projection.k)}
         features = _features(projection.t_max, projection.k)
         info = DatasetInfo(description=json.dumps({"campaign": self.config.name, "shard": shard}), features=features)
         dataset = Dataset.from_dict(columns, features=features, info=info)
@@ -349,39 +425,130 @@ class Campaign:
             shutil.rmtree(tmp)  # a half-written shard of an earlier, killed run (only this rank writes it)
         save_quietly(dataset, tmp)
         (tmp / SHARD_META).write_text(json.dumps(meta, indent=1))
+        old = final.parent / f".old-{final.name}"
+        if final.exists():  # a repaired shard: a kill in between leaves no marker, so a rerun redoes the shard
+            os.replace(final, old)
         os.replace(tmp, final)
+        if old.exists():
+            shutil.rmtree(old)
         return final
 
     def run(self, *, merge: bool = True, on_batch: Callable[[int], None] | None = None) -> CampaignResult:
         started = time.time()
         self._check_or_write_manifest()
         (self.out_dir / "shards").mkdir(parents=True, exist_ok=True)
-        seen = self._seen_headlines()
-        done = set(self.completed_shards())
+        loaded: set[int] = set()
+        seen = self._seen_headlines(loaded=loaded)
         mine = [s for s in range(self.config.n_shards) if s % self.world_size == self.rank]
         written, skipped, n_failed = [], [], 0
         for shard in mine:
-            if shard in done:
+            written += self.flush_pending()
+            if shard in set(self.completed_shards()) | set(self.pending_shards()):
                 skipped.append(shard)
                 continue
+            self._seen_headlines(seen, loaded)  # what other ranks wrote meanwhile: fewer cross-rank repeats
             rows, maps, failures = self.simulate_shard(shard, seen, on_batch)
-            self.write_shard(shard, rows, maps, failures)
-            written.append(shard)
             n_failed += len(failures)
-            log.info("shard %d: %d items written, %d failed", shard, len(rows), len(failures))
+            if self._projection_ready(shard):
+                self.write_shard(shard, rows, maps, failures)
+                written.append(shard)
+                log.info("shard %d: %d items written, %d failed", shard, len(rows), len(failures))
+            else:
+                self.park_shard(shard, rows, maps, failures)
+        written += self.flush_pending()
         dataset_dir = None
         if merge and self.rank == 0:
             self._wait_for_all_shards()
+            self.repair_cross_rank_repeats()
             dataset_dir = merge_shards(self.out_dir)
-        return CampaignResult(self.out_dir, written, skipped, n_failed, dataset_dir, time.time() - started)
+        elif self.pending_shards():
+            log.info("rank %d done; its parked shards %s are projected by rank 0 (or any rank) once the basis exists",
+                     self.rank, sorted(self.pending_shards()))
+        return CampaignResult(self.out_dir, sorted(set(written)), skipped, n_failed, dataset_dir, time.time() - started)
 
     def _wait_for_all_shards(self) -> None:
         deadline = time.time() + self.config.merge_wait_s
         while len(self.completed_shards()) < self.config.n_shards:
+            self.flush_pending()  # other ranks' shards parked before the basis existed
+            if len(self.completed_shards()) == self.config.n_shards:
+                break
             if time.time() > deadline:
                 missing = sorted(set(range(self.config.n_shards)) - set(self.completed_shards()))
                 raise TimeoutError(f"shards {missing[:10]} are still missing; rerun the campaign to finish them.")
             time.sleep(2.0)
+
+    def repair_cross_rank_repeats(self) -> list[int]:
+        """Ranks running at once cannot see each other's newest headlines, so a block may repeat a headline of
+        an earlier shard. Each such item (the later one in id order) is simulated again, avoiding every
+        headline of the split, and its shard rewritten in place (recorded under ``repaired`` in the shard's
+        marker), so the merge drops nothing. Returns the repaired ids."""
+        from datasets import load_from_disk
+
+        seen_by: dict[str, int] = {}
+        repeats: dict[int, list[int]] = {}  # shard -> item ids to redo
+        blocks: dict[int, list[str]] = {}
+        for s in range(self.config.n_shards):
+            part = load_from_disk(str(shard_dir(self.out_dir, s)))
+            for item_id, block in zip(part["id"], part["headlines"]):
+                blocks[item_id] = list(block)
+                if any(h in seen_by for h in block):
+                    repeats.setdefault(s, []).append(item_id)
+                else:
+                    seen_by.update({h: item_id for h in block})
+        repaired = []
+        for s, ids in sorted(repeats.items()):
+            seen = {h for i, block in blocks.items() if i not in ids for h in block}
+            rows, maps, failures = self.simulate_items(ids, seen)
+            for row in rows:
+                blocks[row["id"]] = list(row["headlines"])
+            self._rewrite_items(s, rows, maps, failures)
+            repaired += ids
+            log.warning("shard %d: items %s repeated headlines of other ranks' shards; simulated again", s, ids)
+        return repaired
+
+    def _rewrite_items(self, shard: int, rows: list[dict[str, Any]], maps: Sequence[BrainMap],
+                       failures: list[dict[str, Any]]) -> None:
+        """Replace some items of a finished shard (atomically, as ``write_shard``)."""
+        from datasets import load_from_disk
+
+        folder = shard_dir(self.out_dir, shard)
+        meta = json.loads((folder / SHARD_META).read_text())
+        redone = {r["id"] for r in rows} | {f["id"] for f in failures}
+        old = load_from_disk(str(folder))
+        keep = [{k: (np.asarray(v) if k == "coeffs" else v) for k, v in row.items()}
+                for row in old if row["id"] not in redone]
+        projection = self._get_projection(shard, maps)
+        for row, brain_map in zip(rows, maps):
+            row["coeffs"], row["n_frames"], row["n_frames_total"] = projection.project_frames(brain_map.data)
+        merged = sorted(keep + rows, key=lambda r: r["id"])
+        records = meta.get("repaired", []) + [{"id": i, "why": "headline repeated across ranks"} for i in sorted(redone)]
+        self._save_shard(shard, merged, {**meta, "ids": [r["id"] for r in merged],
+                                         "failures": meta["failures"] + failures, "repaired": records})
+
+
+def truncate_campaign(out_dir: str | Path, n_items: int, why: str = "stopped by hand") -> None:
+    """Make a campaign stopped early a finished campaign of its first ``n_items`` items (a multiple of
+    shard_size whose shards are all complete), recorded under ``truncated`` in campaign.json; it can
+    grow again later (rerun the recipe with a larger n_items)."""
+    out_dir = Path(out_dir)
+    path = out_dir / "campaign.json"
+    manifest = json.loads(path.read_text())
+    old_n, shard_size = int(manifest["config"]["n_items"]), int(manifest["config"]["shard_size"])
+    if n_items >= old_n:
+        return
+    if n_items < 1 or n_items % shard_size:
+        raise ValueError(f"truncate to a positive multiple of shard_size ({shard_size}); got {n_items}.")
+    missing = [s for s in range(n_items // shard_size) if not (shard_dir(out_dir, s) / SHARD_META).is_file()]
+    if missing:
+        raise ValueError(f"shards {missing[:10]} of the first {n_items} items are not finished; truncate to fewer "
+                         "items or rerun the campaign.")
+    manifest["config"]["n_items"] = n_items
+    manifest.setdefault("truncated", []).append({"from": old_n, "to": n_items, "why": why,
+                                                  "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    tmp.replace(path)
+    log.info("campaign %s truncated from %d to %d items", out_dir, old_n, n_items)
 
 
 def merge_shards(out_dir: str | Path) -> Path:

@@ -60,12 +60,49 @@ def _load_local(model: str, device: str, dtype: str):
     return loaded.eval(), tokenizer
 
 
+#: how the local generator draws tokens (recorded in its identity; campaigns made before it seeded torch's
+#: global generator once per forward batch from the batch's first request)
+SAMPLING_SCHEME = "per-request generators (temperature, top-p)"
+
+
+class PerRequestSampler:
+    """A transformers logits processor that samples each row's next token with that row's own
+    ``torch.Generator`` (seeded by the request's seed) after temperature and nucleus (top-p) filtering,
+    and returns scores that keep only the drawn token, so greedy decoding emits it.
+
+    Row r's t-th token uses the t-th draw of generator r and row r's logits only: the replies do not
+    depend on batch size or order (up to float round-off in the logits of a differently padded batch)."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float = 1.0):
+        import torch
+
+        if temperature <= 0:
+            raise ValueError(f"PerRequestSampler needs temperature > 0, got {temperature}; use greedy decoding.")
+        self.temperature, self.top_p = float(temperature), float(top_p)
+        self.generators = [torch.Generator().manual_seed(int(s) % 2**63) for s in seeds]
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if scores.shape[0] != len(self.generators):
+            raise ValueError(f"{scores.shape[0]} rows of scores for {len(self.generators)} seeded requests.")
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            ordered, order = probs.sort(dim=-1, descending=True)
+            outside = ordered.cumsum(dim=-1) - ordered >= self.top_p  # the top token always stays
+            probs = torch.zeros_like(probs).scatter(-1, order, ordered.masked_fill(outside, 0.0))
+        chosen = torch.stack([torch.multinomial(p.cpu(), 1, generator=g) for p, g in zip(probs, self.generators)])
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter(-1, chosen.to(scores.device), 0.0)
+
+
 class LocalChatGenerator:
     """A causal LM run here with transformers: chat template, left padding, batched sampling.
 
     ``model`` is ``"smollm2"`` (the embedded default, via ``brainrl.policy``), a hub id, a folder
-    made by ``save_pretrained`` or a ``.gguf`` file. Sampling is seeded per batch from the first
-    item's seed, so a batch of the same items reproduces the same replies.
+    made by ``save_pretrained`` or a ``.gguf`` file. Sampling is seeded per request (``PerRequestSampler``):
+    a reply is a function of its conversation and its own seed, whatever else shares its forward batch, so
+    a campaign resumed with another batch size writes the same texts.
     """
 
     name = "local"
@@ -104,11 +141,17 @@ class LocalChatGenerator:
             shared = self._shared_prefix_inputs(prompts) if self.prefix_cache else None
             inputs = shared or self._tokenizer(prompts, return_tensors="pt", padding=True,
                                                add_special_tokens=False).to(self.device)
-            torch.manual_seed(int(seeds[start]) % 2**63)
+            sampling: dict[str, Any] = {}
+            if self.temperature > 0:
+                from transformers import LogitsProcessorList
+
+                sampling["logits_processor"] = LogitsProcessorList([PerRequestSampler(
+                    seeds[start:start + len(chunk)], self.temperature, self.top_p)])
             with torch.no_grad():
+                # greedy over the sampler's one-hot scores = a draw from each request's own generator
                 out = self._model.generate(
-                    **inputs, do_sample=self.temperature > 0, temperature=self.temperature or None,
-                    top_p=self.top_p, max_new_tokens=self.max_new_tokens, pad_token_id=self._tokenizer.pad_token_id,
+                    **inputs, do_sample=False, temperature=None, top_p=None, top_k=None,
+                    max_new_tokens=self.max_new_tokens, pad_token_id=self._tokenizer.pad_token_id, **sampling,
                     **({"stop_strings": self.stop_strings, "tokenizer": self._tokenizer} if self.stop_strings else {}),
                 )
             new_tokens = out[:, inputs["input_ids"].shape[1]:]
@@ -161,7 +204,8 @@ class LocalChatGenerator:
     def identity(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.model_spec, "max_new_tokens": self.max_new_tokens,
                 "temperature": self.temperature, "top_p": self.top_p, "batch_size": self.batch_size,
-                "stop_strings": self.stop_strings, **({"prefix_cache": True} if self.prefix_cache else {})}
+                "stop_strings": self.stop_strings, "sampling": SAMPLING_SCHEME,
+                **({"prefix_cache": True} if self.prefix_cache else {})}
 
 
 # -- OpenAI-compatible ------------------------------------------------------------------------------

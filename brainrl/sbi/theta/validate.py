@@ -239,6 +239,30 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], config: ValidateCon
     return {name: (texts, list(index)) for name, texts in samples.texts.items()}
 
 
+def chat_generator_texts(generators: dict[str, Any], prompts: Sequence[str],
+                         config: ValidateConfig) -> dict[str, tuple[list[str], list[int]]]:
+    """Replies of chat generators (``generate(conversations, seeds)``) to the held-out prompts, the same
+    seeds for every generator (completion c of prompt i: ``seed * 1009 + c * n + i``); a failed reply is
+    an empty completion (decoded as a failure with its reason)."""
+    from brainrl.brain.base import Failed
+
+    if set(generators) - {"base", "tuned"} or "base" not in generators:
+        raise ValueError(f"generators must be {{'base': …}} or {{'base': …, 'tuned': …}}; got {sorted(generators)}.")
+    system = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
+    conversations = [system + [{"role": "user", "content": p}] for p in prompts]
+    out = {}
+    for name, generator in generators.items():
+        texts: list[str] = []
+        index: list[int] = []
+        for c in range(config.completions_per_prompt):
+            seeds = [config.seed * 1009 + c * len(prompts) + i for i in range(len(prompts))]
+            replies = generator.generate(conversations, seeds)
+            texts += ["" if isinstance(r, Failed) else str(r) for r in replies]
+            index += list(range(len(prompts)))
+        out[name] = (texts, index)
+    return out
+
+
 def spoken_maps(texts: list[str], pipeline: Callable, text_format: str = "campaign") -> list[Any]:
     """Brain maps (or ``Failed``) of completions spoken as the campaign spoke its texts."""
     from brainrl.brain.base import Failed
@@ -370,13 +394,17 @@ def _load_ood(posterior: Any, posterior_dir: str | Path | None) -> OODReference 
 
 def validate(posterior: Any, base: str, out_dir: str | Path, adapter: str | Path | None = None,
              config: ValidateConfig | None = None, *, model=None, tokenizer=None, pipeline: Callable | None = None,
-             ood: OODReference | None = None, second_posterior: Any = None, judge: Any = "packaged") -> dict[str, Any]:
+             ood: OODReference | None = None, second_posterior: Any = None, judge: Any = "packaged",
+             generators: dict[str, Any] | None = None) -> dict[str, Any]:
     """Validate a generator (``base`` spec, optionally + ``adapter``) against a posterior; writes ``out_dir``.
 
     ``posterior`` is a folder or a loaded posterior; ``model``/``tokenizer``/``pipeline`` may be injected
     (tests, notebooks), otherwise they come from ``base`` and ``config.pipeline``. ``second_posterior``
     (a folder or loaded posterior fitted on a disjoint campaign) and ``judge`` (a ``TextJudge``, a
-    calibration path, ``"packaged"``, or None to skip) are the independent judges.
+    calibration path, ``"packaged"``, or None to skip) are the independent judges. ``generators``
+    (``{"base": g}`` or ``{"base": g, "tuned": h}``, chat generators of ``brainrl.sbi.simulation.generators``: the
+    procedural generator, an API model, a local one) replace the policy model: their replies are validated
+    instead (``base`` then only names the base in the report).
     """
     import torch
 
@@ -396,23 +424,27 @@ def validate(posterior: Any, base: str, out_dir: str | Path, adapter: str | Path
     prompts = [r["prompt"] for r in rows]
     targets = np.array([r["theta_target"] for r in rows], dtype=float)
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if model is None:
-        from brainrl.policy import load_policy
-
-        model, tokenizer = load_policy(base, config.dtype, device)
-    from brainrl.policy import neutralise_generation_config
-
-    neutralise_generation_config(model, tokenizer)
-    if adapter is not None:
-        from peft import PeftModel
-
-        if not (Path(adapter) / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"{adapter} holds no adapter_config.json; pass a run's adapter/ folder.")
-        model = PeftModel.from_pretrained(model, str(adapter))
-    model.eval()
     t0 = time.perf_counter()
-    generated = generate_texts(model, tokenizer, prompts, config, adapter is not None)
+    if generators is not None:
+        generated = chat_generator_texts(generators, prompts, config)
+    else:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if model is None:
+            from brainrl.policy import load_policy
+
+            model, tokenizer = load_policy(base, config.dtype, device)
+        from brainrl.policy import neutralise_generation_config
+
+        neutralise_generation_config(model, tokenizer)
+        if adapter is not None:
+            from peft import PeftModel
+
+            if not (Path(adapter) / "adapter_config.json").is_file():
+                raise FileNotFoundError(f"{adapter} holds no adapter_config.json; pass a run's adapter/ folder.")
+            model = PeftModel.from_pretrained(model, str(adapter))
+        model.eval()
+        t0 = time.perf_counter()
+        generated = generate_texts(model, tokenizer, prompts, config, adapter is not None)
     generation_s = time.perf_counter() - t0
     if pipeline is None:
         from brainrl.brain.pipeline import BrainPipeline
@@ -462,6 +494,7 @@ def validate(posterior: Any, base: str, out_dir: str | Path, adapter: str | Path
         "posterior": str(posterior_dir) if posterior_dir else repr(posterior),
         "posterior_data": (getattr(posterior, "meta", {}) or {}).get("data"),
         "base": str(base), "adapter": str(adapter) if adapter else None,
+        "generators": {name: g.identity() for name, g in generators.items()} if generators else None,
         "param_names": list(names), "n_prompts": len(prompts),
         "config": {**asdict(config), "pipeline": asdict(config.pipeline) if config.pipeline else "campaign's"},
         "intervals": {"level": 0.95, "unit": "prompt", "method": INTERVAL_METHOD},
