@@ -25,7 +25,7 @@ def _worker_model(tmp_path, checkpoint_dir, **env):
         checkpoint_dir=str(checkpoint_dir),
         cache_folder=str(tmp_path / "cache"),
         device="cpu",
-        load_timeout=120,
+        load_timeout=600,  # a safety net, not a timing claim: a loaded CI box took > 120 s to start a worker
         predict_timeout=30,
         per_item_timeout=2,
     )
@@ -125,7 +125,7 @@ def test_kill_mid_request_fails_items_and_restarts(tmp_path, checkpoint_dir):
 
 def test_worker_that_cannot_load_fails_items_with_reason(tmp_path):
     model = TribeBrainModel(worker=True, worker_pythonpath=[str(DOUBLES)], checkpoint_dir=str(tmp_path / "nope"),
-                            device="cpu", load_timeout=60)
+                            device="cpu", load_timeout=600)
     try:
         [failed] = model.predict([make_stimulus("no checkpoint", tmp_path)])
         assert isinstance(failed, Failed) and "could not load" in failed.reason and "config.yaml" in failed.reason
