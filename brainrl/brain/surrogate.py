@@ -36,7 +36,10 @@ from brainrl.stimulus import Stimulus
 
 log = logging.getLogger(__name__)
 
-SURROGATE_VERSION = 1
+#: 2: word-level and count features are clipped to the training range widened by ``CLIP_MARGIN``
+SURROGATE_VERSION = 2
+#: share of each feature's training range a prediction may reach beyond it (see ``Student``)
+CLIP_MARGIN = 0.25
 STUDENT_FILE = "student.npz"
 CARD_FILE = "card.json"
 NOTE = "distilled surrogate: predicts the teacher's time-averaged map from text; check its card's fidelity"
@@ -44,7 +47,15 @@ NOTE = "distilled surrogate: predicts the teacher's time-averaged map from text;
 
 @dataclass
 class Student:
-    """Features -> reduced -> standardised -> ridge -> PCA coefficients -> time-averaged map (float32)."""
+    """Features -> reduced -> standardised -> ridge -> PCA coefficients -> time-averaged map (float32).
+
+    The lexical and count features (everything but the embedding blocks) are clipped to the range of the
+    training features widened by ``CLIP_MARGIN`` of it on each side: a linear head extrapolates without
+    limit, so one garbled 40-letter token (its mean letters and WordPieces far beyond any training text)
+    read as a huge reward the teacher, whose word values saturate, did not give (held-out r 0.85 with one
+    such text among 96, 0.96 clipped); the margin keeps the extrapolation a drifting policy needs
+    (agreement on a 12-step run's completions unchanged). Refits widen the range with the audited texts.
+    """
 
     features: FeatureConfig
     reducer: np.ndarray  # (D_raw, D) linear map from raw features to the head's inputs
@@ -83,6 +94,12 @@ class Student:
         self._n_lexical = semantic[0]
         self._w_words = np.ascontiguousarray(self._w[semantic])
         self._w_other = np.delete(self._w, semantic, axis=0)
+        self._clip_cols = np.array([i for i, name in enumerate(names) if not name.startswith(("hrf_sem_", "sentence_"))])
+        self._low = self._high = None
+        if self.train_x.ndim == 2 and self.train_x.shape[0] and self.train_x.shape[1] == len(names):
+            seen = self.train_x[:, self._clip_cols].astype(np.float64)
+            low, high = seen.min(axis=0), seen.max(axis=0)
+            self._low, self._high = low - CLIP_MARGIN * (high - low), high + CLIP_MARGIN * (high - low)
         self._key = hashlib.sha256(self._w_words.tobytes()).hexdigest()[:16]
 
     @property
@@ -91,6 +108,9 @@ class Student:
 
     def coefficients(self, x: np.ndarray) -> np.ndarray:
         """(B, k) PCA coefficients from raw features (B, D)."""
+        if self._low is not None:
+            x = np.array(x, dtype=np.float64)
+            x[:, self._clip_cols] = np.clip(x[:, self._clip_cols], self._low, self._high)
         return x @ self._w + self._b
 
     def predict_coefficients(self, texts: Sequence[str]) -> np.ndarray:
@@ -98,6 +118,8 @@ class Student:
         x = static_features(texts, self.features, self._w_words, self._key)
         k, lex = self.k, self._n_lexical
         other = np.hstack([x[:, :lex], x[:, lex + k:]])
+        if self._low is not None:  # the static non-embedding columns, in the order of _clip_cols
+            other = np.clip(other, self._low, self._high)
         if self.features.encoder == "sentence":
             other = np.hstack([other, sentence_embeddings(texts)])
         return other @ self._w_other + x[:, lex:lex + k] + self._b

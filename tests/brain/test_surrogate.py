@@ -204,3 +204,28 @@ def test_fast_prediction_path_equals_the_plain_one():
     fast = student.predict_coefficients(texts)
     plain = student.coefficients(features_matrix(texts, student.features))
     np.testing.assert_allclose(fast, plain, rtol=1e-9, atol=1e-9)
+
+
+def test_features_beyond_the_training_range_are_clipped():
+    """A garbled 80-letter token puts the word-length means far beyond every training text: the head sees
+    them clipped to the training range (+ CLIP_MARGIN), on the fast path as on the plain one."""
+    from brainrl.brain.surrogate import CLIP_MARGIN
+
+    folder, _ = distilled()
+    student = Student.load(folder)
+    texts = ["The " + "qwertzuiop" * 8 + " sat there.", varied_texts(1, seed=3)[0]]
+    x = features_matrix(texts, student.features)
+    cols = student._clip_cols
+    seen = student.train_x[:, cols].astype(np.float64)
+    width = seen.max(0) - seen.min(0)
+    low, high = seen.min(0) - CLIP_MARGIN * width, seen.max(0) + CLIP_MARGIN * width
+    assert (x[0, cols] > high + 1e-9).any()
+    assert ((x[1, cols] >= low) & (x[1, cols] <= high)).all()
+    clipped = x.copy()
+    clipped[:, cols] = np.clip(x[:, cols], low, high)
+    raw = x @ student._w + student._b
+    expected = clipped @ student._w + student._b
+    np.testing.assert_allclose(student.coefficients(x), expected, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(student.predict_coefficients(texts), expected, rtol=1e-9, atol=1e-9)
+    assert np.abs(expected[0] - raw[0]).max() > 1e-3  # the clip changed the garbled text's prediction
+    np.testing.assert_allclose(expected[1], raw[1], rtol=1e-9, atol=1e-9)  # and left the ordinary one alone

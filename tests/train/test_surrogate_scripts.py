@@ -12,6 +12,7 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 import bench_surrogate  # noqa: E402
+import surrogate_agreement  # noqa: E402
 import surrogate_gain_ratio  # noqa: E402
 
 
@@ -82,3 +83,22 @@ def test_bench_runs_side_by_side_on_the_test_student(tmp_path):
     result = json.loads(out.read_text())
     assert result["teacher"]["median_ms"] > 0 and result["student"]["median_ms"] > 0
     assert result["agreement_r"] > 0.8 and result["teacher"]["pipeline"]["model"] == "synthetic"
+
+
+def test_agreement_by_step_blocks_on_a_runs_completions(tmp_path):
+    from tests.brain.surrogate_helpers import distilled, varied_texts
+
+    folder, _ = distilled()
+    texts = varied_texts(12, seed=9)
+    rows = [{"step": 1 + i // 4, "prompt": f"p{(i // 2) % 2}", "completion": t} for i, t in enumerate(texts)]
+    rows.append({"step": 3, "prompt": "p0", "completion": "\U0001f3cd\U0001f3ce"})  # the teacher cannot speak it
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "completions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "agreement.json"
+    assert surrogate_agreement.main(["--student", str(folder), "--runs", str(run), "--block", "2",
+                                     "--out", str(out)]) == 0
+    result = json.loads(out.read_text())["runs"][str(run)]
+    assert list(result["blocks"]) == ["1-2", "3-3"]
+    assert result["all"]["n"] == 12 and result["blocks"]["1-2"]["n"] == 8 and result["blocks"]["3-3"]["n"] == 4
+    assert result["all"]["r"] > 0.8 and 0.5 < result["all"]["concordant"] <= 1.0
