@@ -438,7 +438,15 @@ def anchor_sampling(max_new_tokens: int):
     return SamplingConfig(**ANCHOR_SAMPLING, max_new_tokens=max_new_tokens)
 
 
-def brainrl_trainer(model, tokenizer, reward, lora, lr, max_new_tokens, n, workdir):
+def decoding(name: str):
+    """--generation: the product's default engine (auto) or a forced KV cache (merged adapter either way)."""
+    from brainrl.policy.sampling import DecodingConfig
+
+    return {"auto": DecodingConfig(), "dynamic": DecodingConfig(cache="dynamic", compile=False),
+            "static": DecodingConfig(cache="static", compile=False)}[name]
+
+
+def brainrl_trainer(model, tokenizer, reward, lora, lr, max_new_tokens, n, workdir, generation: str = "auto"):
     """brainrl's AWSFTTrainer on the anchor's prompt, with the anchor's sampling settings."""
     from brainrl.rewards.loading import RewardConfig
     from brainrl.train.awsft import AWSFTTrainer
@@ -447,7 +455,7 @@ def brainrl_trainer(model, tokenizer, reward, lora, lr, max_new_tokens, n, workd
     sampling = anchor_sampling(max_new_tokens)
     recipe = RecipeConfig(
         name="bench", output_dir=str(Path(workdir) / f"brainrl-{n}"), rewards=[RewardConfig(path="bench")],
-        policy=PolicyConfig(lora=lora), data=DataConfig(system_prompt=ANCHOR_SYSTEM),
+        policy=PolicyConfig(lora=lora, generation=decoding(generation)), data=DataConfig(system_prompt=ANCHOR_SYSTEM),
         awsft=AWSFTConfig(steps=1000, prompts_per_step=1, completions_per_prompt=n, learning_rate=lr, beta=0.1),
         sampling=sampling, logging=LoggingConfig(report_to=[], progress=False))
     return AWSFTTrainer(recipe, model=model, tokenizer=tokenizer, reward_funcs=[reward], train_prompts=[ANCHOR_PROMPT])
@@ -471,7 +479,7 @@ def _mean_rows(measured: list[dict[str, Any]], stages: list[dict[str, float]]) -
 def run_brainrl(args, n, reward, lora, dtype, workdir) -> dict[str, Any]:
     _reset_peak(args.device)
     model, tok = build_policy(args.policy, args.device, dtype)
-    trainer = brainrl_trainer(model, tok, reward, lora, 5e-5, args.max_new_tokens, n, workdir)
+    trainer = brainrl_trainer(model, tok, reward, lora, 5e-5, args.max_new_tokens, n, workdir, args.generation)
     # warm-up (kernels, allocator, the static KV cache and the compiled decoder) at the run's own length, as
     # training runs it and as GRPO's first step does: on the H200 a 200-token step after a 32-token
     # warm-up sampled from NaN probabilities (bf16 Qwen2.5-0.5B shape; cause not established)
@@ -499,7 +507,7 @@ def run_grpo(args, n, reward, lora, dtype, workdir) -> dict[str, Any]:
     steps = args.steps + 1
     recipe = RecipeConfig(
         name="bench-grpo", output_dir=str(Path(workdir) / f"grpo-{n}"), trainer="grpo",
-        rewards=[RewardConfig(path="bench")], policy=PolicyConfig(lora=lora),
+        rewards=[RewardConfig(path="bench")], policy=PolicyConfig(lora=lora, generation=decoding(args.generation)),
         data=DataConfig(system_prompt=ANCHOR_SYSTEM),
         grpo=GRPORecipeConfig(steps=steps, prompts_per_step=1, num_generations=n, learning_rate=5e-5, beta=0.1,
                               warmup_steps=0, checkpoint_every=10_000),
@@ -591,7 +599,7 @@ def _finish(device, row: dict[str, Any]) -> dict[str, Any]:
 
 # -- report -------------------------------------------------------------------------------------------
 def print_report(args, results: list[dict[str, Any]], reward_info: dict[str, Any]) -> None:
-    print(f"\nseconds per step: {args.policy} on {args.device}, {args.max_new_tokens} new tokens, reward "
+    print(f"\nseconds per step: {args.policy} on {args.device}, {args.max_new_tokens} new tokens, decoding {args.generation}, reward "
           f"{reward_info['kind']} (mean of {args.steps} measured step(s) after a warm-up step: "
           f"{min(args.warmup_tokens, args.max_new_tokens)} tokens for the anchor, full length for brainrl)")
     if reward_info["kind"] == "tribe":
@@ -644,6 +652,10 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup-tokens", type=int, default=32,
                         help="max_new_tokens of the anchor loop's untimed warm-up step (default 32); brainrl's "
                              "trainers warm up at --max-new-tokens")
+    parser.add_argument("--generation", default="auto", choices=["auto", "dynamic", "static"],
+                        help="brainrl's decoding engine: auto = the product default (merged adapter; static KV cache + "
+                             "torch.compile on CUDA), dynamic = merged adapter, dynamic cache, eager; static = static "
+                             "cache, eager")
     parser.add_argument("--reward", default=None, choices=REWARDS,
                         help="synthetic (default on cpu) or tribe (default on cuda: the shipped TRIBE backend on a "
                              "random-weight stand-in; needs $BRAINRL_TRIBEV2_SRC)")
@@ -723,7 +735,7 @@ def main(argv=None) -> int:
                 closable.close()
     report = {
         "policy": args.policy, "device": args.device, "policy_dtype": str(dtype), "max_new_tokens": args.max_new_tokens,
-        "measured_steps": args.steps, "warmup_tokens": args.warmup_tokens, "seed": args.seed,
+        "generation": args.generation, "measured_steps": args.steps, "warmup_tokens": args.warmup_tokens, "seed": args.seed,
         "trainers": args.trainers, "load_average": list(os.getloadavg()),
         "sampling": {**ANCHOR_SAMPLING, "note": "the same settings in both loops"}, "prompt": ANCHOR_PROMPT,
         "reward": reward_info, "torch_threads": torch.get_num_threads(), "host": platform.node(),
