@@ -8,7 +8,8 @@ the audited items of the last ``window`` audits and the share of concordant with
 group-normalised advantages compare). When agreement falls below ``min_r`` or ``min_rank``:
 
 - ``on_drift: refit``: refit the student on its training pairs plus every audited (text, teacher map) pair
-  so far (saved to ``surrogate-refit-N/`` with its card), and re-score the batch with it; after
+  since the last refit (earlier ones are already among its training pairs, each counted once; saved to
+  ``surrogate-refit-N/`` with its card), and re-score the batch with it; after
   ``max_refits`` refits, fall back to the teacher;
 - ``on_drift: teacher``: score everything with the teacher from now on;
 - ``on_drift: stop``: end the run (``AuditStop``), keeping what it learnt so far.
@@ -233,6 +234,7 @@ class AuditedReward(Reward):
         self.window = []  # agreement of the old student says nothing about the new one
         log.info("audit: refitted the surrogate on %d fresh pairs at step %d -> %s", len(self.fresh_texts), step,
                  folder)
+        self.fresh_texts = []  # now in the student's training pairs: a later refit adds only newer ones
 
     def _write(self, row: dict[str, Any]) -> None:
         if self.log_path is None:

@@ -86,6 +86,19 @@ def test_drift_triggers_a_refit_that_restores_agreement(tmp_path):
     assert [r["action"] for r in rows] == ["refit", "none"]
 
 
+def test_each_audited_pair_enters_the_refits_once(tmp_path):
+    reward = audited(wrong_student(tmp_path), tmp_path, min_r=1.0)  # every audit refits
+    start = len(reward.surrogate().student.train_x)
+    sizes = []
+    for seed in (7, 8):
+        prompts, texts = batch(seed=seed)
+        reward(prompts, texts)
+        sizes.append(len(texts))
+    cards = [json.loads((tmp_path / f"surrogate-refit-0{n}" / "card.json").read_text()) for n in (1, 2)]
+    assert [c["refit"]["fresh_pairs"] for c in cards] == sizes
+    assert len(reward.surrogate().student.train_x) == start + sum(sizes)
+
+
 def test_a_single_small_audit_is_logged_but_not_acted_on(tmp_path):
     """One group of 4 completions says little about agreement: with min_items 8 the first audit only logs,
     the second (8 pooled items) acts."""
