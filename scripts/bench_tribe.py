@@ -609,7 +609,9 @@ def backend_main(args) -> int:
             print(f"    batch {batch:>3}: " + ", ".join(f"{k} {v:.1f}" for k, v in rows[batch].items()))
     for key, value in parity.items():
         print(f"  parity {key}: {value}")
-    out = {"mode": "backend", "config": vars(args), "shape": shape, "results": results, "parity": parity,
+    device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor() or "cpu"
+    out = {"mode": "backend", "config": vars(args), "shape": shape, "device_name": device_name, "host": platform.node(),
+           "results": results, "parity": parity,
            "versions": versions(), "tribev2_commit": standin.TRIBEV2_COMMIT,
            "notes": "random weights; TRIBE v2's own code path (TribeEngine.predict); speech = espeak pool"}
     Path(args.out).write_text(json.dumps(out, indent=2, default=str))
