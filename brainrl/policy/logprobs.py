@@ -22,6 +22,14 @@ def cache_argument(model) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
+def drop_common_left_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ids`` and ``mask`` without their leading columns that are padding in every row."""
+    if mask.shape[1] == 0:
+        return ids, mask
+    pad = int((mask.sum(0) == 0).long().cumprod(0).sum())
+    return (ids[:, pad:], mask[:, pad:]) if pad else (ids, mask)
+
+
 def completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask, *,
                       share_prompts: bool = True) -> torch.Tensor:
     """Logits (B, Lc, V) that predict each completion token (only the last Lc+1 positions are computed).
@@ -30,7 +38,13 @@ def completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion
     through the model once: its KV cache is computed for the distinct prompts and indexed out to every
     row, then the completions run on top of it. Same function, same gradient (indexing is differentiable,
     so each prompt's gradient sums over its group); it saves (N-1)/N of the prompt's forward and backward
-    for groups of N, and equals the one-pass result up to float rounding (tests/train/test_losses.py)."""
+    for groups of N, and equals the one-pass result up to float rounding (tests/train/test_losses.py).
+
+    Leading columns that are padding in every row (a static KV cache pads prompts to a multiple of 32) are
+    dropped first: positions come from the mask, so nothing changes but the work, and no query row is left
+    with nothing to attend to (on the H200 such rows gave NaN gradients in bf16, while the forward stayed
+    finite)."""
+    prompt_ids, prompt_mask = drop_common_left_padding(prompt_ids, prompt_mask)
     length = completion_ids.shape[1]
     if share_prompts and length > 1 and prompt_ids.shape[1] > 0:
         distinct, inverse = torch.unique(torch.cat([prompt_ids, prompt_mask], dim=1), dim=0, return_inverse=True)

@@ -116,3 +116,37 @@ def test_shared_prompt_scoring_equals_one_pass_scoring():
     assert torch.allclose(outs[True][0], outs[False][0], atol=1e-5)
     for got, want in zip(outs[True][1], outs[False][1]):
         assert torch.allclose(got, want, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_scoring_ignores_columns_that_are_padding_in_every_row(share):
+    """A static KV cache pads prompts to a multiple of 32: the update drops the columns that are padding in
+    every row (on the H200 those fully masked query rows gave NaN gradients in bf16), so logits and gradients
+    equal those of the unpadded batch up to float rounding."""
+    from brainrl.policy.logprobs import drop_common_left_padding
+
+    model, tok = tiny_policy(seed=3)
+    neutralise_generation_config(model, tok)
+    policy = attach_lora(model, LoraConfig(r=4, alpha=8))
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    policy.eval()
+    samples = sample_completions(policy, tok, ["tell a story"], SamplingConfig(max_new_tokens=8), num_completions=3,
+                                 seed=3)
+    prompt_ids, prompt_mask = samples.prompt_ids, samples.prompt_mask
+    pad = 7  # extra leading padding in every row, as pad_to_multiple_of adds it
+    padded_ids = torch.cat([torch.full((prompt_ids.shape[0], pad), tok.pad_token_id), prompt_ids], dim=1)
+    padded_mask = torch.cat([torch.zeros(prompt_mask.shape[0], pad, dtype=prompt_mask.dtype), prompt_mask], dim=1)
+    trimmed_ids, trimmed_mask = drop_common_left_padding(padded_ids, padded_mask)
+    assert torch.equal(trimmed_ids, prompt_ids[:, (prompt_mask.sum(0) > 0).long().argmax():])
+    params = [p for p in policy.parameters() if p.requires_grad]
+    outs = []
+    for ids, mask in ((prompt_ids, prompt_mask), (padded_ids, padded_mask)):
+        logits = completion_logits(policy, ids, mask, samples.completion_ids, samples.completion_mask, share_prompts=share)
+        loss = (token_logprobs(logits, samples.completion_ids) * samples.completion_mask).sum()
+        outs.append((logits.detach(), torch.autograd.grad(loss, params)))
+    assert torch.allclose(outs[0][0], outs[1][0], atol=1e-5)
+    for got, want in zip(outs[1][1], outs[0][1]):
+        assert torch.isfinite(got).all() and torch.allclose(got, want, atol=1e-5, rtol=1e-4)
