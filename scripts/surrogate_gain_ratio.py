@@ -8,8 +8,10 @@ Several runs per side (``--teacher T0 T1 --student S0 S1``: pairs by position, e
 1) are pooled: each prompt's gain is averaged over the runs of a side, so the pooled ratio is less at the
 mercy of one training trajectory. Intervals come from the evaluation core (``brainrl.report.stats``):
 gains and the student − teacher difference get the cluster-robust t interval over prompts (paired by
-prompt), the ratio the expanded percentile interval of the prompt bootstrap (one draw of prompts for
-both sides). These cover the held-out prompts' sampling, not the spread between training seeds: the
+prompt), the ratio the delete-one-prompt jackknife t interval on the log scale (``jackknife_interval``,
+the core's interval for statistics that are not means; NaN if some leave-one-out ratio is not positive)
+and, beside it, the expanded percentile interval of the prompt bootstrap (one draw of prompts for both
+sides). These cover the held-out prompts' sampling, not the spread between training seeds: the
 per-pair ratios are printed beside the pooled one so that spread can be seen.
 
 Stage times come from each run's ``metrics.jsonl`` (generation, reward, update per training step) and
@@ -89,7 +91,7 @@ def compare(teacher: list[dict[str, list[float]]], student: list[dict[str, list[
     """Pooled gains, their difference and ratio over the prompts every run shares, with intervals."""
     import numpy as np
 
-    from brainrl.report.stats import _percentile_ci, cluster_interval, prompt_draws
+    from brainrl.report.stats import cluster_interval, jackknife_interval, percentile_interval, prompt_draws
 
     prompts = sorted(set.intersection(*(set(run) for run in teacher + student)))
     if len(prompts) < 3:
@@ -106,12 +108,16 @@ def compare(teacher: list[dict[str, list[float]]], student: list[dict[str, list[
     boot_s = draws @ s_prompt / len(prompts)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = boot_s / boot_t
-    low, high = _percentile_ci(ratios[:, None], level, units=len(prompts))
+    low, high = percentile_interval(ratios[:, None], level, units=len(prompts))
+    # the core's interval for a statistic that is not a mean: delete-one-prompt jackknife t, on the log scale
+    jack = jackknife_interval(lambda rows: float(s_prompt[rows].mean() / t_prompt[rows].mean()), index, scale="log",
+                              level=level)
     return {
         "prompts": len(prompts), "completions": {"teacher": int(t_values.size), "student": int(s_values.size)},
         "teacher_gain": gain_t.estimate, "teacher_gain_ci": [gain_t.low, gain_t.high],
         "student_gain": gain_s.estimate, "student_gain_ci": [gain_s.low, gain_s.high],
-        "ratio": float(gain_s.estimate / gain_t.estimate), "ratio_ci": [float(low[0]), float(high[0])],
+        "ratio": float(gain_s.estimate / gain_t.estimate), "ratio_ci": [jack.low, jack.high],
+        "ratio_ci_bootstrap": [float(low[0]), float(high[0])],
         "difference": diff.estimate, "difference_ci": [diff.low, diff.high],
     }
 
@@ -144,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         pairs.append({"teacher": t_run, "student": s_run, **pair})
     result["pairs"] = pairs
     result["intervals"] = {"gains_and_difference": "cluster-robust t over prompts (brainrl.report.stats.cluster_interval)",
-                           "ratio": "expanded percentile, prompt bootstrap (brainrl.report.stats)",
+                           "ratio": "delete-one-prompt jackknife t on the log scale (brainrl.report.stats."
+                                    "jackknife_interval); ratio_ci_bootstrap: expanded percentile prompt bootstrap",
                            "bootstrap": {"n": args.bootstrap, "seed": args.seed}, "level": 0.95,
                            "covers": "held-out prompt sampling; training-seed spread shows in the per-pair ratios"}
     text = json.dumps(result, indent=2)
