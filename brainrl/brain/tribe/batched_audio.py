@@ -91,8 +91,10 @@ def batched_latents(extractor: Any, waves: Sequence[Any], batch_size: int, stats
         stats.forwards += 1
         hidden = torch.stack(outputs.hidden_states)  # (layers, batch, time, d)
         for row, index in enumerate(rows):
-            # the layout _process_wav builds: (layers, d, time) on the CPU, float32
-            latents = hidden[:, row, : n_vectors[row]].detach().cpu().float().transpose(-1, -2).contiguous()
+            # the layout _process_wav builds: (layers, d, time) on the CPU, float32. Cast and transpose on the
+            # model's device, then copy: on the host, float() + transpose().contiguous() of a 35 s clip's
+            # 25 x 1750 x 1024 values took 1.3 s on one core (exact operations, so the result is the same)
+            latents = hidden[:, row, : n_vectors[row]].detach().float().transpose(-1, -2).contiguous().cpu()
             if not getattr(extractor, "cache_all_layers", False) and getattr(extractor, "cache_n_layers", None) is None:
                 latents = torch.Tensor(extractor._aggregate_layers(latents.numpy()))
             out[index] = latents
