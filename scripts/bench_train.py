@@ -481,8 +481,7 @@ def run_brainrl(args, n, reward, lora, dtype, workdir) -> dict[str, Any]:
     model, tok = build_policy(args.policy, args.device, dtype)
     trainer = brainrl_trainer(model, tok, reward, lora, 5e-5, args.max_new_tokens, n, workdir, args.generation)
     # warm-up (kernels, allocator, the static KV cache and the compiled decoder) at the run's own length, as
-    # training runs it and as GRPO's first step does: on the H200 a 200-token step after a 32-token
-    # warm-up sampled from NaN probabilities (bf16 Qwen2.5-0.5B shape; cause not established)
+    # training runs it and as GRPO's first step does
     trainer.train_step(0)
     measured, stages = [], []
     for s in range(1, args.steps + 1):
