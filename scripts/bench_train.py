@@ -439,10 +439,11 @@ def anchor_sampling(max_new_tokens: int):
 
 
 def decoding(name: str):
-    """--generation: the product's default engine (auto) or a forced KV cache (merged adapter either way)."""
+    """--generation: the product's default engine (auto), compiled decoding (opt-in: static cache +
+    torch.compile) or a forced KV cache (merged adapter in every case)."""
     from brainrl.policy.sampling import DecodingConfig
 
-    return {"auto": DecodingConfig(), "dynamic": DecodingConfig(cache="dynamic", compile=False),
+    return {"auto": DecodingConfig(), "compiled": DecodingConfig(compile=True), "dynamic": DecodingConfig(cache="dynamic", compile=False),
             "static": DecodingConfig(cache="static", compile=False)}[name]
 
 
@@ -651,10 +652,10 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup-tokens", type=int, default=32,
                         help="max_new_tokens of the anchor loop's untimed warm-up step (default 32); brainrl's "
                              "trainers warm up at --max-new-tokens")
-    parser.add_argument("--generation", default="auto", choices=["auto", "dynamic", "static"],
-                        help="brainrl's decoding engine: auto = the product default (merged adapter; static KV cache + "
-                             "torch.compile on CUDA), dynamic = merged adapter, dynamic cache, eager; static = static "
-                             "cache, eager")
+    parser.add_argument("--generation", default="auto", choices=["auto", "compiled", "dynamic", "static"],
+                        help="brainrl's decoding engine (merged adapter in every case): auto = the product default "
+                             "(dynamic cache, eager), compiled = static KV cache + torch.compile (opt-in), dynamic = "
+                             "dynamic cache, eager; static = static cache, eager")
     parser.add_argument("--reward", default=None, choices=REWARDS,
                         help="synthetic (default on cpu) or tribe (default on cuda: the shipped TRIBE backend on a "
                              "random-weight stand-in; needs $BRAINRL_TRIBEV2_SRC)")

@@ -77,8 +77,10 @@ class DecodingConfig:
       three); the update still runs on the unmerged adapter, whose weights are restored bit for bit.
     - ``cache``: the KV cache; ``static`` preallocates it for the whole completion (what compiled
       decoding needs); ``auto`` = static where decoding is compiled, else dynamic.
-    - ``compile``: ``torch.compile`` the decoding step (transformers does it with a static cache);
-      None = where the device supports it (CUDA), never on CPU (compiling costs more than it saves there).
+    - ``compile``: ``torch.compile`` the decoding step (transformers does it with a static cache); opt-in
+      (None = off): on the H200 the first AWSFT update after compiled decoding had NaN gradients
+      (docs/training.md); the fix for the likely cause is not yet confirmed on a GPU. Never on CPU
+      (compiling costs more than it saves there).
     - ``share_prompts``: with a dynamic cache, prefill each prompt once and repeat its KV cache for its
       completions (``generate`` would prefill every copy).
     """
@@ -90,8 +92,8 @@ class DecodingConfig:
 
     def resolve(self, device: str | torch.device) -> dict[str, Any]:
         """(merge, cache, compile) for ``device``, with nothing left on auto."""
-        cuda = torch.device(device).type == "cuda"
-        compile_ = cuda if self.compile is None else bool(self.compile)
+        del device  # the choice no longer depends on it while compiled decoding is opt-in
+        compile_ = bool(self.compile)
         cache = self.cache if self.cache != "auto" else ("static" if compile_ else "dynamic")
         if compile_ and cache != "static":
             raise ValueError("policy.generation.compile needs cache: static (or auto); transformers compiles "

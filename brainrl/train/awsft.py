@@ -230,7 +230,12 @@ class AWSFTTrainer:
                         "sampled tokens (policy.generation: %s); the update is off-policy by that much",
                         drift, samples.settings.get("engine"))
         grad_norm = acc.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.cfg.max_grad_norm)
-        self.optimizer.step()
+        skipped = not math.isfinite(float(grad_norm))
+        if skipped:  # one NaN step would poison the adapter and every later generation; keep the weights
+            log.warning("update skipped: the gradient norm is %s (non-finite), so the adapter was left as it was; "
+                        "if this repeats, set policy.generation: {compile: false} and report it", float(grad_norm))
+        else:
+            self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         kept_tokens = float(samples.completion_mask[keep.to(samples.completion_mask.device)].sum()) or 1.0
@@ -240,6 +245,7 @@ class AWSFTTrainer:
             "kl_per_sequence": float(np.mean(kl_seq_sums)) if kl_seq_sums else float("nan"),
             "ce_mean": float(np.mean(ce_values)) if ce_values else float("nan"),
             "grad_norm": float(grad_norm),
+            "update_skipped": int(skipped),
             **({"logprob_drift_max": drift} if drift is not None else {}),
         }
 

@@ -113,8 +113,11 @@ def test_unmergeable_models_generate_unmerged():
 def test_generation_settings_resolve_per_device():
     assert DecodingConfig().resolve("cpu") == {"merge_adapter": True, "cache": "dynamic", "compile": False,
                                                    "share_prompts": True}
-    assert DecodingConfig().resolve("cuda:0") == {"merge_adapter": True, "cache": "static", "compile": True,
-                                                      "share_prompts": False}
+    # compiled decoding is opt-in until the H200's NaN update is confirmed fixed (docs/training.md)
+    assert DecodingConfig().resolve("cuda:0") == {"merge_adapter": True, "cache": "dynamic", "compile": False,
+                                                      "share_prompts": True}
+    assert DecodingConfig(compile=True).resolve("cuda:0") == {"merge_adapter": True, "cache": "static",
+                                                                  "compile": True, "share_prompts": False}
     assert DecodingConfig(compile=False).resolve("cuda") == {"merge_adapter": True, "cache": "dynamic",
                                                                   "compile": False, "share_prompts": True}
     assert DecodingConfig().generate_kwargs("cpu") == {"disable_compile": True}
@@ -126,7 +129,7 @@ def test_generation_settings_resolve_per_device():
 
 @pytest.mark.gpu
 def test_compiled_static_generation_on_cuda_stays_on_policy():
-    """The CUDA default (merged adapter, static cache, torch.compile'd decoding with CUDA graphs, reused
+    """The compiled engine (opt-in: merged adapter, static cache, torch.compile'd decoding with CUDA graphs, reused
     merged buffers) samples tokens whose log-probs equal the update's forward; twice, so the second call
     replays the compiled decoder on buffers refilled with the same weights. fp32 on the GPU."""
     if not torch.cuda.is_available():
@@ -136,7 +139,8 @@ def test_compiled_static_generation_on_cuda_stays_on_policy():
     buffers = MergedWeights()
     for seed in (5, 6):
         samples = sample_completions(model, tok, PROMPTS, SamplingConfig(max_new_tokens=16), num_completions=3,
-                                     seed=seed, device="cuda", merged_weights=buffers, return_logprobs=True)
+                                     seed=seed, device="cuda", generation=DecodingConfig(compile=True),
+                                     merged_weights=buffers, return_logprobs=True)
         assert samples.settings["engine"] == {"merge_adapter": True, "cache": "static", "compile": True,
                                               "share_prompts": False, "merged": True}
         mask = samples.completion_mask.bool()

@@ -94,3 +94,17 @@ def test_awsft_generates_merged_and_checks_logprobs_on_policy(tmp_path):
     assert card["algorithm"]["generation"] == {"merge_adapter": True, "cache": "dynamic", "compile": False,
                                                "share_prompts": True}
     assert len(trainer.merged_weights.buffers) == 2 * 4  # q/k/v/o of both layers, merged into reused buffers
+
+
+def test_update_with_non_finite_gradients_is_skipped_and_logged(tmp_path, caplog):
+    recipe = tiny_recipe(tmp_path, steps=1)
+    trainer = make_trainer(recipe)
+    trainable = [p for p in trainer.policy.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in trainable]
+    trainable[0].register_hook(lambda grad: grad * float("nan"))  # what the H200's compiled path produced
+    with caplog.at_level("WARNING"):
+        trainer.train()
+    [metrics] = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert metrics["update_skipped"] == 1
+    assert all(torch.equal(b, p.detach()) for b, p in zip(before, trainable))  # the adapter was left as it was
+    assert any("update skipped" in r.getMessage() for r in caplog.records)
