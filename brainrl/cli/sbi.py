@@ -119,7 +119,8 @@ def _cross(args: argparse.Namespace) -> int:
     from brainrl.sbi.diagnostics.cross_generator import cross_generator_table
 
     report = cross_generator_table(_named(args.posterior, "--posterior"), _named(args.data, "--data"), args.out,
-                                   n_samples=args.n_samples, split=args.split, max_cases=args.max_cases)
+                                   n_samples=args.n_samples, split=args.split, max_cases=args.max_cases,
+                                   judge="packaged" if args.judge else None)
     print(report["table"])
     return 0
 
@@ -208,6 +209,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cross.add_argument("--split", default="auto", choices=["auto", "test", "val", "all"],
                        help="auto: a training campaign's test ids, every row of a campaign the posterior never saw")
     cross.add_argument("--max-cases", type=int, help="at most this many rows per campaign")
+    cross.add_argument("--judge", action="store_true",
+                       help="add the text judge's r on each campaign's texts (generator fidelity)")
     cross.set_defaults(func=_cross)
 
     judge = sub.add_parser("judge", help="calibrate the text judge, or measure a campaign generator's fidelity")

@@ -62,8 +62,18 @@ def test_cross_generator_table_uses_held_out_ids_of_training_campaigns_and_all_r
     post.projection = arrays_a["projection"]
     post.meta = {"config": {"val_fraction": 0.2, "test_fraction": 0.3, "seed": 0},
                  "campaigns": [campaign_identity(arrays_a["manifest"])]}
-    report = cross_generator_table({"p": post}, {"a": a.out_dir, "b": b.out_dir}, tmp_path / "cross", n_samples=40)
+    from brainrl.sbi.judges.text import TextJudge
+
+    judge = TextJudge.load(None)
+    report = cross_generator_table({"p": post}, {"a": a.out_dir, "b": b.out_dir}, tmp_path / "cross", n_samples=40,
+                                   judge=judge)
     on_a, on_b = report["results"]["p -> a"], report["results"]["p -> b"]
+    # the text judge's r on each campaign's texts (generator fidelity) sits beside the posteriors' rows
+    by_judge = report["results"]["text judge -> b"]
+    estimates = judge.predict(arrays_b["texts"])
+    assert by_judge["n_cases"] == 12 and by_judge["pearson_r"]["certainty"] == pytest.approx(
+        pearson(estimates[:, 4], arrays_b["theta"][:, 4]), abs=1e-6)
+    assert set(on_b["calibration_log_gamma"]) == set(on_b["ecdf_band_excursion"]) == set(on_b["pearson_r"])
     rows = heldout_rows(arrays_a["ids"], post.meta, "test")
     assert on_a["trained_on_this_campaign"] and on_a["n_cases"] == len(rows) > 2
     assert not on_b["trained_on_this_campaign"] and on_b["n_cases"] == 12

@@ -209,3 +209,38 @@ def test_spread_calibration_widens_an_overconfident_posterior():
     assert np.allclose(z.std(axis=1).mean(axis=0), 0.3 * np.array(list(result["factor"].values())), rtol=0.05)
     raw = post.sample((coeffs, None), 200, calibrate=False)
     assert np.allclose(np.log(raw / (1 - raw)).mean(axis=1), z.mean(axis=1), atol=1e-4)
+
+
+def test_step_floor_delays_the_stop_but_the_best_epoch_before_it_is_restored():
+    """EarlyStopping + the step floor: no stop before the floor epoch, then the weights of the best
+    validation epoch overall (here epoch 2, before the floor) are restored."""
+    from brainrl.sbi.inference.estimator import import_bayesflow, step_floor_callback
+
+    import_bayesflow()
+    import keras
+
+    class Model:
+        stop_training = False
+
+        def get_weights(self):
+            return [np.array(self.epoch)]
+
+        def set_weights(self, weights):
+            self.restored = int(weights[0])
+
+    model = Model()
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
+    callbacks = [stop, step_floor_callback(6)]
+    for cb in callbacks:
+        cb.set_model(model)
+    losses = [1.0, 0.5, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]
+    ran = 0
+    for epoch, loss in enumerate(losses):
+        model.epoch = epoch
+        ran += 1
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, {"val_loss": loss})
+        if model.stop_training:
+            break
+    stop.on_train_end()
+    assert ran == 6 and model.restored == 1  # stopped at the floor (epoch 6), weights of epoch 2 (index 1)

@@ -183,6 +183,19 @@ def training_budget(n_train: int, n_val: int, config: EstimatorConfig) -> dict[s
             "val_repeats": max(1, math.ceil(config.min_val_draws / max(n_val, 1)))}
 
 
+def step_floor_callback(floor_epochs: int):
+    """A keras callback that cancels an early stop requested before epoch ``floor_epochs`` (the step budget's
+    floor). Put it after ``EarlyStopping``, which keeps tracking the best epoch and restores it at the end."""
+    import keras
+
+    class StepFloor(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if epoch + 1 < floor_epochs and self.model.stop_training:
+                self.model.stop_training = False
+
+    return StepFloor()
+
+
 @dataclass
 class FitResult:
     out_dir: Path
@@ -244,9 +257,11 @@ def fit_posterior(arrays: dict[str, Any], out_dir: str | Path, config: Estimator
     approximator.compile(optimizer=keras.optimizers.AdamW(learning_rate=config.learning_rate,
                                                           weight_decay=config.weight_decay))
     callbacks = [
+        # the best validation epoch is tracked from the first epoch (and restored at the end); the step floor
+        # only forbids stopping before it (keras' start_from_epoch would also ignore the epochs before it)
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience,
-                                      restore_best_weights=True,
-                                      start_from_epoch=budget["early_stopping_from_epoch"]),
+                                      restore_best_weights=True),
+        step_floor_callback(budget["early_stopping_from_epoch"]),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.lr_factor, patience=config.lr_patience,
                                           min_lr=config.min_lr),
     ]
