@@ -77,6 +77,8 @@ def main() -> None:
     parser.add_argument("--completions", help="read a run's completions.jsonl instead of generating (with --prompts: "
                                               "θ* looked up there, else parsed from the prompt)")
     parser.add_argument("--steps", type=int, nargs="*", help="with --completions: only these training steps")
+    parser.add_argument("--rescore", action="store_true",
+                        help="with --completions: rank by --posterior's 6-dim reward, not the run's logged reward")
     parser.add_argument("--n-prompts", type=int, default=24)
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--temperature", type=float, default=0.8)
@@ -147,15 +149,19 @@ def main() -> None:
     judge_est = np.full((n, d), np.nan)
     has = np.array([bool(s) for s in spoken])
     judge_est[has] = TextJudge.load().predict([s for s in spoken if s])
-    ood = reward.ood_reference.score(train_post.summaries(train_post.prepare(good)), 0.05)
+    try:  # OOD statistics beside the posterior (brainrl ood-fit); a posterior without them is still probed
+        flagged = float(np.mean(reward.ood_reference.score(train_post.summaries(train_post.prepare(good)), 0.05).flagged))
+    except (FileNotFoundError, ValueError, OSError) as err:
+        print(f"no OOD statistics for {args.posterior}: {err}")
+        flagged = None
 
     ranking = train_reward  # the 6-dim E_q reward; a run's completions carry the reward its trainer used
-    if args.completions and all(r.get("reward") is not None for r in rows):
+    if args.completions and not args.rescore and all(r.get("reward") is not None for r in rows):
         ranking = np.array([float(r["reward"]) for r in rows])
     judges = {"training posterior": train_mean, "second posterior": second_mean, "text judge": judge_est}
     dist = {name: -np.sum((est - theta) ** 2, axis=1) for name, est in judges.items()}
     report: dict = {"n_completions": n, "n_prompts": int(index.max() + 1), "failed_maps": int((~ok).sum()),
-                    "ood_flagged": float(np.mean(ood.flagged)), "source": args.completions or args.prompts,
+                    "ood_flagged": flagged, "source": args.completions or args.prompts,
                     "style": args.style, "temperature": args.temperature, "seconds": {},
                     "ranking_reward": "the run's logged reward" if ranking is not train_reward else "6-dim E_q reward"}
     report["fidelity_r"] = {name: {p: float(np.corrcoef(est[ok & has, j], theta[ok & has, j])[0, 1])
