@@ -33,7 +33,8 @@ def rss_gib() -> float:
 
 def bench_simulations(n: int, with_generator: bool | str, seed: int = 0) -> dict:
     """Generator and speech + brain throughput on the same items, side by side. ``with_generator``:
-    False (fixed texts), True / "smollm2" (the embedded LLM, per_headline) or "procedural"."""
+    False (fixed texts), True / "smollm2" (the embedded LLM with the generator and writer settings of
+    recipes/campaign_offline.yaml) or "procedural"."""
     from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
     from brainrl.sbi.simulation.parse import block_text
     from brainrl.sbi.simulation.prior import theta_for_index
@@ -50,12 +51,19 @@ def bench_simulations(n: int, with_generator: bool | str, seed: int = 0) -> dict
         if with_generator == "procedural":
             gen = ProceduralGenerator()
             writer = HeadlineWriter(gen, max_attempts=4, feedback=False)
-        else:
-            gen = LocalChatGenerator(max_new_tokens=40, batch_size=50, stop_strings=["\n"])
+        else:  # the SmolLM2 campaign's generator and writer, as recipes/campaign_offline.yaml sets them
+            from dataclasses import asdict
+
+            from brainrl.sbi.simulation.campaign import load_campaign_config
+
+            recipe = load_campaign_config(Path(__file__).resolve().parents[1] / "recipes" / "campaign_offline.yaml")
+            gen = recipe.generator.build()
+            assert isinstance(gen, LocalChatGenerator)
             started = time.time()
             gen._ensure_loaded()
             out["generator_load_s"] = round(time.time() - started, 2)
-            writer = HeadlineWriter(gen, max_attempts=4, min_words=5, max_words=40, mode="per_headline")
+            out["writer"] = asdict(recipe.writer)
+            writer = HeadlineWriter(gen, **asdict(recipe.writer))
         started = time.time()
         blocks = writer.write([HeadlineRequest(i, t, c) for i, t, c in requests], seed, set())
         out["generator_s"] = round(time.time() - started, 2)
