@@ -1,4 +1,4 @@
-"""Held-out recovery on the weak known channel of tests/sbi/lexical_channel.py (tests/sbi/test_recovery.py) under three estimator setups:
+"""Held-out recovery on the weak known channel of tests/sbi/lexical_channel.py (tests/sbi/inference/test_recovery.py) under three estimator setups:
 the paper's schedule on raw coefficients (the old default), input standardisation alone, and
 standardisation + the step budget (the default). Prints per-dimension r and writes JSON.
 
