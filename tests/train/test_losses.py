@@ -89,11 +89,9 @@ def test_awsft_gradient_equals_independent_computation():
         assert torch.allclose(got, want, atol=1e-6, rtol=1e-4), float((got - want).abs().max())
 
 
-def test_shared_prompt_scoring_equals_one_pass_scoring():
-    """Groups of completions score their prompt once (KV cache indexed to each row): logits and gradients
-    equal the one-pass forward up to float rounding, with left-padded prompts of different lengths and
-    completions that stopped early (right padding)."""
-    model, tok = tiny_policy(seed=2)
+def trained_looking_policy(seed: int):
+    """A tiny LoRA policy whose adapter is non-zero (as after training), in eval mode."""
+    model, tok = tiny_policy(seed=seed)
     neutralise_generation_config(model, tok)
     policy = attach_lora(model, LoraConfig(r=4, alpha=8))
     with torch.no_grad():
@@ -101,6 +99,14 @@ def test_shared_prompt_scoring_equals_one_pass_scoring():
             if "lora_B" in name:
                 p.normal_(0, 0.2)
     policy.eval()
+    return policy, tok
+
+
+def test_shared_prompt_scoring_equals_one_pass_scoring():
+    """Groups of completions score their prompt once (KV cache indexed to each row): logits and gradients
+    equal the one-pass forward up to float rounding, with left-padded prompts of different lengths and
+    completions that stopped early (right padding)."""
+    policy, tok = trained_looking_policy(seed=2)
     samples = sample_completions(policy, tok, ["tell a story", "explain the weather at night in the city"],
                                  SamplingConfig(max_new_tokens=10), num_completions=3, seed=2)
     args = (samples.prompt_ids, samples.prompt_mask, samples.completion_ids, samples.completion_mask)
@@ -125,14 +131,7 @@ def test_scoring_ignores_columns_that_are_padding_in_every_row(share):
     equal those of the unpadded batch up to float rounding."""
     from brainrl.policy.logprobs import drop_common_left_padding
 
-    model, tok = tiny_policy(seed=3)
-    neutralise_generation_config(model, tok)
-    policy = attach_lora(model, LoraConfig(r=4, alpha=8))
-    with torch.no_grad():
-        for name, p in policy.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.2)
-    policy.eval()
+    policy, tok = trained_looking_policy(seed=3)
     samples = sample_completions(policy, tok, ["tell a story"], SamplingConfig(max_new_tokens=8), num_completions=3,
                                  seed=3)
     prompt_ids, prompt_mask = samples.prompt_ids, samples.prompt_mask
