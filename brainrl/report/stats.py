@@ -335,7 +335,7 @@ def jackknife_interval(statistic: Callable[[np.ndarray], float], clusters: np.nd
     return Interval(estimate, back(centre - half), back(centre + half))
 
 
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson r; NaN with fewer than 3 items or a constant side."""
     if x.size < 3 or x.min() == x.max() or y.min() == y.max():
         return math.nan
@@ -356,11 +356,11 @@ def pearson_interval(x: np.ndarray, y: np.ndarray, clusters: np.ndarray, *, pair
     keep = np.isfinite(x) & np.isfinite(y) & np.isfinite(other)
     x, y, other, clusters = x[keep], y[keep], other[keep], np.asarray(clusters)[keep]
     if paired is None:
-        r = _pearson(x, y)
+        r = pearson(x, y)
         if math.isfinite(r) and abs(r) >= 1:
             return Interval(r, r, r)
-        return jackknife_interval(lambda rows: _pearson(x[rows], y[rows]), clusters, scale="fisher", level=level)
-    return jackknife_interval(lambda rows: _pearson(x[rows], y[rows]) - _pearson(x[rows], other[rows]), clusters,
+        return jackknife_interval(lambda rows: pearson(x[rows], y[rows]), clusters, scale="fisher", level=level)
+    return jackknife_interval(lambda rows: pearson(x[rows], y[rows]) - pearson(x[rows], other[rows]), clusters,
                               level=level)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from brainrl.provenance import versions
-from brainrl.sbi.diagnostics.recovery import pearson
+from brainrl.report.stats import pearson
 from brainrl.sbi.simulation.prior import PARAM_NAMES
 
 

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from brainrl.report.figures import new_figure, save_figure
-from brainrl.sbi.diagnostics.recovery import pearson
+from brainrl.report.stats import pearson
 from brainrl.sbi.simulation.prior import PARAM_NAMES
 
 DPI = 110

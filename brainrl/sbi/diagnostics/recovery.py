@@ -8,15 +8,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from brainrl.report.stats import pearson
 from brainrl.sbi.diagnostics.calibration import calibration_log_gamma, ecdf_band_excursion
 from brainrl.sbi.simulation.prior import PARAM_NAMES, PRIOR_VARIANCE
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson r, NaN when fewer than 3 cases or a constant side."""
-    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def cross_correlation(estimates: np.ndarray) -> np.ndarray:

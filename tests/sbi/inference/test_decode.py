@@ -46,7 +46,7 @@ def test_cross_generator_table_uses_held_out_ids_of_training_campaigns_and_all_r
 
     from brainrl.sbi.simulation.campaign import Campaign, CampaignConfig, ProjectionConfig, load_campaign_arrays
     from brainrl.sbi.diagnostics.cross_generator import cross_generator_table
-    from brainrl.sbi.diagnostics.recovery import pearson
+    from brainrl.report.stats import pearson
     from brainrl.sbi.inference.estimator import campaign_identity, heldout_rows
     from brainrl.sbi.simulation.procedural import ProceduralGenerator
 
