@@ -48,6 +48,7 @@ from brainrl.sbi.inference.ood import DEFAULT_THRESHOLD, OODReference, summarize
 from brainrl.sbi.simulation.prior import PARAM_NAMES
 from brainrl.sbi.simulation.topics import TOPICS
 from brainrl.sbi.theta.prompts import build_theta_prompts, system_prompt_for
+from brainrl.sbi.theta.reward import theta_distance
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,12 @@ class ValidateConfig:
 def _stat(interval: Any) -> dict[str, float]:
     """An ``Interval`` as validation.json stores it."""
     return {"value": float(interval.estimate), "ci_low": float(interval.low), "ci_high": float(interval.high)}
+
+
+def item_rewards(draws: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """(n,) −E_q‖θ − θ*‖² per item (draws (n, S, d), targets (n, d)): the θ reward's ``expected`` form with
+    unit weights; a failed item's NaN draws give NaN."""
+    return -theta_distance(draws, targets, np.ones(targets.shape[-1]), "expected")
 
 
 def _mean_interval(values: np.ndarray, prompt_index: np.ndarray, paired: np.ndarray | None = None) -> dict[str, float]:
@@ -135,7 +142,7 @@ def model_statistics(dec: ModelDecoding, names: Sequence[str]) -> dict[str, Any]
     """One model's statistics with 95% prompt-clustered intervals (``dimension_intervals``)."""
     ok = dec.ok
     intervals = dimension_intervals(dec.targets[ok], dec.draws[ok], dec.prompt_index[ok])
-    reward = -np.mean(np.sum((dec.draws - dec.targets[:, None, :]) ** 2, axis=-1), axis=1)  # (N,), NaN if failed
+    reward = item_rewards(dec.draws, dec.targets)  # (N,), NaN if failed
     flagged = np.full(len(ok), np.nan)
     if dec.ood is not None:
         flagged[ok] = dec.ood.flagged.astype(float)
@@ -187,7 +194,7 @@ def prior_reference(dec: ModelDecoding, names: Sequence[str], prior: Any = None,
     # a point judge (one estimate, no spread) is compared with the prior's point, its mean
     sq = (centre - targets) ** 2 if point else prior_expected_sq(targets, prior)  # (n, d)
     prior_reward = -np.sum(sq, axis=1)
-    model_reward = -np.mean(np.sum((dec.draws[rows] - targets[:, None, :]) ** 2, axis=-1), axis=1)
+    model_reward = item_rewards(dec.draws[rows], targets)
     return {
         "n": int(len(rows)), "prior": {"low": prior.low, "high": prior.high},
         "rmse_of_prior_mean": {n: _stat(rmse_interval(centre - targets[:, j], index)) for j, n in enumerate(names)},
@@ -208,7 +215,7 @@ def paired_differences(base: ModelDecoding, tuned: ModelDecoding, names: Sequenc
     rows = np.flatnonzero(both)
     index, targets = base.prompt_index[rows], base.targets[rows]
     means = [d.draws[rows].mean(axis=1) for d in (base, tuned)]
-    per_item = [-np.mean(np.sum((d.draws[rows] - targets[:, None, :]) ** 2, -1), axis=1) for d in (base, tuned)]
+    per_item = [item_rewards(d.draws[rows], targets) for d in (base, tuned)]
     # per dimension E_q(θ − θ*)² (a point judge: its squared error), tuned − base with the same interval as
     # the reward: the reward's decomposition by dimension
     sq = [np.mean((d.draws[rows] - targets[:, None, :]) ** 2, axis=1) for d in (base, tuned)]
