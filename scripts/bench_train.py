@@ -443,7 +443,8 @@ def decoding(name: str):
     torch.compile) or a forced KV cache (merged adapter in every case)."""
     from brainrl.policy.sampling import DecodingConfig
 
-    return {"auto": DecodingConfig(), "compiled": DecodingConfig(compile=True), "dynamic": DecodingConfig(cache="dynamic", compile=False),
+    return {"auto": DecodingConfig(), "compiled": DecodingConfig(compile=True),
+            "compiled-nographs": DecodingConfig(compile=True, compile_mode="default"), "dynamic": DecodingConfig(cache="dynamic", compile=False),
             "static": DecodingConfig(cache="static", compile=False)}[name]
 
 
@@ -652,9 +653,10 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup-tokens", type=int, default=32,
                         help="max_new_tokens of the anchor loop's untimed warm-up step (default 32); brainrl's "
                              "trainers warm up at --max-new-tokens")
-    parser.add_argument("--generation", default="auto", choices=["auto", "compiled", "dynamic", "static"],
+    parser.add_argument("--generation", default="auto", choices=["auto", "compiled", "compiled-nographs", "dynamic", "static"],
                         help="brainrl's decoding engine (merged adapter in every case): auto = the product default "
-                             "(dynamic cache, eager), compiled = static KV cache + torch.compile (opt-in), dynamic = "
+                             "(dynamic cache, eager), compiled = static KV cache + torch.compile with CUDA graphs (opt-in), "
+                             "compiled-nographs = the same without CUDA graphs, dynamic = "
                              "dynamic cache, eager; static = static cache, eager")
     parser.add_argument("--reward", default=None, choices=REWARDS,
                         help="synthetic (default on cpu) or tribe (default on cuda: the shipped TRIBE backend on a "

@@ -524,6 +524,33 @@ def backend_run(engine, speech: "Speech", texts: list[str], batch: int) -> tuple
     return stages, maps
 
 
+def profile_backend(engine, speech: "Speech", texts: list[str], batch: int, folder: Path, label: str) -> None:
+    """Where a batch's time goes: one batch under cProfile (Python functions, cumulative and own time) and one
+    under torch.profiler (operators, CPU and CUDA time), written as text tables to ``folder``."""
+    import cProfile
+    import pstats
+
+    folder.mkdir(parents=True, exist_ok=True)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    backend_run(engine, speech, texts[:batch], batch)
+    profiler.disable()
+    with open(folder / f"cprofile_{label}_{batch}.txt", "w") as handle:
+        stats = pstats.Stats(profiler, stream=handle)
+        stats.sort_stats("cumulative").print_stats(60)
+        stats.sort_stats("tottime").print_stats(40)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if engine.config.device.startswith("cuda"):
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        backend_run(engine, speech, texts[batch: 2 * batch], batch)
+    table = prof.key_averages()
+    with open(folder / f"torchprof_{label}_{batch}.txt", "w") as handle:
+        for key in ("self_cpu_time_total", "device_time_total" if len(activities) > 1 else "cpu_time_total"):
+            handle.write(f"sorted by {key}\n{table.table(sort_by=key, row_limit=35)}\n\n")
+    print(f"  profile of {label} at batch {batch} written to {folder}")
+
+
 def enter_backend_standin(work: Path, shape: str, corpus: list[str], flag: str = "--backend") -> Path:
     """Make TRIBE v2's code importable and its random-weight stand-in (brainrl/brain/tribe/standin.py) ready in
     ``work`` (built once, reused by later runs), and enter its hub folder, where the feature models load
@@ -559,7 +586,8 @@ def backend_main(args) -> int:
     work = Path(args.workdir or Path(args.out).with_suffix("").as_posix() + "-standin")
     shape = "tiny" if args.tiny else "real"
     batches = [int(b) for b in args.batches.split(",")]
-    texts = make_texts(sum(b * (args.reps + 1) for b in batches), args.words, args.seed)
+    extra_batches = 2 if args.profile else 0  # one batch under cProfile, one under torch.profiler
+    texts = make_texts(sum(b * (args.reps + 1) for b in batches) + extra_batches * max(batches), args.words, args.seed)
     checkpoint = enter_backend_standin(work, shape, texts)
     speech = Speech(args.speech_workers)
     settings = [("fast", args.dtype, "one-pass", "batched")]
@@ -590,6 +618,10 @@ def backend_main(args) -> int:
             maps_by_setting.setdefault(label, {})[batch] = last
         if args.device.startswith("cuda"):
             results[label]["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
+        if args.profile:
+            batch = max(batches)
+            profile_backend(engine, speech, texts[cursor: cursor + 2 * batch], batch, Path(args.profile), label)
+            cursor += 2 * batch
         engine = None
     parity = {}
     for label in maps_by_setting:
@@ -638,6 +670,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="compute dtype of the torch front end (float64 matches the extractor to ~1e-6)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench_tribe.json")
+    parser.add_argument("--profile", default=None, metavar="DIR",
+                        help="--backend: also profile one batch of the largest size per setting (cProfile and "
+                             "torch.profiler tables written to DIR)")
     parser.add_argument("--backend", action="store_true", help="time the shipped backend (TribeEngine) on TRIBE v2's code")
     parser.add_argument("--compare-reference", action="store_true",
                         help="--backend: also time TRIBE's per-word text and per-clip audio paths")

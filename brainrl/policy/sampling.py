@@ -81,6 +81,8 @@ class DecodingConfig:
       (None = off): on the H200 the first AWSFT update after compiled decoding had NaN gradients
       (docs/training.md); the fix for the likely cause is not yet confirmed on a GPU. Never on CPU
       (compiling costs more than it saves there).
+    - ``compile_mode``: torch.compile's mode for compiled decoding: ``reduce-overhead`` replays the
+      decoding step as CUDA graphs; ``default`` compiles the kernels without graphs.
     - ``share_prompts``: with a dynamic cache, prefill each prompt once and repeat its KV cache for its
       completions (``generate`` would prefill every copy).
     """
@@ -88,6 +90,7 @@ class DecodingConfig:
     merge_adapter: bool = True
     cache: Literal["auto", "dynamic", "static"] = "auto"
     compile: bool | None = None
+    compile_mode: Literal["reduce-overhead", "default", "max-autotune-no-cudagraphs"] = "reduce-overhead"
     share_prompts: bool = True
 
     def resolve(self, device: str | torch.device) -> dict[str, Any]:
@@ -110,7 +113,7 @@ class DecodingConfig:
 
         if not chosen["compile"]:
             return {"cache_implementation": "static", "disable_compile": True}
-        config = CompileConfig(fullgraph=True, dynamic=False)  # CUDA graphs ("reduce-overhead"), one shape
+        config = CompileConfig(fullgraph=True, dynamic=False, mode=self.compile_mode)  # one shape
         config._compile_all_devices = torch.device(device).type != "cuda"  # elsewhere it must be asked for
         return {"cache_implementation": "static", "disable_compile": False, "compile_config": config}
 

@@ -123,6 +123,8 @@ def test_generation_settings_resolve_per_device():
     assert DecodingConfig().generate_kwargs("cpu") == {"disable_compile": True}
     kwargs = DecodingConfig(cache="static", compile=True).generate_kwargs("cpu")
     assert kwargs["cache_implementation"] == "static" and kwargs["compile_config"]._compile_all_devices
+    assert kwargs["compile_config"].mode == "reduce-overhead"  # CUDA graphs unless asked otherwise
+    assert DecodingConfig(compile=True, compile_mode="default").generate_kwargs("cuda")["compile_config"].mode == "default"
     with pytest.raises(ValueError, match="static"):
         DecodingConfig(cache="dynamic", compile=True).resolve("cuda")
 
