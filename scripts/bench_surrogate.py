@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from brainrl.provenance import versions
     from brainrl.rewards import ROIReward
 
+    load_start = os.getloadavg()
     student_dir = Path(args.student)
     texts = load_texts(student_dir, args.texts)
     student_cfg = PipelineConfig(speech="text-only", model="surrogate", model_kwargs={"path": str(student_dir)},
@@ -97,12 +98,14 @@ def main(argv: list[str] | None = None) -> int:
         "speedup_per_round": [t / s for t, s in zip(teacher_ms, student_ms)],
         "texts_per_round": len(texts), "rounds": args.rounds, "student_repeats": args.student_repeats,
         "reward": "broca minus_global", "agreement_r": float(np.corrcoef(s, t)[0, 1]),
-        "cpu": _cpu_name(), "threads": args.threads, "load_average": os.getloadavg(),
+        "cpu": _cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
+        "load_average_start": load_start, "load_average": os.getloadavg(),
         "versions": versions(), "argv": sys.argv,
     }
     print(f"\nteacher {result['teacher']['median_ms']:.2f} ms vs student {result['student']['median_ms']:.4f} ms "
           f"per completion (median of {args.rounds} rounds): {result['speedup_of_medians']:.0f}x; "
-          f"student-teacher r on these texts {result['agreement_r']:.3f}; load average {os.getloadavg()[0]:.1f}")
+          f"student-teacher r on these texts {result['agreement_r']:.3f}; load average {load_start[0]:.1f} at the start, "
+          f"{os.getloadavg()[0]:.1f} at the end")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2, default=str))

@@ -50,6 +50,14 @@ class BrainMap:
         """Time-averaged map, (20,484,)."""
         return self.data.mean(axis=0)
 
+    def region_means(self, weights: np.ndarray) -> np.ndarray:
+        """The time-averaged map times ``weights`` (20,484,) or (20,484, n), in float64: with an averaging
+        matrix (``brainrl.cortex.stats.averaging_matrix``), each region's mean over its vertices and the
+        frames. Maps held on a basis (``brainrl.brain.lowrank.LowRankMap``) answer without building the map."""
+        data = self.data
+        frame_mean = data[0].astype(np.float64) if data.shape[0] == 1 else data.mean(axis=0, dtype=np.float64)
+        return frame_mean @ weights
+
 
 @dataclass(frozen=True)
 class Failed:

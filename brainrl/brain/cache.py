@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from brainrl.brain.base import BrainMap
-from brainrl.provenance import content_hash
+from brainrl.provenance import content_hash, stable_json
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,15 @@ _TMP_PREFIX = ".tmp-"
 def map_key(stimulus, model_identity: dict[str, Any], settings: dict[str, Any] | None = None) -> str:
     """Cache key of the map a model with ``model_identity`` predicts for ``stimulus``."""
     return content_hash(key_parts(stimulus, model_identity, settings))
+
+
+def map_keys(stimuli, model_identity: dict[str, Any], settings: dict[str, Any] | None = None) -> list[str]:
+    """``[map_key(s, model_identity, settings) for s in stimuli]``, the same keys, with the model's part of
+    the canonical JSON written once for the batch instead of once per stimulus."""
+    # stable_json sorts keys: cache_format, model, settings, then stimulus (a hex string, nothing to escape)
+    head = stable_json({"cache_format": CACHE_FORMAT_VERSION, "model": model_identity, "settings": settings or {}})
+    head = head[:-1] + ',"stimulus":"'
+    return [content_hash(f'{head}{s.key()}"}}') for s in stimuli]
 
 
 def key_parts(stimulus, model_identity: dict[str, Any], settings: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from brainrl.brain.base import BRAIN_MODELS, BrainMap, BrainModel, Failed, Prediction
-from brainrl.brain.cache import MapCache, MemoryCache, key_parts, map_key
+from brainrl.brain.cache import MapCache, MemoryCache, key_parts, map_key, map_keys
 from brainrl.configs import check_range
 from brainrl.provenance import content_hash, versions
 from brainrl.registry import unknown_name_error
@@ -44,6 +44,7 @@ class PipelineConfig:
     max_words: int = MAX_WORDS
     #: texts per speech chunk: the next chunk is spoken (in a thread, or the engine's worker processes)
     #: while the brain model predicts the current one; 0 = speak the whole batch first, then predict
+    #: (an engine without audio, ``text-only``, is never chunked)
     speech_chunk: int = 8
 
     def __post_init__(self) -> None:
@@ -97,11 +98,12 @@ class BrainPipeline:
 
         Speech and prediction overlap: while the model predicts one chunk of ``speech_chunk`` texts, the
         next chunk is being spoken (espeak runs in C without the GIL, or in the engine's worker
-        processes), so a 2-core machine keeps both cores busy. Results do not depend on the chunking."""
+        processes), so a 2-core machine keeps both cores busy. Results do not depend on the chunking. An
+        engine that makes no audio (``text-only``) is not chunked: its model gets the whole batch at once."""
         texts = list(texts)
         results: list[Prediction | None] = [None] * len(texts)
         self.counters["requested"] += len(texts)
-        size = self.config.speech_chunk
+        size = self.config.speech_chunk if getattr(self.speech, "speaks", True) else 0
         if not size or len(texts) <= size:
             self._predict_spoken(0, self.speech.synthesize_safe(texts), results)
         else:
@@ -142,7 +144,7 @@ class BrainPipeline:
             for i in stimuli:
                 results[i] = Failed(f"brain model unavailable: {type(err).__name__}: {err}")
             return results
-        keys = {i: self.cache_key(s, identity) for i, s in stimuli.items()}
+        keys = dict(zip(stimuli, map_keys(stimuli.values(), identity)))
         todo: dict[str, list[int]] = {}
         for i, key in keys.items():
             hit = self.memory.get(key)

@@ -141,15 +141,17 @@ class _WordTable:
 
     def lookup(self, tokens: list[str]) -> np.ndarray:
         """Row index of every token, adding new tokens in one tokenizer call."""
-        missing = [t for t in dict.fromkeys(tokens) if t not in self.index]
-        if missing:
+        rows = list(map(self.index.get, tokens))
+        if None in rows:
+            missing = [t for t in dict.fromkeys(tokens) if t not in self.index]
             with self._lock:
                 if len(self.index) + len(missing) > self.max_words:
                     self.index.clear()
                     self.tails.clear()
                     self._projected.clear()
                 self._add(missing)
-        return np.fromiter((self.index[t] for t in tokens), dtype=np.int64, count=len(tokens))
+            rows = list(map(self.index.__getitem__, tokens))
+        return np.array(rows, dtype=np.int64).reshape(len(tokens))
 
     def _add(self, tokens: list[str]) -> None:
         lm = MiniLMText.shared()
@@ -195,24 +197,33 @@ _LOG21 = math.log(21.0)
 def syntactic_load_flags(opener: np.ndarray, clause_break: np.ndarray, sentence_end: np.ndarray) -> np.ndarray:
     """``brainrl.brain.features.syntactic_load`` from per-token flags (clause opener, clause break after,
     sentence end after) that the word table computed once per distinct token: the same formula without
-    per-token regular expressions (tests check the two agree)."""
+    per-token regular expressions (tests check the two agree). Position and sentence length come from
+    cumulative sums; the clause depth (a counter held in 0..3) changes only at tokens with a flag, so
+    only those are stepped through."""
+    opener, clause_break, sentence_end = (np.asarray(a, np.float64) for a in (opener, clause_break, sentence_end))
     n = len(opener)
-    position, depth, sentence = [0] * n, [0] * n, [0] * n
-    pos = d = sid = 0
-    for i, (is_opener, is_break, is_end) in enumerate(zip(opener.tolist(), clause_break.tolist(),
-                                                           sentence_end.tolist())):
+    ends = sentence_end != 0
+    sentence = np.cumsum(ends) - ends  # sentence index of each token (a sentence ends after its flagged token)
+    starts = np.concatenate([[0], np.flatnonzero(ends) + 1])
+    position = np.arange(n) - starts[sentence]
+    flag = (opener != 0) | (clause_break != 0) | ends
+    flagged = np.flatnonzero(flag)
+    at, after, d = [], [], 0  # depth at each flagged token, and carried to the tokens after it
+    for is_opener, is_break, is_end in zip(opener[flagged].tolist(), clause_break[flagged].tolist(),
+                                           ends[flagged].tolist()):
         if is_opener:
             d = min(d + 1, 3)
-        position[i], depth[i], sentence[i] = pos, d, sid
-        pos += 1
+        at.append(d)
         if is_break:
             d = max(d - 1, 0)
         if is_end:
-            pos, d, sid = 0, 0, sid + 1
-    sentence_ids = np.asarray(sentence)
-    lengths = np.bincount(sentence_ids)[sentence_ids]
-    return (0.5 * np.log1p(np.asarray(position, np.float64)) / _LOG21 + 0.5 * np.log1p(lengths) / _LOG21
-            + 0.5 * np.asarray(depth, np.float64) + 0.3 * clause_break)
+            d = 0
+        after.append(d)
+    last = np.cumsum(flag) - 1  # the latest flagged token at or before each (-1: none, reads the padding 0)
+    depth = np.where(flag, np.array(at + [0], np.float64)[last], np.array(after + [0], np.float64)[last])
+    lengths = np.bincount(sentence)[sentence]
+    return (0.5 * np.log1p(position.astype(np.float64)) / _LOG21 + 0.5 * np.log1p(lengths) / _LOG21
+            + 0.5 * depth + 0.3 * clause_break)
 
 
 @functools.lru_cache(maxsize=512)

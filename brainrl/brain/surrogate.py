@@ -12,9 +12,11 @@ It is saved as a folder: ``student.npz`` (arrays, including its training feature
 so an audit can refit it) and ``card.json`` (teacher identity and pipeline, data, held-out fidelity,
 seeds, versions). ``SurrogateBrainModel`` (registered as ``surrogate``) serves it wherever a brain model
 goes (``brain: {speech: text-only, model: surrogate, model_kwargs: {path: DIR}, cache_dir: ""}``): each
-prediction is a one-frame ``BrainMap`` holding the predicted time-averaged map, so every reward that
-averages over frames (ROI means, selectivities, contrasts) reads the same number it would from the
-teacher's full map. Rewards that read time courses need the teacher.
+prediction is a one-frame map of the predicted time-average, so every reward that averages over frames
+(ROI means, selectivities, contrasts) reads the same number it would from the teacher's full map. The
+map is held as its PCA coefficients (``brainrl.brain.lowrank.LowRankMap``): ROI rewards read region
+means from them without building the 20,484 vertices, which are built on first use of ``.data`` for
+rewards that read the whole map. Rewards that read time courses need the teacher.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from brainrl.brain.base import N_VERTICES, BrainMap, BrainModel, Failed, Prediction
+from brainrl.brain.base import N_VERTICES, BrainModel, Failed, Prediction
+from brainrl.brain.lowrank import LowRankMap, MapBasis
 from brainrl.brain.student_features import FeatureConfig, feature_names, sentence_embeddings, static_features
 from brainrl.stimulus import Stimulus
 
@@ -83,6 +86,7 @@ class Student:
                              f"{self.components.shape} and {self.map_mean.shape}.")
         self.components = np.ascontiguousarray(self.components, dtype=np.float32)
         self.map_mean = np.ascontiguousarray(self.map_mean, dtype=np.float32)
+        self.basis = MapBasis(self.map_mean, self.components)
         # folded once: coefficients straight from raw features (one matmul per batch)
         self._w = (self.reducer @ (self.coef / self.x_scale[:, None])).astype(np.float64)
         self._b = (self.intercept - (self.x_mean / self.x_scale) @ self.coef).astype(np.float64)
@@ -126,7 +130,7 @@ class Student:
 
     def maps(self, coefficients: np.ndarray) -> np.ndarray:
         """(B, 20,484) float32 maps from PCA coefficients."""
-        return self.map_mean + coefficients.astype(np.float32) @ self.components
+        return self.basis.maps(coefficients)
 
     def predict_maps(self, texts: Sequence[str]) -> np.ndarray:
         return self.maps(self.predict_coefficients(texts))
@@ -249,12 +253,14 @@ class SurrogateBrainModel(BrainModel):
                 if not isinstance(stim, Stimulus):
                     raise TypeError(f"predict() expects brainrl.stimulus.Stimulus items, got {type(stim).__name__}.")
                 texts.append(stim.text)
-            maps = self.student.predict_maps(texts)
-            for stim, row in zip(batch, maps):
-                if not np.isfinite(row).all():
+            coefficients = self.student.predict_coefficients(texts)
+            finite = np.isfinite(coefficients).all(axis=1)
+            for stim, row, ok in zip(batch, coefficients, finite):
+                if not ok:
                     out.append(Failed("surrogate predicted non-finite values (features out of range)"))
                     continue
                 provenance = {"model": "surrogate", "model_identity": self._identity, "time_averaged": True,
                               "note": NOTE, **stim.provenance()}
-                out.append(BrainMap(data=row[None, :], provenance=provenance))
+                # held as its PCA coefficients: ROI rewards read region means from them, `.data` builds the map
+                out.append(LowRankMap(row, self.student.basis, provenance=provenance))
         return out

@@ -68,7 +68,10 @@ class ROIReward(BrainReward):
         if maps.ndim != 2:
             raise ValueError(f"ROIReward scores one (T, 20,484) map at a time, got {maps.shape}.")
         frame_mean = maps[0].astype(np.float64) if maps.shape[0] == 1 else maps.mean(axis=0, dtype=np.float64)
-        means = frame_mean @ self._get_masks()["weights"]
+        return self._statistic(frame_mean @ self._get_masks()["weights"])
+
+    def _statistic(self, means: np.ndarray) -> float:
+        """The statistic from the region means (ROI, cortex, then each reference ROI)."""
         if self.statistic == "mean":
             return float(means[0])
         if self.statistic == "minus_global":
@@ -76,7 +79,12 @@ class ROIReward(BrainReward):
         return float(means[0] - means[2:].mean())
 
     def score_map(self, brain_map: BrainMap, index: int, columns: dict[str, Any]) -> float:
-        value = self.value(brain_map.data)
+        # region means straight from the map (a surrogate's low-rank map answers without building 20,484 vertices)
+        means = brain_map.region_means(self._get_masks()["weights"])
+        if not np.isfinite(means).all():
+            raise ValueError(f"the predicted map has NaN/inf values in the regions {self.__name__} averages; "
+                             "its brain model produced non-finite activity for this text")
+        value = self._statistic(means)
         return -value if self.direction == "minimize" else value
 
     def describe(self) -> dict[str, Any]:

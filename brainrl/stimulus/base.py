@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import abc
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring as _json_string  # a str as JSON, as stable_json writes it
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -76,6 +78,10 @@ class Stimulus:
 
     def key(self) -> str:
         """Content key: everything about the speech that can change a brain model's output."""
+        fields = (self.engine, self.engine_version, self.text, self.voice)
+        if all(type(f) is str for f in fields):  # the canonical JSON of the dict below, written directly
+            engine, version, text, voice = map(_json_string, fields)
+            return content_hash(f'{{"engine":{engine},"engine_version":{version},"text":{text},"voice":{voice}}}')
         return content_hash(
             {"text": self.text, "engine": self.engine, "engine_version": self.engine_version, "voice": self.voice}
         )
@@ -129,6 +135,7 @@ class UnspeakableTextError(ValueError):
     """Raised for a text holding characters the engine's voice cannot speak (``unspeakable="fail"``)."""
 
 
+@functools.lru_cache(maxsize=64)
 def speakable_scripts(language: str) -> frozenset[str] | None:
     """Unicode scripts a voice of ``language`` (e.g. "en-us", "en-gb+f3", "de") speaks; None: unchecked."""
     lang = language.split("+")[0].replace("_", "-").split("-")[0].lower()
@@ -145,8 +152,11 @@ def unspeakable_characters(text: str, scripts: frozenset[str] | None) -> list[st
     mathematical signs and common symbols such as the degree sign or the copyright sign pass."""
     if scripts is None or (text.isascii() and "LATIN" in scripts):  # ASCII letters are Latin, its symbols < U+2190
         return []
+    latin = "LATIN" in scripts
     out = []
     for char in text:
+        if latin and char < "\x80":  # ASCII: Latin letters and symbols below U+2190, all speakable
+            continue
         category = unicodedata.category(char)
         if category.startswith("L"):
             words = unicodedata.name(char, "?").split(" ")
@@ -167,6 +177,9 @@ class SpeechEngine(abc.ABC):
     max_chars: int = MAX_CHARS
     max_seconds: float = MAX_SECONDS
     unspeakable: str = "fail"
+    #: whether synthesis is real work (audio): the pipeline overlaps it with prediction in chunks; an engine
+    #: that only wraps the text (``text-only``) is run on the whole batch at once, which a text model needs
+    speaks: bool = True
 
     def __init__(self, out_dir: str | Path | None = None, max_words: int = MAX_WORDS, keep_waveform: bool = True,
                  max_chars: int = MAX_CHARS, max_seconds: float = MAX_SECONDS, unspeakable: str = "fail"):

@@ -23,6 +23,7 @@ class TextOnlyEngine(SpeechEngine):
     """Stimuli without audio (``audio_path=None``, no waveform) for models that read only the text."""
 
     name = "text-only"
+    speaks = False  # nothing to overlap: the pipeline hands the model the whole batch in one call
 
     def __init__(self, out_dir: Any = None, max_words: int = MAX_WORDS, keep_waveform: bool = False):
         # no audio is written, so no temporary folder is made (unlike engines that write WAV files)
@@ -36,5 +37,5 @@ class TextOnlyEngine(SpeechEngine):
 
     def _synthesize_one(self, text: str) -> Stimulus:
         tokens = text.split()
-        duration = SECONDS_PER_WORD * len(tokens) + SECONDS_PER_CHARACTER * sum(len(t) for t in tokens)
+        duration = SECONDS_PER_WORD * len(tokens) + SECONDS_PER_CHARACTER * sum(map(len, tokens))
         return Stimulus(text, [], None, 16000, duration, self.name, self.version)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from brainrl.brain import BrainMap
-from brainrl.brain.cache import CACHE_FORMAT_VERSION, MapCache, MemoryCache, map_key
+from brainrl.brain.cache import CACHE_FORMAT_VERSION, MapCache, MemoryCache, key_parts, map_key, map_keys
+from brainrl.provenance import content_hash
 from brainrl.stimulus import Stimulus, Word
 
 
@@ -67,6 +68,24 @@ def test_key_changes_with_every_part():
     ]
     assert len(set(variants + [base])) == len(variants) + 1
     assert CACHE_FORMAT_VERSION == 1  # the format version is inside every key (see key_parts)
+
+
+def test_batch_keys_and_stimulus_keys_are_the_canonical_ones():
+    """The pipeline's batch keys (the model's JSON written once) and ``Stimulus.key`` (its JSON written
+    directly) are the hashes of the canonical JSON of their parts, so every stored cache entry stays valid."""
+    tricky = 'Caf\u00e9 "quoted" \\ back\u2014slash \u4f60\u597d\nnew'
+    stimuli = [stimulus(), stimulus(text=tricky, voice="en-gb"), stimulus(text="\t\x00 \u200f", engine_version="2")]
+    identity = {**IDENTITY, "nested": {"b": [1, 2.5], "a": None}}
+    for settings in (None, {"hemisphere": "left"}):
+        assert map_keys(stimuli, identity, settings) == [map_key(s, identity, settings) for s in stimuli] == \
+            [content_hash(key_parts(s, identity, settings)) for s in stimuli]
+    for s in stimuli:
+        assert s.key() == content_hash({"text": s.text, "engine": s.engine, "engine_version": s.engine_version,
+                                        "voice": s.voice})
+    # the same keys as before they were written out by hand (brainrl 0.1.0 at commit 257b4da)
+    odd = stimulus(text=tricky, voice="en-gb")
+    assert odd.key() == "3ff395dd0c3ba0fef31b564156144e00"
+    assert map_keys([odd], identity) == ["0282e96badeb5a84865508f01c1dedc8"]
 
 
 def test_keys_are_validated(tmp_path):

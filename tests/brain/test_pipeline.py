@@ -115,3 +115,14 @@ def test_next_chunk_is_spoken_while_the_model_predicts(tmp_path):
     assert all(isinstance(m, BrainMap) for m in out) and pipe.model.calls == [2, 2]
     with pytest.raises(ValueError, match="speech_chunk"):
         PipelineConfig(speech_chunk=-1)
+
+
+def test_an_engine_without_audio_is_not_chunked(tmp_path):
+    """text-only makes no audio, so there is nothing to overlap: the model gets the whole batch in one call
+    (a text model such as the surrogate pays a fixed cost per call), whatever speech_chunk says."""
+    from brainrl.stimulus import get_speech_engine
+
+    pipe = BrainPipeline(PipelineConfig(speech="text-only", cache_dir="", memory_items=0, speech_chunk=4),
+                         speech=get_speech_engine("text-only"), model=LengthBrain())
+    out = pipe([f"text number {i}" for i in range(11)])
+    assert all(isinstance(m, BrainMap) for m in out) and pipe.model.calls == [11]

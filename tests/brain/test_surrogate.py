@@ -185,6 +185,12 @@ def test_syntax_from_flags_equals_the_teachers_syntactic_load():
     from brainrl.brain.student_features import _WORDS, static_features, syntactic_load_flags
 
     texts = varied_texts(40, seed=12) + ["Which, because; although: when. Who? That! (whose) -- whereas"]
+    # random streams of openers, breaks and ends: depths that saturate at 3 and at 0, sentences of one token,
+    # openers that also close a clause or a sentence ("which,", "that.")
+    vocabulary = ["which", "who", "that", "because", "when", "word", "word,", "word;", "word.", "Why?", "which,",
+                  "that.", "although:", "and"]
+    rng = np.random.default_rng(5)
+    texts += [" ".join(rng.choice(vocabulary, int(rng.integers(1, 50)))) for _ in range(150)]
     config = FeatureConfig()
     col = feature_names(config).index("max_syntax")
     rows = static_features(texts, config)
@@ -195,6 +201,44 @@ def test_syntax_from_flags_equals_the_teachers_syntactic_load():
         _, comma, stop, _, opener, _ = _WORDS.values[_WORDS.lookup(tokens)].T
         np.testing.assert_allclose(syntactic_load_flags(opener, comma, stop), expected, rtol=0, atol=1e-12)
         assert row[col] == pytest.approx(expected.max(), abs=1e-12)
+
+
+def test_rewards_through_the_student_equal_the_full_maps_for_every_roi_and_statistic():
+    """ROI rewards read region means straight from the student's PCA coefficients (the map is never built):
+    the same values as averaging the reconstructed 20,484-vertex map, for every preset ROI and statistic."""
+    from brainrl.cortex.rois import list_rois
+
+    folder, _ = distilled()
+    student = Student.load(folder)
+    texts = varied_texts(12, seed=31) + ["Entirely unseen vocabulary: zyxquv plorbs."]
+    pipeline = BrainPipeline(surrogate_config(folder))
+    full_maps = student.predict_maps(texts)  # the full reconstruction, (13, 20,484) float32
+    rewards = [ROIReward(roi, statistic, reference=("auditory", "v1") if statistic == "minus_reference" else (),
+                         direction=direction).use_pipeline(pipeline)
+               for roi in list_rois() for statistic in ("mean", "minus_global", "minus_reference")
+               for direction in ("maximize", "minimize")]
+    for reward in rewards:
+        fast = np.array(reward(None, texts), dtype=np.float64)
+        sign = -1.0 if reward.direction == "minimize" else 1.0
+        full = sign * np.array([reward.value(m[None, :]) for m in full_maps])
+        # float32 map per vertex vs float64 projections: agreement to ~1e-7 on values of order 1
+        np.testing.assert_allclose(fast, full, rtol=0, atol=1e-5, err_msg=reward.__name__)
+    maps = pipeline(texts)
+    assert all(m._data is None for m in maps)  # none of those rewards built a map
+
+
+def test_rewards_that_read_the_whole_map_still_get_it_from_the_student():
+    from brainrl.rewards.base import BrainReward
+
+    class PeakVertex(BrainReward):  # a user's reward that reads every vertex
+        def score_map(self, brain_map, index, columns):
+            return float(brain_map.data.max())
+
+    folder, _ = distilled()
+    texts = varied_texts(5, seed=32)
+    values = PeakVertex("peak").use_pipeline(BrainPipeline(surrogate_config(folder)))(None, texts)
+    expected = Student.load(folder).predict_maps(texts).max(axis=1)
+    np.testing.assert_allclose(values, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_fast_prediction_path_equals_the_plain_one():
