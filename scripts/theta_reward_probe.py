@@ -11,7 +11,10 @@ judge). Reported:
 - signal vs noise: the within-group SD of the reward against the SD of the same texts rescored with other
   posterior draws (``--noise-seed``);
 - best-of-G: each judge's distance of the reward-best completion minus the group mean (paired by prompt,
-  a t interval over prompts): the most that reward-weighted fine-tuning on these samples can gain.
+  a t interval over prompts): the most that reward-weighted fine-tuning on these samples can gain;
+- with ``--candidate NAME=POSTERIOR`` (repeatable): the same best-of-G and within-group Spearman ρ for every
+  candidate training reward decoded by that posterior (dims × mode × OOD action, ``candidate_table``), to
+  choose a reward by measurement before training (docs/theta.md, "In-distribution reward").
 
     python scripts/theta_reward_probe.py --completions runs/RUN/completions.jsonl --steps 1 2 \\
         --prompts recipes/data/theta_headline_train.jsonl --posterior ... --second-posterior ... --out ...
@@ -32,23 +35,14 @@ from pathlib import Path
 import numpy as np
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
-        return float("nan")
-    return float(spearmanr(a[ok], b[ok]).statistic)
-
-
 def _t_interval(values: np.ndarray) -> dict[str, float]:
-    from scipy.stats import t
+    """Mean of per-prompt values with the t interval over prompts (report.stats.cluster_interval, one value a prompt)."""
+    from brainrl.report.stats import cluster_interval
 
+    values = np.asarray(values, np.float64)
     values = values[np.isfinite(values)]
-    n = len(values)
-    mean = float(values.mean()) if n else float("nan")
-    half = float(t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+    interval = cluster_interval(values, np.arange(len(values)))
+    return {"mean": interval.estimate, "ci_low": interval.low, "ci_high": interval.high, "n": int(len(values))}
 
 
 def generate(rows, style: str, group: int, temperature: float, max_new_tokens: int, seed: int):
@@ -69,6 +63,88 @@ def generate(rows, style: str, group: int, temperature: float, max_new_tokens: i
         print(f"generated {len(texts)} completions", flush=True)
     return texts, np.array(index)
 
+DIM_SETS = {"all six": None, "valence+arousal+dominance": ["valence", "arousal", "dominance"],
+            "valence+dominance": ["valence", "dominance"]}
+
+
+def candidate_table(specs, maps, ok, theta, groups, judge_dist, judge_est, n_samples, threshold):
+    """Candidate training rewards (posterior × dims × mode × OOD action) scored on the same maps: for each,
+    what best-of-group selection by it gains by each independent judge, and how it ranks like them.
+
+    ``specs`` are ``NAME=POSTERIOR_DIR``; the rewards are ``ThetaTargetReward``'s own scoring and OOD action
+    on one set of posterior draws per posterior (seed 0), so candidates differ only in the reward's settings."""
+    from brainrl.report.stats import spearman
+    from brainrl.sbi.inference.estimator import Posterior
+    from brainrl.sbi.inference.ood import OODReference
+    from brainrl.sbi.simulation.prior import PARAM_NAMES
+    from brainrl.sbi.theta.reward import ThetaTargetReward
+
+    n, d = theta.shape
+    rows, posteriors = [], {}
+    for spec in specs:
+        name, path = spec.split("=", 1)
+        posterior = Posterior.load(path)
+        inputs = posterior.prepare(maps)
+        draws = np.full((n, n_samples, d), np.nan)
+        draws[ok] = np.asarray(posterior.sample(inputs, n_samples, seed=0))
+        try:
+            scores = OODReference.load(path).score(posterior.summaries(inputs), threshold)
+        except FileNotFoundError:
+            scores = None
+        records = [None] * n
+        for j, i in enumerate(np.flatnonzero(ok)):
+            records[i] = scores.record(j) if scores is not None else None
+        means = draws.mean(axis=1)
+        posteriors[name] = {"path": path, "ood_flagged": None if scores is None else float(np.mean(scores.flagged)),
+                            "fidelity_r": {p: float(np.corrcoef(means[ok, j], theta[ok, j])[0, 1])
+                                           for j, p in enumerate(PARAM_NAMES)}}
+        for dims_name, dims in DIM_SETS.items():
+            for mode in ("mean", "expected"):
+                for action in (("log", "downweight", "none") if scores is not None else ("log",)):
+                    reward = ThetaTargetReward(path, dims=dims, mode=mode, n_samples=n_samples, ood=action,
+                                               ood_threshold=threshold)
+                    values = np.full(n, np.nan)
+                    values[ok] = reward.score_draws(draws[ok], theta[ok])
+                    for i in np.flatnonzero(ok):
+                        if records[i] is not None:
+                            kept = reward.apply_ood(float(values[i]), records[i])
+                            values[i] = np.nan if kept is None else kept
+                    picked = [(g[np.nanargmax(values[g])], g) for g in groups if np.isfinite(values[g]).any()]
+                    row = {"posterior": name, "dims": dims_name, "mode": mode, "ood": action,
+                           "reward_none_fraction": float(np.mean(~np.isfinite(values))), "groups_ranked": len(picked)}
+                    for judge, dist in judge_dist.items():
+                        row[f"best_of_group_gain/{judge}"] = _t_interval(
+                            np.array([dist[b] - np.nanmean(dist[g]) for b, g in picked]))
+                        row[f"within_group_spearman/{judge}"] = _t_interval(
+                            np.array([spearman(values[g], dist[g]) for g in groups]))
+                        est = judge_est[judge]
+                        row[f"best_of_group_sq_error_gain/{judge}"] = {
+                            p: _t_interval(np.array([np.nanmean((est[g, j] - theta[g, j]) ** 2)
+                                                     - (est[b, j] - theta[b, j]) ** 2 for b, g in picked]))
+                            for j, p in enumerate(PARAM_NAMES)}
+                    rows.append(row)
+    return {"posteriors": posteriors, "rewards": rows}
+
+
+def print_candidates(table, judges) -> None:
+    """The candidates as a markdown table (best-of-group gain and within-group Spearman ρ, by each judge)."""
+    def cell(v):
+        return f"{v['mean']:+.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]"
+
+    for name, info in table["posteriors"].items():
+        r = " ".join(f"{p} {v:+.2f}" for p, v in info["fidelity_r"].items())
+        flagged = "no OOD statistics" if info["ood_flagged"] is None else f"{info['ood_flagged']:.0%} flagged OOD"
+        print(f"- {name} ({info['path']}): r with θ* {r}; {flagged}")
+    head = ["posterior", "dims", "mode", "ood", "no reward"] + [f"best-of-G, {j}" for j in judges] + \
+        [f"ρ, {j}" for j in judges]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for row in table["rewards"]:
+        print("| " + " | ".join([row["posterior"], row["dims"], row["mode"], row["ood"],
+                                 f"{row['reward_none_fraction']:.0%}"]
+                                + [cell(row[f"best_of_group_gain/{j}"]) for j in judges]
+                                + [cell(row[f"within_group_spearman/{j}"]) for j in judges]) + " |")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -88,9 +164,15 @@ def main() -> None:
     parser.add_argument("--second-posterior", required=True)
     parser.add_argument("--n-samples", type=int, default=64)
     parser.add_argument("--noise-seed", type=int, default=1)
+    parser.add_argument("--candidate", action="append", default=[], metavar="NAME=POSTERIOR",
+                        help="also score candidate rewards decoded by this posterior (repeatable): every dims set "
+                             "(all six; valence+arousal+dominance; valence+dominance), mode (mean, expected) and, where "
+                             "the posterior has OOD statistics, OOD action (log, downweight, none)")
+    parser.add_argument("--ood-threshold", type=float, default=0.05)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
+    from brainrl.report.stats import spearman
     from brainrl.sbi.inference.decode import campaign_text
     from brainrl.sbi.inference.estimator import Posterior
     from brainrl.sbi.judges.text import TextJudge
@@ -144,7 +226,7 @@ def main() -> None:
     second = Posterior.load(args.second_posterior)
     train_mean, train_reward = decode(train_post, 0)
     _, train_reward_noise = decode(train_post, args.noise_seed)
-    second_mean, _ = decode(second, 0)
+    second_mean, second_expected = decode(second, 0)
     spoken = [campaign_text(t) or "" for t in texts]
     judge_est = np.full((n, d), np.nan)
     has = np.array([bool(s) for s in spoken])
@@ -168,11 +250,11 @@ def main() -> None:
                                    for j, p in enumerate(PARAM_NAMES)} for name, est in judges.items()}
     groups = [np.flatnonzero(index == g) for g in range(int(index.max()) + 1)]
     report["within_group_spearman_reward_vs"] = {
-        name: _t_interval(np.array([_spearman(ranking[g], dist[name][g]) for g in groups]))
+        name: _t_interval(np.array([spearman(ranking[g], dist[name][g]) for g in groups]))
         for name in judges}
     # per dimension: the training posterior's |error| ranking vs each independent judge's, within groups
     report["within_group_spearman_abs_error_per_dim"] = {
-        name: {p: float(np.nanmean([_spearman(-np.abs(train_mean[g, j] - theta[g, j]),
+        name: {p: float(np.nanmean([spearman(-np.abs(train_mean[g, j] - theta[g, j]),
                                                -np.abs(judges[name][g, j] - theta[g, j])) for g in groups]))
                for j, p in enumerate(PARAM_NAMES)} for name in ("second posterior", "text judge")}
     report["reward_sd_within_group"] = float(np.nanmean([np.nanstd(train_reward[g]) for g in groups]))
@@ -188,12 +270,19 @@ def main() -> None:
                for j, p in enumerate(PARAM_NAMES)} for name, est in judges.items()}
     report["mean_distance"] = {name: float(np.nanmean(v)) for name, v in dist.items()}
     report["prior_mean_distance"] = float(-np.mean(np.sum((0.5 - theta) ** 2, axis=1)))
+    if args.candidate:  # the judges as validate scores them: E_q distance for the posterior, point for the text
+        judge_dist = {"disjoint posterior": second_expected, "text judge": dist["text judge"]}
+        report["candidates"] = candidate_table(args.candidate, good, ok, theta, groups, judge_dist,
+                                               {"disjoint posterior": second_mean, "text judge": judge_est},
+                                               args.n_samples, args.ood_threshold)
     report["seconds"] = {"generation": round(generated_s, 1), "total": round(time.perf_counter() - started, 1)}
     report["examples"] = [{"prompt_index": int(index[i]), "text": texts[i], "reward": float(train_reward[i])}
                           for i in range(min(n, 16))]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
-    print(json.dumps({k: v for k, v in report.items() if k != "examples"}, indent=1))
+    print(json.dumps({k: v for k, v in report.items() if k not in ("examples", "candidates")}, indent=1))
+    if args.candidate:
+        print_candidates(report["candidates"], ("disjoint posterior", "text judge"))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _ood_fit(args: argparse.Namespace) -> int:
     from brainrl.sbi.inference.ood import fit_ood
 
-    reference = fit_ood(args.posterior, args.data, args.posterior, folds=args.folds, seed=args.seed)
+    reference = fit_ood(args.posterior, args.data or None, args.posterior, folds=args.folds, seed=args.seed)
     print(json.dumps({"saved": f"{args.posterior}/ood.npz", **reference.meta,
                       "reference_median": float(sorted(reference.reference)[len(reference.reference) // 2])},
                      indent=1, default=str))
@@ -89,7 +89,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     ood = subparsers.add_parser("ood-fit", help="fit OOD statistics of a posterior's summaries and save them beside it")
     ood.add_argument("--posterior", required=True)
-    ood.add_argument("--data", help="campaign folder (default: the one recorded in posterior.json)")
+    ood.add_argument("--data", action="append", help="campaign folder, repeatable for a posterior fitted on several "
+                                                    "(default: the ones recorded in posterior.json)")
     ood.add_argument("--folds", type=int, default=5, help="cross-fitting folds when the campaign has no held-out split")
     ood.add_argument("--seed", type=int, default=0)
     ood.set_defaults(func=_ood_fit)

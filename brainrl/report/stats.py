@@ -346,6 +346,17 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float(xc @ yc) / math.sqrt(sxx * syy)
 
 
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman ρ over the pairs where both sides are finite; NaN with fewer than 3 pairs or a constant side."""
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+        return math.nan
+    return float(spearmanr(x[ok], y[ok]).statistic)
+
+
 def pearson_interval(x: np.ndarray, y: np.ndarray, clusters: np.ndarray, *, paired: np.ndarray | None = None,
                      level: float = 0.95) -> Interval:
     """Pearson r of (x, y), or with ``paired`` the difference r(x, y) − r(x, paired) on the same items, with

@@ -15,6 +15,7 @@ from brainrl.report.stats import (
     percentile_interval,
     prompt_bootstrap_weights,
     rmse_interval,
+    spearman,
     stratified_bootstrap_weights,
 )
 
@@ -323,3 +324,11 @@ def test_r_and_rmse_intervals_leave_out_nan_and_refuse_too_few_prompts():
     two_prompts = rmse_interval(y[:8] - x[:8], index[:8])
     assert np.isfinite(two_prompts.estimate) and np.isnan(two_prompts.low)
     assert np.isnan(pearson_interval(x, np.ones(40), index).estimate)
+
+
+def test_spearman_ranks_finite_pairs_and_is_nan_when_undefined():
+    x = np.array([1.0, 2.0, 3.0, 4.0, np.nan])
+    assert spearman(x, np.array([10.0, 40.0, 90.0, 160.0, 0.0])) == pytest.approx(1.0, abs=1e-12)  # monotone
+    assert spearman(x, np.array([4.0, 3.0, 2.0, 1.0, 9.0])) == pytest.approx(-1.0, abs=1e-12)
+    assert np.isnan(spearman(np.array([1.0, 2.0]), np.array([2.0, 1.0])))  # under 3 pairs
+    assert np.isnan(spearman(np.array([1.0, 2.0, 3.0]), np.array([5.0, 5.0, 5.0])))  # constant side

@@ -176,8 +176,8 @@ def fit_ood(posterior: Any, arrays: dict[str, Any] | str | Path | None = None, o
             folds: int = 5, seed: int = 0, posterior_dir: str | Path | None = None) -> OODReference:
     """Fit OOD statistics from the posterior's campaign and save them beside the posterior.
 
-    ``posterior`` is a ``Posterior`` or its folder. ``arrays`` is ``load_campaign_arrays`` output or a
-    campaign folder (default: the campaign recorded in the posterior's metadata). When the campaign is
+    ``posterior`` is a ``Posterior`` or its folder. ``arrays`` is ``load_campaign_arrays`` output, a
+    campaign folder or a list of them (default: the campaign(s) recorded in the posterior's metadata). When the campaign is
     the one the posterior was fitted on, the mean/covariance are fitted on its training ids and the
     held-out (val + test) ids are the reference; otherwise K-fold cross-fitting over all items is used.
     """
@@ -186,7 +186,7 @@ def fit_ood(posterior: Any, arrays: dict[str, Any] | str | Path | None = None, o
     if isinstance(posterior, (str, Path)):
         posterior_dir = Path(posterior)
         posterior = Posterior.load(posterior_dir)
-    if arrays is None or isinstance(arrays, (str, Path)):
+    if arrays is None or isinstance(arrays, (str, Path, list, tuple)):  # folder(s): several for a multi-campaign fit
         from brainrl.sbi.simulation.campaign import combine_campaign_arrays
 
         campaign = arrays or posterior.meta.get("data", {}).get("dir")

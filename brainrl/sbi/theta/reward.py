@@ -292,6 +292,15 @@ class ThetaTargetReward(BrainReward):
         """Rewards from posterior draws (n, S, 6) and targets (n, 6), over the chosen dims."""
         return -theta_distance(draws[..., self.dim_index], targets[:, self.dim_index], self.weights, self.mode)
 
+    def apply_ood(self, value: float, record: dict[str, Any]) -> float | None:
+        """The OOD action on one item's reward: unchanged unless flagged; then ``None`` (``ood="none"``), pulled
+        toward the worst reward by the score's factor (``"downweight"``), or unchanged (``"log"``)."""
+        if not record["flagged"] or self.ood in ("log", "off"):
+            return value
+        if self.ood == "none":
+            return None
+        return self.worst + record["factor"] * (value - self.worst)
+
     def decode(self, maps: Sequence[BrainMap], with_ood: bool = True) -> tuple[np.ndarray, Any]:
         """Posterior draws (n, S, 6) and OOD scores (or None) for a batch of maps, in one call each."""
         posterior = self.posterior
@@ -334,11 +343,10 @@ class ThetaTargetReward(BrainReward):
                 if record["flagged"]:
                     log.warning("reward %s: item %d is out of distribution (distance %.2f, p = %.3g; action %s)",
                                 self.__name__, i, record["distance"], record["p_value"], self.ood)
-                    if self.ood == "none":
-                        self._fail(i, f"out of distribution (p = {record['p_value']:.3g} < {self.ood_threshold})")
-                        continue
-                    if self.ood == "downweight":
-                        value = self.worst + record["factor"] * (value - self.worst)
+                value = self.apply_ood(value, record)
+                if value is None:
+                    self._fail(i, f"out of distribution (p = {record['p_value']:.3g} < {self.ood_threshold})")
+                    continue
             if not np.isfinite(value):
                 self._fail(i, "reward is not finite")
                 continue

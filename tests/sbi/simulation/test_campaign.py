@@ -249,6 +249,18 @@ def test_campaigns_share_a_projection_and_combine_with_their_own_splits(tmp_path
     assert sorted(rows["test"][rows["test"] < 8]) == sorted(alone["test"])
     with pytest.raises(ValueError, match="projection_from"):
         combine_campaign_arrays([a.out_dir, c.out_dir])
+    # OOD statistics of a posterior fitted on both: from the folders given (`ood-fit --data A --data B`) or recorded
+    from theta_fakes import KnownPosterior
+
+    from brainrl.sbi.inference.ood import fit_ood
+
+    post = KnownPosterior(k=both["coeffs"].shape[2], t_max=both["coeffs"].shape[1])
+    post.projection = both["projection"]
+    post.meta = {"data": {"dir": [a.out_dir, b.out_dir], "fingerprint": "other"}, "config": {}}
+    given = fit_ood(post, [a.out_dir, b.out_dir])
+    recorded = fit_ood(post)
+    assert given.meta["n_items"] == recorded.meta["n_items"] == 16
+    np.testing.assert_allclose(given.reference, recorded.reference, rtol=1e-9)
 
 
 def test_finished_campaign_grows_in_place_and_merge_checks_every_shard(tmp_path, pipeline):

@@ -118,14 +118,16 @@ def test_headline_recipes_load_with_their_system_prompt_and_score_their_prompts(
     from brainrl.train.preflight import check_rewards, probe_prompts
     from brainrl.train.recipe import read_prompt_rows
 
-    for trainer in ("awsft", "grpo"):
-        recipe = load_recipe(f"recipes/offline_theta_headline_{trainer}.yaml")
+    for name, trainer in (("headline_awsft", "awsft"), ("headline_grpo", "grpo"), ("headline_indist_awsft", "awsft"),
+                          ("headline_indist_grpo", "grpo")):
+        recipe = load_recipe(f"recipes/offline_theta_{name}.yaml")
         assert recipe.trainer == trainer and recipe.data.system_prompt == system_prompt_for("headline")
         assert recipe.sampling.max_new_tokens <= 48 and not recipe.eval.enabled
         spec = recipe.rewards[0]
         assert spec.path == "rewards/theta_target.py"
         prompts, columns = read_prompt_rows(recipe.data.train)
         kwargs = {k: v for k, v in spec.kwargs.items() if k != "posterior"}
+        assert ThetaTargetReward(KnownPosterior(), **kwargs).ood == kwargs.get("ood", "log")  # settings are legal
         reward = ThetaTargetReward(KnownPosterior(), **{**kwargs, "ood": "off"}).use_pipeline(pipeline)
         check_rewards([reward], [spec.weight], probe_prompts(recipe, prompts),
                       ["Storm hits the coast.", "Markets rally after the vote."],
