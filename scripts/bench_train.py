@@ -439,8 +439,8 @@ def anchor_sampling(max_new_tokens: int):
 
 
 def decoding(name: str):
-    """--generation: the product's default engine (auto), compiled decoding (opt-in: static cache +
-    torch.compile) or a forced KV cache (merged adapter in every case)."""
+    """--generation: the product's default engine (auto), compiled decoding (static cache + torch.compile,
+    with or without CUDA graphs) or a forced KV cache, eager (merged adapter in every case)."""
     from brainrl.policy.sampling import DecodingConfig
 
     return {"auto": DecodingConfig(), "compiled": DecodingConfig(compile=True),
@@ -655,7 +655,7 @@ def main(argv=None) -> int:
                              "trainers warm up at --max-new-tokens")
     parser.add_argument("--generation", default="auto", choices=["auto", "compiled", "compiled-nographs", "dynamic", "static"],
                         help="brainrl's decoding engine (merged adapter in every case): auto = the product default "
-                             "(dynamic cache, eager), compiled = static KV cache + torch.compile with CUDA graphs (opt-in), "
+                             "(compiled with a static cache on CUDA, dynamic cache and eager on a CPU), compiled = static KV cache + torch.compile with CUDA graphs (opt-in), "
                              "compiled-nographs = the same without CUDA graphs, dynamic = "
                              "dynamic cache, eager; static = static cache, eager")
     parser.add_argument("--reward", default=None, choices=REWARDS,

@@ -77,10 +77,10 @@ class DecodingConfig:
       three); the update still runs on the unmerged adapter, whose weights are restored bit for bit.
     - ``cache``: the KV cache; ``static`` preallocates it for the whole completion (what compiled
       decoding needs); ``auto`` = static where decoding is compiled, else dynamic.
-    - ``compile``: ``torch.compile`` the decoding step (transformers does it with a static cache); opt-in
-      (None = off): on the H200 the first AWSFT update after compiled decoding had NaN gradients
-      (docs/training.md); the fix for the likely cause is not yet confirmed on a GPU. Never on CPU
-      (compiling costs more than it saves there).
+    - ``compile``: ``torch.compile`` the decoding step (transformers does it with a static cache); None =
+      on CUDA, off elsewhere (compiling costs more than it saves on a CPU). The NaN gradients once seen
+      after compiled decoding came from the static cache's padding columns, fixed in the training forward
+      (``drop_common_left_padding``; docs/training.md has the H200 runs).
     - ``compile_mode``: torch.compile's mode for compiled decoding: ``reduce-overhead`` replays the
       decoding step as CUDA graphs; ``default`` compiles the kernels without graphs.
     - ``share_prompts``: with a dynamic cache, prefill each prompt once and repeat its KV cache for its
@@ -95,8 +95,7 @@ class DecodingConfig:
 
     def resolve(self, device: str | torch.device) -> dict[str, Any]:
         """(merge, cache, compile) for ``device``, with nothing left on auto."""
-        del device  # the choice no longer depends on it while compiled decoding is opt-in
-        compile_ = bool(self.compile)
+        compile_ = self.compile if self.compile is not None else torch.device(device).type == "cuda"
         cache = self.cache if self.cache != "auto" else ("static" if compile_ else "dynamic")
         if compile_ and cache != "static":
             raise ValueError("policy.generation.compile needs cache: static (or auto); transformers compiles "

@@ -113,9 +113,9 @@ def test_unmergeable_models_generate_unmerged():
 def test_generation_settings_resolve_per_device():
     assert DecodingConfig().resolve("cpu") == {"merge_adapter": True, "cache": "dynamic", "compile": False,
                                                    "share_prompts": True}
-    # compiled decoding is opt-in until the H200's NaN update is confirmed fixed (docs/training.md)
-    assert DecodingConfig().resolve("cuda:0") == {"merge_adapter": True, "cache": "dynamic", "compile": False,
-                                                      "share_prompts": True}
+    # compiled decoding by default on CUDA (finite AWSFT updates on the H200 since the padding fix: docs/training.md)
+    assert DecodingConfig().resolve("cuda:0") == {"merge_adapter": True, "cache": "static", "compile": True,
+                                                      "share_prompts": False}
     assert DecodingConfig(compile=True).resolve("cuda:0") == {"merge_adapter": True, "cache": "static",
                                                                   "compile": True, "share_prompts": False}
     assert DecodingConfig(compile=False).resolve("cuda") == {"merge_adapter": True, "cache": "dynamic",
