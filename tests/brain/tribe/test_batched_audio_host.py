@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-audio = pytest.importorskip("neuralset.extractors.audio")
+audio = pytest.importorskip("neuralset.extractors.audio")  # julius comes with the dev extra (pyproject.toml)
 
 from brainrl.brain.tribe.batched_audio import resample_like_extractor, target_frames  # noqa: E402
 
