@@ -36,9 +36,13 @@ real ones). Per batch it reports ms per completion for speech (espeak pool), the
 the batched audio features (inside TRIBE's extractor), the rest of TRIBE's predict (data loading, fusion,
 splitting), the total, and peak GPU memory; ``--compare-reference`` also times TRIBE's own per-word text
 and per-clip audio paths side by side and reports their agreement, and with ``--dtype bfloat16`` the
-fp32 run is made too and the parity of bf16 against it is reported:
+fp32 run is made too and the parity of bf16 against it is reported. ``--predict-path tribe,direct`` times each
+setting through both of the backend's predict paths (``TribeConfig.predict_path``: TRIBE's own
+``TribeModel.predict``, or the same input tensors built without its events DataFrame) on the same texts and
+reports the parity between them (labels ``<setting>-direct``):
 
     BRAINRL_TRIBEV2_SRC=... python scripts/bench_tribe.py --backend --device cuda --dtype bfloat16 --out bench_backend.json
+    BRAINRL_TRIBEV2_SRC=... python scripts/bench_tribe.py --backend --device cuda --dtype bfloat16 --predict-path tribe,direct
     BRAINRL_TRIBEV2_SRC=... python scripts/bench_tribe.py --backend --device cpu --tiny --batches 4 --reps 1
 
 Needs torch, transformers, numpy, scipy, soundfile, espeakng-loader and brainrl (no torchaudio/librosa).
@@ -499,6 +503,26 @@ def versions() -> dict[str, str]:
 
 
 # -- the shipped backend ------------------------------------------------------------------------------------
+def fusion_timer(engine) -> tuple[list[float], tuple]:
+    """Seconds spent inside TRIBE's fusion model (``engine._model._model``), summed over its calls, through
+    forward hooks (synchronising CUDA around each call); returns the running total and the hook handles."""
+    brain = engine._model._model
+    cuda = engine.config.device.startswith("cuda")
+    total, started = [0.0], [0.0]
+
+    def before(module, args):
+        if cuda:
+            torch.cuda.synchronize()
+        started[0] = time.perf_counter()
+
+    def after(module, args, output):
+        if cuda:
+            torch.cuda.synchronize()
+        total[0] += time.perf_counter() - started[0]
+
+    return total, (brain.register_forward_pre_hook(before), brain.register_forward_hook(after))
+
+
 def backend_run(engine, speech: "Speech", texts: list[str], batch: int) -> tuple[dict[str, float], list]:
     """One batch through the shipped backend: seconds per stage and the maps."""
     t0 = time.perf_counter()
@@ -507,20 +531,27 @@ def backend_run(engine, speech: "Speech", texts: list[str], batch: int) -> tuple
         raise RuntimeError("--backend needs espeak (espeakng-loader) for real stimuli.")
     speech_s = time.perf_counter() - t0
     text0, audio0 = engine.text_stats.seconds, engine.audio_stats.seconds
+    fusion, hooks = fusion_timer(engine)
     if engine.config.device.startswith("cuda"):
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    maps = engine.predict(stimuli)
-    if engine.config.device.startswith("cuda"):
-        torch.cuda.synchronize()
+    try:
+        maps = engine.predict(stimuli)
+        if engine.config.device.startswith("cuda"):
+            torch.cuda.synchronize()
+    finally:
+        for hook in hooks:
+            hook.remove()
     predict_s = time.perf_counter() - t0
     failed = [m for m in maps if isinstance(m, str)]
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(maps)} items failed: {failed[0]}")
     text_s = engine.text_stats.seconds - text0
     audio_s = engine.audio_stats.seconds - audio0
-    stages = {"speech": speech_s, "text_features": text_s, "audio_features": audio_s,
-              "tribe_rest (loading, fusion, split; all of TRIBE's own feature paths when they run)": predict_s - text_s - audio_s, "total": speech_s + predict_s}
+    stages = {"speech": speech_s, "text_features": text_s, "audio_features": audio_s, "fusion": fusion[0],
+              "rest (events, windows, data loading, split; all of TRIBE's own feature paths when they run)":
+                  predict_s - text_s - audio_s - fusion[0],
+              "total": speech_s + predict_s}
     return stages, maps
 
 
@@ -590,21 +621,28 @@ def backend_main(args) -> int:
     texts = make_texts(sum(b * (args.reps + 1) for b in batches) + extra_batches * max(batches), args.words, args.seed)
     checkpoint = enter_backend_standin(work, shape, texts)
     speech = Speech(args.speech_workers)
+    paths = [p.strip() for p in args.predict_path.split(",") if p.strip()]
+    if not paths or any(p not in ("tribe", "direct") for p in paths):
+        raise SystemExit(f"--predict-path takes tribe, direct or tribe,direct; got {args.predict_path!r}")
     settings = [("fast", args.dtype, "one-pass", "batched")]
     if args.compare_reference:
         settings.append(("tribe-per-word-per-clip", args.dtype, "reference", "reference"))
     if args.dtype == "bfloat16":
         settings.append(("fast-fp32", "float32", "one-pass", "batched"))
+    # each setting through each predict path, the tribe path under the setting's own label
+    settings = [(label if path == "tribe" else f"{label}-direct", dtype, text_mode, audio_mode, path)
+                for label, dtype, text_mode, audio_mode in settings for path in paths]
     results, maps_by_setting = {}, {}
-    for label, dtype, text_mode, audio_mode in settings:
+    for label, dtype, text_mode, audio_mode, path in settings:
         extra = {"allow_bf16": True} if dtype == "bfloat16" else {}
         engine = TribeEngine(TribeConfig(checkpoint_dir=str(checkpoint), device=args.device, dtype=dtype,
                                          text_features=text_mode, audio_features=audio_mode, cache_max_gb=0,
+                                         predict_path=path,
                                          max_stimuli_per_call=max(batches), cache_folder=str(checkpoint.parent.parent / f"cache-{label}"),
                                          **extra)).load()
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        results[label] = {"load_s": engine.load_seconds}
+        results[label] = {"load_s": engine.load_seconds, "predict_path": path}
         cursor = 0
         for batch in batches:
             backend_run(engine, speech, texts[cursor: cursor + batch], batch)  # warm-up
@@ -618,21 +656,30 @@ def backend_main(args) -> int:
             maps_by_setting.setdefault(label, {})[batch] = last
         if args.device.startswith("cuda"):
             results[label]["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
+        if path == "direct":
+            results[label]["direct_stats"] = engine.direct_stats.as_dict()
         if args.profile:
             batch = max(batches)
             profile_backend(engine, speech, texts[cursor: cursor + 2 * batch], batch, Path(args.profile), label)
             cursor += 2 * batch
         engine = None
     parity = {}
-    for label in maps_by_setting:
-        if label == "fast":
-            continue
+    first = settings[0][0]  # "fast" (or "fast-direct" with --predict-path direct)
+    pairs = [(first, label) for label in maps_by_setting if label != first]
+    # each direct run against the same setting through TRIBE's own predict
+    pairs += [(label[: -len("-direct")], label) for label in maps_by_setting
+              if label.endswith("-direct") and label[: -len("-direct")] in maps_by_setting and label[: -len("-direct")] != first]
+    for base, label in pairs:
         a = [m for b in batches for m in maps_by_setting[label][b]]
-        f = [m for b in batches for m in maps_by_setting["fast"][b]]
+        f = [m for b in batches for m in maps_by_setting[base][b]]
+        if any(x.shape != y.shape for x, y in zip(a, f)):
+            parity[f"{base} vs {label}"] = {"shapes_differ": [[list(x.shape), list(y.shape)] for x, y in zip(a, f)]}
+            continue
         r = [float(np.corrcoef(x.ravel(), y.ravel())[0, 1]) for x, y in zip(a, f)]
         rel = [float(np.abs(x - y).max() / np.abs(x).max()) for x, y in zip(a, f)]
-        parity[f"fast vs {label}"] = {"min_map_r": min(r), "max_rel_diff": max(rel),
-                                      "note": "same texts; maps of the last run of each batch size"}
+        parity[f"{base} vs {label}"] = {"min_map_r": min(r), "max_rel_diff": max(rel),
+                                        "max_abs_diff": max(float(np.abs(x - y).max()) for x, y in zip(a, f)),
+                                        "note": "same texts; maps of the last run of each batch size"}
     print(f"\nshipped TRIBE backend (TribeEngine), stand-in {shape} shapes, random weights, {args.words}-word texts, "
           f"{args.dtype} on {args.device}; ms per completion (median of {args.reps})")
     for label, rows in results.items():
@@ -645,7 +692,9 @@ def backend_main(args) -> int:
     out = {"mode": "backend", "config": vars(args), "shape": shape, "device_name": device_name, "host": platform.node(),
            "results": results, "parity": parity,
            "versions": versions(), "tribev2_commit": standin.TRIBEV2_COMMIT,
-           "notes": "random weights; TRIBE v2's own code path (TribeEngine.predict); speech = espeak pool"}
+           "notes": "random weights; the shipped backend (TribeEngine.predict; predict_path per setting: tribe = TRIBE "
+                    "v2's TribeModel.predict, direct = its input tensors built without the events DataFrame); "
+                    "speech = espeak pool"}
     Path(args.out).write_text(json.dumps(out, indent=2, default=str))
     print(f"wrote {args.out}")
     return 0
@@ -677,6 +726,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-reference", action="store_true",
                         help="--backend: also time TRIBE's per-word text and per-clip audio paths")
     parser.add_argument("--workdir", default=None, help="--backend: folder for the stand-in (default <out>-standin)")
+    parser.add_argument("--predict-path", default="tribe",
+                        help="--backend: the backend's predict path(s), comma-separated: tribe (TribeModel.predict), "
+                             "direct (TRIBE's input tensors built without its DataFrame), or tribe,direct for both")
     args = parser.parse_args(argv)
     if args.backend:
         args.out = str(Path(args.out).resolve())

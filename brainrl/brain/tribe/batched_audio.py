@@ -150,6 +150,8 @@ def make_batched_get_data(original: Callable, batch_size: int, stats: BatchedAud
     @functools.wraps(original)
     def _get_data(self: Any, events: Sequence[Any]) -> Iterator[Any]:
         events = list(events)
+        if not events:
+            return
         reason = unsupported_reason(self)
         if reason is not None or not all(type(e).__name__ == "Audio" for e in events):
             stats.fallback_clips += len(events)
@@ -166,9 +168,12 @@ def make_batched_get_data(original: Callable, batch_size: int, stats: BatchedAud
         latents = iter(batched_latents(self, prepared, batch_size, stats, timepoints))
         stats.seconds += time.perf_counter() - started
         resampled = iter(prepared)
+        # the original reads each file again and hands the samples to _resample_wav, which answers from step 1
+        # and ignores them: that second read of every file is skipped
         with _patched(cls, "_resample_wav", lambda self_, wav, old, new: next(resampled)), \
                 _patched(cls, "_preprocess_wav", lambda self_, wav: wav), \
-                _patched(cls, "_process_wav", lambda self_, wav: next(latents)):
+                _patched(cls, "_process_wav", lambda self_, wav: next(latents)), \
+                _patched(type(events[0]), "read", lambda event: None):
             yield from original(self, events)
 
     return _get_data

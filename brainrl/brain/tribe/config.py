@@ -20,6 +20,9 @@ AUDIO_FEATURE_MODES = ("batched", "reference")
 #: (TRIBE's own transforms: spaCy sentences, .capitalize(), unmatched words removed; needs en_core_web_lg)
 CONTEXT_MODES = ("brainrl", "tribe")
 DTYPES = ("float32", "bfloat16")
+#: How a predict call reaches TRIBE's fusion model: "tribe" through ``TribeModel.predict`` (its events
+#: DataFrame, exca caches and data loader); "direct" builds the same input tensors from the stimuli (direct.py).
+PREDICT_PATHS = ("tribe", "direct")
 #: Speech engines whose words are WhisperX transcripts of gTTS audio (the reference path).
 REFERENCE_SPEECH_ENGINES = ("gtts-whisperx",)
 #: Devices brainrl accepts. neuralset's extractors accept only auto|cpu|cuda|accelerate, so "cuda:N" is run
@@ -69,6 +72,7 @@ class TribeConfig:
     audio_batch_size: int = 8  # clips per batched w2v-bert forward
     contexts: str = "brainrl"  # fast path: "brainrl" | "tribe" (TRIBE's transforms on brainrl's words)
     cache_max_gb: float = 20.0  # TRIBE's feature cache + audio copies; emptied when larger (0: every call)
+    predict_path: str = "tribe"  # "tribe" (TribeModel.predict) | "direct" (the same tensors without its DataFrame)
 
     def __post_init__(self) -> None:
         if self.speech_path not in SPEECH_PATHS:
@@ -83,6 +87,14 @@ class TribeConfig:
             raise ValueError(f"contexts must be one of {CONTEXT_MODES}; got {self.contexts!r}.")
         if self.audio_batch_size < 1:
             raise ValueError(f"audio_batch_size must be >= 1; got {self.audio_batch_size}.")
+        if self.predict_path not in PREDICT_PATHS:
+            raise ValueError(f"predict_path must be one of {PREDICT_PATHS}; got {self.predict_path!r}.")
+        if self.predict_path == "direct" and (self.speech_path != "fast" or self.contexts != "brainrl"):
+            raise ValueError(
+                "predict_path='direct' builds TRIBE's inputs from brainrl's own words and contexts; TRIBE's event "
+                f"transforms (speech_path={self.speech_path!r}, contexts={self.contexts!r}) need its DataFrame. Use "
+                "predict_path='tribe', or speech_path='fast' with contexts='brainrl'."
+            )
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}; got {self.dtype!r}.")
         if self.dtype == "bfloat16" and not self.allow_bf16:
@@ -153,5 +165,6 @@ class TribeConfig:
                 if self.audio_features == "batched" else "per-clip (TRIBE's Wav2VecBert)"
             ),
             "max_context_words": self.max_context_words,
+            **({"predict_path": self.predict_path} if self.predict_path != "tribe" else {}),
             "config_update": {k: v for k, v in sorted(self.config_update.items())},
         }

@@ -14,10 +14,12 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from brainrl.brain.tribe.batched_audio import BatchedAudioStats, batched_audio_features
+from brainrl.brain.tribe.batched_audio import BatchedAudioStats, batched_audio_features, make_batched_get_data
 from brainrl.brain.tribe.config import REFERENCE_SPEECH_ENGINES, TribeConfig
+from brainrl.brain.tribe.direct import DirectPredictor, DirectStats
 from brainrl.brain.tribe.events import build_events, content_audio_path, split_by_timeline, timeline_id
-from brainrl.brain.tribe.one_pass_extractor import OnePassStats, one_pass_text_features, text_infra_method
+from brainrl.brain.tribe.one_pass_extractor import (OnePassStats, make_one_pass_get_data, one_pass_text_features,
+                                                    text_infra_method)
 from brainrl.provenance import package_version
 from brainrl.stimulus import Stimulus
 
@@ -79,6 +81,7 @@ class TribeEngine:
         self.tribe_cache = self.cache_folder / f"tribe-{config.text_features}-{config.audio_features}-{config.dtype}"
         self.text_stats = OnePassStats()
         self.audio_stats = BatchedAudioStats()
+        self.direct_stats = DirectStats()
         self._model: Any = None
         self.load_seconds: float | None = None
         self.cache_clears = 0  # times the feature cache passed cache_max_gb and was emptied
@@ -252,8 +255,8 @@ class TribeEngine:
                             results[index] = f"TRIBE predict failed: {type(item_error).__name__}: {item_error}"
         return [r if r is not None else "internal error: no result" for r in results]
 
-    def _run(self, stimuli: list[Stimulus], audio_paths: list[Path], indices: list[int]) -> list[ItemResult]:
-        timelines = [timeline_id(i, s) for i, s in zip(indices, stimuli)]
+    def _predict_tribe(self, stimuli: list[Stimulus], audio_paths: list[Path], timelines: list[str]) -> tuple[Any, list]:
+        """TRIBE v2's own ``TribeModel.predict`` on an events DataFrame of the stimuli."""
         # path A (reference speech) and contexts="tribe": TRIBE's own transforms (spaCy sentences,
         # .capitalize(), AddContextToWords, RemoveMissing, audio chunking) rebuild the contexts from the Word rows
         tribe_transforms = self.config.speech_path == "reference" or self.config.contexts == "tribe"
@@ -272,7 +275,36 @@ class TribeEngine:
 
         with (self._on_device(), self._resident_extractors(), self._text_feature_mode(), self._audio_feature_mode(),
               torch.inference_mode()):
-            preds, segments = self._model.predict(events=events, verbose=False)
+            return self._model.predict(events=events, verbose=False)
+
+    def _predict_direct(self, stimuli: list[Stimulus], audio_paths: list[Path], timelines: list[str]) -> tuple[Any, list]:
+        """The same predictions from the tensors TRIBE's data loader would build, without its DataFrame (direct.py)."""
+        import torch
+
+        predictor = DirectPredictor(self._model, self._feature_method("text"), self._feature_method("audio"),
+                                    self.direct_stats)
+        with self._on_device(), torch.inference_mode():
+            return predictor.predict(stimuli, timelines, audio_paths, self.config.max_context_words)
+
+    def _feature_method(self, modality: str) -> Any:
+        """The computation exca would run for a modality's missing items: TRIBE's undecorated ``_get_data``, or
+        brainrl's one-pass text / batched audio stand-in for it, as configured. None without that extractor."""
+        extractor = getattr(getattr(self._model, "data", None), f"{modality}_feature", None)
+        if extractor is None:
+            return None
+        original = text_infra_method(extractor).method
+        if modality == "text" and self.config.text_features == "one-pass":
+            return make_one_pass_get_data(original, self.config.text_batch_size, self.text_stats)
+        if modality == "audio" and self.config.audio_features == "batched":
+            return make_batched_get_data(original, self.config.audio_batch_size, self.audio_stats)
+        return original
+
+    def _run(self, stimuli: list[Stimulus], audio_paths: list[Path], indices: list[int]) -> list[ItemResult]:
+        timelines = [timeline_id(i, s) for i, s in zip(indices, stimuli)]
+        if self.config.predict_path == "direct":
+            preds, segments = self._predict_direct(stimuli, audio_paths, timelines)
+        else:
+            preds, segments = self._predict_tribe(stimuli, audio_paths, timelines)
         by_timeline = split_by_timeline(preds, segments, timelines)
         out: list[ItemResult] = []
         for stimulus, timeline in zip(stimuli, timelines):

@@ -90,8 +90,10 @@ def build_feature_models(hub: Path, corpus: list[str], shape: str = "tiny") -> N
     SeamlessM4TFeatureExtractor().save_pretrained(folder)
 
 
-def experiment_config(variant: str, scratch: Path, shape: str = "tiny") -> tuple[Any, dict[str, Any]]:
-    """tribev2's own config for ``variant``: the validated ``TribeExperiment`` and its ``model_dump()``."""
+def experiment_config(variant: str, scratch: Path, shape: str = "tiny",
+                      overrides: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """tribev2's own config for ``variant``: the validated ``TribeExperiment`` and its ``model_dump()``.
+    ``overrides``: more config keys (e.g. ``{"data.duration_trs": 6}`` for short windows), set last."""
     from tribev2.grids.configs import base_config, mini_config
     from tribev2.main import TribeExperiment
 
@@ -115,6 +117,7 @@ def experiment_config(variant: str, scratch: Path, shape: str = "tiny") -> tuple
     if variant == "base-nocache":  # tribev2's default_config leaves cache_n_layers unset
         config["data.text_feature.cache_n_layers"] = None
         config["data.audio_feature.cache_n_layers"] = None
+    config.update(overrides or {})
     experiment = TribeExperiment(**config)
     return experiment, experiment.model_dump()
 
@@ -133,12 +136,13 @@ def feature_dims(dumped: dict[str, Any], variant: str, shape: str = "tiny") -> d
     return {"text": (groups, text), "audio": (groups, 1024), "video": (groups, video)}
 
 
-def build_checkpoint(variant: str, folder: Path, scratch: Path, seed: int = 0, shape: str = "tiny") -> Path:
+def build_checkpoint(variant: str, folder: Path, scratch: Path, seed: int = 0, shape: str = "tiny",
+                     overrides: dict[str, Any] | None = None) -> Path:
     """``folder`` with tribev2's config.yaml and a best.ckpt of its own FmriEncoder (random weights)."""
     import torch
     import yaml
 
-    experiment, dumped = experiment_config(variant, scratch, shape)
+    experiment, dumped = experiment_config(variant, scratch, shape, overrides)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "config.yaml", "w") as handle:
         yaml.safe_dump(_plain(dumped), handle, sort_keys=False)

@@ -26,6 +26,19 @@ def test_bad_device_is_refused_with_the_choices(device):
         TribeConfig(device=device)
 
 
+def test_predict_path_choices_and_what_direct_refuses():
+    assert TribeConfig().predict_path == "tribe"
+    direct = TribeConfig(predict_path="direct")
+    # the direct path's maps equal TRIBE's predict's (tribe_real tier), but it is recorded in the identity
+    assert direct.result_settings()["predict_path"] == "direct" and "predict_path" not in TribeConfig().result_settings()
+    assert TribeConfig.from_dict(direct.to_dict()) == direct
+    with pytest.raises(ValueError, match="predict_path must be one of"):
+        TribeConfig(predict_path="fast")
+    for settings in ({"speech_path": "reference"}, {"contexts": "tribe"}):
+        with pytest.raises(ValueError, match="need its DataFrame"):
+            TribeConfig(predict_path="direct", **settings)
+
+
 def test_cache_under_brainrl_cache_root_keyed_by_mode_and_dtype(monkeypatch, tmp_path):
     monkeypatch.setenv("BRAINRL_CACHE", str(tmp_path / "root"))
     fp32 = TribeEngine(TribeConfig(device="cpu"))

@@ -313,3 +313,73 @@ def test_test_doubles_match_the_real_api(stack):
         out[name] = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["double"] == out["real"], {k: (out["double"][k], out["real"][k]) for k in out["real"]
                                           if out["double"][k] != out["real"][k]}
+
+
+# -- predict_path="direct": TRIBE's input tensors without its events DataFrame (issue 16) ---------------------
+def _direct_stimuli(stack):
+    """The three stimuli, a long one (several 6 s windows) and that one with words only in its first 3 s (its
+    later windows have audio but no Word: TRIBE's zeros for a missing modality), in one batch."""
+    import dataclasses
+
+    if "direct_stimuli" not in stack:
+        from brainrl.stimulus import get_speech_engine
+
+        (long,) = get_speech_engine("espeak", out_dir=str(stack["root"] / "speech")).synthesize([" ".join(TEXTS)])
+        early = [w for w in long.words if w.start < 3.0]
+        assert 0 < len(early) < len(long.words) and long.duration > 12
+        cut = dataclasses.replace(long, text=long.text + " ", words=early)
+        stack["direct_stimuli"] = [*stack["stimuli"], long, cut]
+    return stack["direct_stimuli"]
+
+
+def _short_window_checkpoint(stack):
+    """tribev2's base config with 6 TR windows (stride 6), so the stimuli above span 1 to 3 windows."""
+    if "short" not in stack["checkpoints"]:
+        stack["checkpoints"]["short"] = real_stack.build_checkpoint(
+            "base", stack["root"] / "ckpt" / "short", stack["root"] / "scratch-short", overrides={"data.duration_trs": 6})
+    return stack["checkpoints"]["short"]
+
+
+@pytest.mark.parametrize("variant,dtype", [("base", "float32"), ("base-nocache", "float32"), ("mini", "float32"),
+                                           ("short", "float32"), ("base", "bfloat16"), ("short", "bfloat16")])
+def test_direct_path_equals_tribes_predict(stack, variant, dtype):
+    """predict_path="direct" gives TRIBE's own predict's maps: stimuli of different lengths in one batch, windows
+    with a missing modality, with and without cache_n_layers, Llama (group means) and Qwen (mean), fp32 and bf16."""
+    stimuli = _direct_stimuli(stack)
+    if variant == "short":
+        _short_window_checkpoint(stack)
+    maps = {}
+    for path in ("tribe", "direct"):
+        engine = _engine(stack, variant, dtype, predict_path=path)
+        maps[path] = engine.predict(stimuli)
+        if path == "direct":
+            stats = engine.direct_stats.as_dict()
+            assert stats["calls"] == 1 and stats["forwards"] == 1
+            windows = sum(math.ceil(s.duration / (6 if variant == "short" else 100)) for s in stimuli)
+            assert stats["windows"] == windows, (stats, windows)
+    _check_shapes(stimuli, maps["tribe"])
+    _check_shapes(stimuli, maps["direct"])
+    for tribe, direct in zip(maps["tribe"], maps["direct"]):
+        tolerance = ATOL if dtype == "float32" else BF16_RTOL * float(np.abs(tribe).max())
+        assert float(np.abs(tribe - direct).max()) < tolerance
+    # the truncated stimulus differs from the full one only where its words are missing
+    assert float(np.abs(maps["direct"][3] - maps["direct"][4]).max()) > 1e-3
+
+
+def test_direct_path_keeps_failures_per_item(stack, tmp_path):
+    """A stimulus without audio and one whose audio is unreadable come back as reasons; the others as maps equal
+    to TRIBE's predict (the direct batch fails on the unreadable file, then items are retried one by one)."""
+    import dataclasses
+
+    good = stack["stimuli"]
+    bad_file = tmp_path / "not-audio.wav"
+    bad_file.write_text("this is not a wav file")
+    unreadable = dataclasses.replace(good[0], text=good[0].text + " (unreadable)", audio_path=bad_file)
+    no_audio = dataclasses.replace(good[1], text=good[1].text + " (no audio)", audio_path=None, waveform=None)
+    batch = [good[0], unreadable, good[1], no_audio, good[2]]
+    out = {path: _engine(stack, "base", predict_path=path).predict(batch) for path in ("tribe", "direct")}
+    for path, maps in out.items():
+        assert isinstance(maps[1], str) and maps[1].startswith("TRIBE predict failed"), (path, maps[1])
+        assert isinstance(maps[3], str) and maps[3].startswith("invalid stimulus"), (path, maps[3])
+    for index in (0, 2, 4):
+        assert float(np.abs(out["tribe"][index] - out["direct"][index]).max()) < ATOL

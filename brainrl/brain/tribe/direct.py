@@ -1,0 +1,290 @@
+"""TRIBE v2's input tensors built straight from the stimuli (``predict_path="direct"``), then its own model.
+
+``TribeModel.predict(events=df)`` spends most of a batch's host time in its data machinery, not in
+arithmetic: ``Data.get_loaders`` round-trips ~200 event rows per stimulus through pandas and pydantic twice
+(``standardize_events``), every extractor's ``prepare`` goes through exca's per-item cache bookkeeping, and a
+DataLoader then calls every extractor once per 100 s window. This module makes the same tensors from the same
+pieces, once per call:
+
+1. events: neuralset's own ``Audio`` event per stimulus (duration and rate read from the file, as TRIBE reads
+   them) and ``Word`` events built from brainrl's rows (``events.stimulus_rows``, the rows the DataFrame path
+   gets), without the DataFrame round trip;
+2. features: each extractor's undecorated ``_get_data`` (TRIBE's computation, or brainrl's one-pass text and
+   batched audio features standing in for it), called once on all events of the call, with no exca cache;
+3. windows: ``Data.get_loaders``' layout: per stimulus one trigger spanning its events (first start to last
+   stop), windows of ``duration_trs`` TRs every ``duration_trs - overlap_trs_train`` TRs
+   (``neuralset.segments._prepare_strided_windows``), each window's events being those that overlap it;
+4. per window and extractor, the extractor's own ``_get_relevant_events`` and ``_tarrays_to_tensor`` place
+   the features on its 2 Hz grid from the ``TimedArray``s its ``_get_timed_arrays`` would build (the same
+   layer grouping, ``_aggregate_layers``, done once for all words instead of once per word and window); a
+   window without events of an ``allow_missing`` extractor gets zeros; an extractor with no event in the
+   whole call is left out of the batch, as TRIBE removes it (the fusion model then feeds zeros for it);
+5. the fusion model runs on ``data.batch_size`` windows per call, and each window's output TRs are kept as
+   ``TribeModel.predict`` keeps them (those overlapping an event, the trigger included).
+
+Equality with ``TribeModel.predict`` is tested on the real stack (tests/brain/tribe/test_tribe_real_stack.py:
+``test_direct_path_equals_tribes_predict``). What it does not cover is refused with a message, not
+approximated: TRIBE's own event transforms (``speech_path="reference"`` or ``contexts="tribe"``), extractors
+other than text and audio with events, trigger aggregation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from brainrl.brain.tribe.events import SUBJECT, stimulus_rows
+from brainrl.stimulus import Stimulus
+
+
+@dataclass
+class DirectStats:
+    """What the direct path did since the engine loaded (for logs, tests and the benchmark)."""
+
+    calls: int = 0
+    windows: int = 0  # 100 s windows built
+    forwards: int = 0  # fusion-model calls
+    seconds_events: float = 0.0
+    seconds_features: float = 0.0  # text + audio feature computation (also counted in their own stats)
+    seconds_tensors: float = 0.0  # placing features on the windows' grids
+    seconds_fusion: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TimelineEvents:
+    """One stimulus's events, sorted as ``standardize_events`` sorts them (start, then longer first)."""
+
+    timeline: str
+    audio: Any  # neuralset Audio event
+    words: list[Any]  # neuralset Word events
+    events: list[Any]  # audio + words + the trigger, sorted
+    trigger: Any  # the CategoricalEvent spanning the timeline (get_loaders' "dummy" event)
+
+
+def build_timeline(stimulus: Stimulus, timeline: str, audio_path: Path, max_context_words: int) -> TimelineEvents:
+    """The events TRIBE's data loader reads for one stimulus, as neuralset events."""
+    from neuralset.events.etypes import Audio, CategoricalEvent, Word
+
+    rows = stimulus_rows(stimulus, timeline, audio_path, with_context=True, max_context_words=max_context_words)
+    audio_row, word_rows = rows[0], rows[1:]
+    # validated: duration and sampling rate come from the file, as when TRIBE parses the Audio row
+    audio = Audio(start=audio_row["start"], timeline=timeline, filepath=audio_row["filepath"],
+                  extra={"subject": audio_row["subject"]})
+    words = []
+    for row in word_rows:  # values already checked by stimulus_rows (non-empty text, sorted, duration >= 0)
+        words.append(Word.model_construct(
+            start=row["start"], timeline=timeline, duration=row["duration"], text=row["text"],
+            language=row["language"], context=row["context"],
+            extra={"subject": row["subject"], "sequence_id": row["sequence_id"]}))
+    events = [audio, *words]
+    start = min(e.start for e in events)
+    stop = max(e.start + e.duration for e in events)
+    trigger = CategoricalEvent(start=start, duration=stop - start, timeline=timeline, extra={"subject": SUBJECT})
+    ordered = sorted([*events, trigger], key=lambda e: (e.start, -e.duration))  # stable, as pandas' sort
+    return TimelineEvents(timeline, audio, sorted(words, key=lambda e: (e.start, -e.duration)), ordered, trigger)
+
+
+def overlapping(events: Sequence[Any], starts: np.ndarray, stops: np.ndarray, start: float, stop: float) -> list[Any]:
+    """Events overlapping ``[start, stop)`` (neuralset's ``_EventStore`` rule: start < stop and stop > start)."""
+    mask = (starts < stop) & (stops > start)
+    return [e for e, keep in zip(events, mask) if keep]
+
+
+class DirectPredictor:
+    """``TribeModel.predict`` for brainrl's stimuli without its events DataFrame (module docstring)."""
+
+    def __init__(self, tribe_model: Any, text_get_data: Callable | None, audio_get_data: Callable | None,
+                 stats: DirectStats):
+        self.tribe = tribe_model
+        self.data = tribe_model.data
+        self.brain = tribe_model._model
+        self.text_get_data = text_get_data
+        self.audio_get_data = audio_get_data
+        self.stats = stats
+
+    # -- the extractors TRIBE would keep --------------------------------------------------------------
+    def extractors(self, present_types: set[str]) -> dict[str, Any]:
+        """``Data.get_loaders``' extractors: the used modalities that have events, then ``subject_id``."""
+        from neuralset.events.etypes import EventTypesHelper
+
+        kept: dict[str, Any] = {}
+        for modality in self.data.features_to_use:
+            extractor = getattr(self.data, f"{modality}_feature")
+            if not any(name in present_types for name in EventTypesHelper(extractor.event_types).names):
+                continue  # TRIBE removes it ("no corresponding events")
+            if modality not in ("text", "audio"):
+                raise NotImplementedError(
+                    f"predict_path='direct' builds text and audio features; the {modality} extractor has events here. "
+                    "Use predict_path='tribe'.")
+            if extractor.aggregation == "trigger":
+                raise NotImplementedError(f"predict_path='direct' does not implement aggregation='trigger' ({modality}).")
+            kept[modality] = extractor
+        return kept
+
+    def subject_index(self) -> int:
+        """``LabelEncoder.prepare`` on brainrl's one subject: its index in the mapping."""
+        mapping = self.data.subject_id.predefined_mapping
+        if mapping is None:
+            return 0  # sorted labels of the call: only SUBJECT
+        if SUBJECT not in mapping:
+            raise ValueError(f"TRIBE's subject mapping has no {SUBJECT!r} subject; use predict_path='tribe'.")
+        return int(mapping[SUBJECT])
+
+    # -- features --------------------------------------------------------------------------------------
+    def word_arrays(self, extractor: Any, words: list[Any]) -> list[np.ndarray]:
+        """Per word, the array ``HuggingFaceText._get_timed_arrays`` wraps: ``_get_data``'s output, grouped by
+        ``_aggregate_layers`` when layers were cached ungrouped (one call for all words)."""
+        arrays = [np.asarray(a) for a in self.text_get_data(extractor, words)]
+        if len(arrays) != len(words):
+            raise RuntimeError(f"text features: {len(arrays)} arrays for {len(words)} words")
+        if not (extractor.cache_all_layers or extractor.cache_n_layers is not None) or not arrays:
+            return arrays
+        stacked = np.stack(arrays, axis=1)  # (layers, words, d): the layer axis first, as _aggregate_layers wants
+        grouped = np.asarray(extractor._aggregate_layers(stacked))
+        if grouped.ndim == stacked.ndim:  # (groups, words, d)
+            return [grouped[:, i] for i in range(len(words))]
+        return [grouped[i] for i in range(len(words))]  # one layer or a plain mean: (words, d)
+
+    def audio_arrays(self, extractor: Any, clips: list[Any]) -> list[Any]:
+        arrays = list(self.audio_get_data(extractor, clips))
+        if len(arrays) != len(clips):
+            raise RuntimeError(f"audio features: {len(arrays)} arrays for {len(clips)} clips")
+        return arrays
+
+    # -- one window's tensors ----------------------------------------------------------------------------
+    @staticmethod
+    def place(extractor: Any, tarrays: list[Any], start: float, duration: float) -> Any:
+        """``BaseExtractor.__call__`` after ``_get_timed_arrays``: the extractor's own placement."""
+        frequency = float(tarrays[0].frequency if extractor.frequency == "native" else extractor.frequency)
+        return type(extractor)._tarrays_to_tensor(tarrays, start, duration, frequency, extractor.aggregation)
+
+    @staticmethod
+    def clip_window(extractor: Any, clip: Any, clip_start: float, start: float, duration: float) -> Any:
+        """``Wav2VecBert._get_timed_arrays`` for one clip and window: the clip placed at its start, the
+        window's part of it, its layers grouped when they were cached ungrouped."""
+        sub = clip.with_start(clip_start).overlap(start=start, duration=duration)
+        if extractor.cache_all_layers or extractor.cache_n_layers is not None:
+            sub.data = extractor._aggregate_layers(sub.data)
+        return sub
+
+    def default_shape(self, name: str, extractor: Any, word_features: dict, clip_features: dict) -> tuple:
+        """(feature shape, torch dtype) of the zeros a window without events gets: what the extractor's
+        ``prepare`` records from its first event (``_missing_default``)."""
+        import torch
+
+        if name == "text":
+            example = np.asarray(next(iter(word_features.values())))
+        else:
+            clip = next(iter(clip_features.values()))
+            example = np.asarray(self.clip_window(extractor, clip, 0.0, 0.0, 0.001).data)[..., 0]
+        return tuple(example.shape), torch.from_numpy(np.zeros(0, dtype=example.dtype)).dtype
+
+    @staticmethod
+    def missing(extractor: Any, default: tuple, duration: float) -> Any:
+        """``BaseExtractor.__call__`` with no event and ``allow_missing``: zeros over the window's samples."""
+        import torch
+        from neuralset.base import Frequency
+
+        if not extractor.allow_missing:
+            raise ValueError(f"a window has no {extractor.event_types} event and {type(extractor).__name__} does not "
+                             "allow missing events (TRIBE's predict fails the same way)")
+        shape, dtype = default
+        n_times = max(1, Frequency(float(extractor.frequency)).to_ind(duration))
+        return torch.zeros(*shape, n_times, dtype=dtype)
+
+    # -- the call --------------------------------------------------------------------------------------------
+    def predict(self, stimuli: Sequence[Stimulus], timelines: Sequence[str], audio_paths: Sequence[Path],
+                max_context_words: int) -> tuple[np.ndarray, list[Any]]:
+        """``(n_kept_TR, n_vertices)`` predictions and their segments (``timeline``, ``start``), like
+        ``TribeModel.predict`` returns them."""
+        import torch
+        from neuralset.base import TimedArray
+        from neuralset.dataloader import SegmentData
+        from neuralset.segments import Segment, _prepare_strided_windows
+
+        self.stats.calls += 1
+        t0 = time.perf_counter()
+        lines = [build_timeline(s, tl, p, max_context_words) for s, tl, p in zip(stimuli, timelines, audio_paths)]
+        present = {"Audio", "Word", "CategoricalEvent"} if lines else set()
+        extractors = self.extractors(present)
+        t1 = time.perf_counter()
+        self.stats.seconds_events += t1 - t0
+
+        # features, once per call
+        word_features: dict[int, np.ndarray] = {}
+        clip_features: dict[int, Any] = {}
+        if "text" in extractors:
+            words = [w for line in lines for w in line.words]
+            word_features = {id(w): a for w, a in zip(words, self.word_arrays(extractors["text"], words))}
+        if "audio" in extractors:
+            clips = [line.audio for line in lines]
+            clip_features = {id(c): a for c, a in zip(clips, self.audio_arrays(extractors["audio"], clips))}
+        t2 = time.perf_counter()
+        self.stats.seconds_features += t2 - t1
+
+        TR = float(self.data.TR)
+        duration = float(self.data.duration_trs * TR)
+        stride = float((self.data.duration_trs - self.data.overlap_trs_train) * TR)
+        subject = self.subject_index()
+        defaults = {name: self.default_shape(name, extractor, word_features, clip_features)
+                    for name, extractor in extractors.items()}
+        windows: list[tuple[Segment, dict[str, Any], TimelineEvents, np.ndarray, np.ndarray]] = []
+        for line in lines:
+            starts = np.array([e.start for e in line.events], dtype=float)
+            stops = starts + np.array([e.duration for e in line.events], dtype=float)
+            trigger = line.trigger
+            seg_starts, seg_durations = _prepare_strided_windows(
+                float(trigger.start), float(trigger.start + trigger.duration), stride, duration,
+                drop_incomplete=self.data.stride_drop_incomplete)
+            for start, length in zip(seg_starts, seg_durations):
+                start, length = float(start), float(length)
+                inside = overlapping(line.events, starts, stops, start, start + length)
+                tensors: dict[str, Any] = {}
+                for name, extractor in extractors.items():
+                    relevant = extractor._get_relevant_events(inside, None)
+                    if name == "text":
+                        tarrays = [TimedArray(frequency=0, duration=w.duration, start=w.start, data=word_features[id(w)])
+                                   for w in relevant]
+                    else:
+                        tarrays = [self.clip_window(extractor, clip_features[id(c)], c.start, start, length) for c in relevant]
+                    if tarrays:
+                        tensors[name] = self.place(extractor, tarrays, start, length)
+                    else:
+                        tensors[name] = self.missing(extractor, defaults[name], length)
+                tensors["subject_id"] = torch.tensor([subject], dtype=torch.long)
+                windows.append((Segment(start=start, duration=length, timeline=line.timeline), tensors, line, starts, stops))
+        t3 = time.perf_counter()
+        self.stats.seconds_tensors += t3 - t2
+        self.stats.windows += len(windows)
+
+        preds: list[np.ndarray] = []
+        kept_segments: list[Any] = []
+        size = int(self.data.batch_size)
+        for begin in range(0, len(windows), size):
+            chunk = windows[begin: begin + size]
+            data = {name: torch.stack([w[1][name] for w in chunk]) for name in chunk[0][1]}
+            batch = SegmentData(data=data, segments=[w[0] for w in chunk]).to(self.brain.device)
+            out = self.brain(batch).detach().cpu().numpy()  # (windows, vertices, TRs)
+            self.stats.forwards += 1
+            for row, (segment, _, line, starts, stops) in enumerate(chunk):
+                offsets = np.arange(0, segment.duration - 1e-2, TR)
+                if len(offsets) != out.shape[-1]:
+                    raise RuntimeError(f"the fusion model returned {out.shape[-1]} TRs for a window of {len(offsets)}")
+                for column, offset in enumerate(offsets):
+                    sub = segment.copy(offset=offset, duration=TR)  # TribeModel.predict's per-TR segments
+                    empty = not ((starts < sub.start + sub.duration) & (stops > sub.start)).any()
+                    if empty and self.tribe.remove_empty_segments:
+                        continue  # remove_empty_segments: no event overlaps this TR
+                    preds.append(out[row, :, column])
+                    kept_segments.append(sub)
+        self.stats.seconds_fusion += time.perf_counter() - t3
+        if not preds:
+            return np.zeros((0, 0), dtype=np.float32), []
+        return np.stack(preds), kept_segments
