@@ -11,12 +11,13 @@ pieces, once per call:
    gets), without the DataFrame round trip;
 2. features: each extractor's undecorated ``_get_data`` (TRIBE's computation, or brainrl's one-pass text and
    batched audio features standing in for it), called once on all events of the call, with no exca cache;
+   text features come in the form the extractor reads them (its ``_aggregate_layers`` layer groups, which
+   the one-pass path averages on the model's device: 10x less to copy than the 20 cached layers);
 3. windows: ``Data.get_loaders``' layout: per stimulus one trigger spanning its events (first start to last
    stop), windows of ``duration_trs`` TRs every ``duration_trs - overlap_trs_train`` TRs
    (``neuralset.segments._prepare_strided_windows``), each window's events being those that overlap it;
 4. per window and extractor, the extractor's own ``_get_relevant_events`` and ``_tarrays_to_tensor`` place
-   the features on its 2 Hz grid from the ``TimedArray``s its ``_get_timed_arrays`` would build (the same
-   layer grouping, ``_aggregate_layers``, done once for all words instead of once per word and window); a
+   the features on its 2 Hz grid from the ``TimedArray``s its ``_get_timed_arrays`` would build; a
    window without events of an ``allow_missing`` extractor gets zeros; an extractor with no event in the
    whole call is left out of the batch, as TRIBE removes it (the fusion model then feeds zeros for it);
 5. the fusion model runs on ``data.batch_size`` windows per call, and each window's output TRs are kept as
@@ -139,18 +140,12 @@ class DirectPredictor:
 
     # -- features --------------------------------------------------------------------------------------
     def word_arrays(self, extractor: Any, words: list[Any]) -> list[np.ndarray]:
-        """Per word, the array ``HuggingFaceText._get_timed_arrays`` wraps: ``_get_data``'s output, grouped by
-        ``_aggregate_layers`` when layers were cached ungrouped (one call for all words)."""
+        """Per word, the array ``HuggingFaceText._get_timed_arrays`` wraps: ``text_get_data`` yields it in that
+        read form (layer groups already averaged, ``one_pass_extractor.read_form``)."""
         arrays = [np.asarray(a) for a in self.text_get_data(extractor, words)]
         if len(arrays) != len(words):
             raise RuntimeError(f"text features: {len(arrays)} arrays for {len(words)} words")
-        if not (extractor.cache_all_layers or extractor.cache_n_layers is not None) or not arrays:
-            return arrays
-        stacked = np.stack(arrays, axis=1)  # (layers, words, d): the layer axis first, as _aggregate_layers wants
-        grouped = np.asarray(extractor._aggregate_layers(stacked))
-        if grouped.ndim == stacked.ndim:  # (groups, words, d)
-            return [grouped[:, i] for i in range(len(words))]
-        return [grouped[i] for i in range(len(words))]  # one layer or a plain mean: (words, d)
+        return arrays
 
     def audio_arrays(self, extractor: Any, clips: list[Any]) -> list[Any]:
         arrays = list(self.audio_get_data(extractor, clips))
@@ -269,22 +264,28 @@ class DirectPredictor:
         size = int(self.data.batch_size)
         for begin in range(0, len(windows), size):
             chunk = windows[begin: begin + size]
-            data = {name: torch.stack([w[1][name] for w in chunk]) for name in chunk[0][1]}
-            batch = SegmentData(data=data, segments=[w[0] for w in chunk]).to(self.brain.device)
-            out = self.brain(batch).detach().cpu().numpy()  # (windows, vertices, TRs)
-            self.stats.forwards += 1
+            # the TRs TribeModel.predict keeps, known before the forward: only those rows leave the device
+            rows, columns = [], []
             for row, (segment, _, line, starts, stops) in enumerate(chunk):
-                offsets = np.arange(0, segment.duration - 1e-2, TR)
-                if len(offsets) != out.shape[-1]:
-                    raise RuntimeError(f"the fusion model returned {out.shape[-1]} TRs for a window of {len(offsets)}")
-                for column, offset in enumerate(offsets):
+                for column, offset in enumerate(np.arange(0, segment.duration - 1e-2, TR)):
                     sub = segment.copy(offset=offset, duration=TR)  # TribeModel.predict's per-TR segments
                     empty = not ((starts < sub.start + sub.duration) & (stops > sub.start)).any()
                     if empty and self.tribe.remove_empty_segments:
                         continue  # remove_empty_segments: no event overlaps this TR
-                    preds.append(out[row, :, column])
+                    rows.append(row)
+                    columns.append(column)
                     kept_segments.append(sub)
+            data = {name: torch.stack([w[1][name] for w in chunk]) for name in chunk[0][1]}
+            batch = SegmentData(data=data, segments=[w[0] for w in chunk]).to(self.brain.device)
+            out = self.brain(batch).detach()  # (windows, vertices, TRs)
+            self.stats.forwards += 1
+            n_trs = len(np.arange(0, chunk[0][0].duration - 1e-2, TR))
+            if out.shape[-1] != n_trs:
+                raise RuntimeError(f"the fusion model returned {out.shape[-1]} TRs for windows of {n_trs}")
+            if rows:
+                index = torch.as_tensor(rows, device=out.device), torch.as_tensor(columns, device=out.device)
+                preds.append(out[index[0], :, index[1]].cpu().numpy())  # (kept TRs, vertices)
         self.stats.seconds_fusion += time.perf_counter() - t3
         if not preds:
             return np.zeros((0, 0), dtype=np.float32), []
-        return np.stack(preds), kept_segments
+        return np.concatenate(preds), kept_segments

@@ -19,7 +19,7 @@ from brainrl.brain.tribe.config import REFERENCE_SPEECH_ENGINES, TribeConfig
 from brainrl.brain.tribe.direct import DirectPredictor, DirectStats
 from brainrl.brain.tribe.events import build_events, content_audio_path, split_by_timeline, timeline_id
 from brainrl.brain.tribe.one_pass_extractor import (OnePassStats, make_one_pass_get_data, one_pass_text_features,
-                                                    text_infra_method)
+                                                    read_form_get_data, text_infra_method)
 from brainrl.provenance import package_version
 from brainrl.stimulus import Stimulus
 
@@ -288,13 +288,16 @@ class TribeEngine:
 
     def _feature_method(self, modality: str) -> Any:
         """The computation exca would run for a modality's missing items: TRIBE's undecorated ``_get_data``, or
-        brainrl's one-pass text / batched audio stand-in for it, as configured. None without that extractor."""
+        brainrl's one-pass text / batched audio stand-in for it, as configured; text features come in the form
+        ``_get_timed_arrays`` reads them (``read_form``). None without that extractor."""
         extractor = getattr(getattr(self._model, "data", None), f"{modality}_feature", None)
         if extractor is None:
             return None
         original = text_infra_method(extractor).method
-        if modality == "text" and self.config.text_features == "one-pass":
-            return make_one_pass_get_data(original, self.config.text_batch_size, self.text_stats)
+        if modality == "text":  # features in the form the extractor reads them (nothing is cached in between)
+            if self.config.text_features == "one-pass":
+                return make_one_pass_get_data(original, self.config.text_batch_size, self.text_stats, read_forms=True)
+            return read_form_get_data(original)
         if modality == "audio" and self.config.audio_features == "batched":
             return make_batched_get_data(original, self.config.audio_batch_size, self.audio_stats)
         return original

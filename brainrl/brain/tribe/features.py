@@ -121,11 +121,14 @@ class OnePassTextFeatures:
         encoded: Sequence[tuple[Sequence[int], Sequence[tuple[int, int]]]],
         batch_size: int = 32,
         layers: Sequence[int] | Callable[[int], Sequence[int]] | None = None,
+        combine: Callable[[int], np.ndarray] | None = None,
     ) -> list[np.ndarray]:
         """For each ``(ids, spans)``: (n_spans, n_layers, d) float32, the mean of the chosen hidden states
         over each token span. ``layers`` lists hidden-state indices (0 = embeddings), or maps the number
-        of hidden states to them; None keeps all. Texts are sorted by length before batching (less
-        padding) and returned in the given order."""
+        of hidden states to them; None keeps all. ``combine`` maps the number of chosen layers to a linear
+        combination of them, a (n_groups, n_layers) or (n_layers,) matrix, applied on the model's device
+        before the copy to the host: then (n_spans, n_groups, d) or (n_spans, d). Texts are sorted by length
+        before batching (less padding) and returned in the given order."""
         import torch
 
         for ids, spans in encoded:
@@ -154,6 +157,9 @@ class OnePassTextFeatures:
                 if callable(chosen):
                     chosen = chosen(len(hidden))
                 stacked = torch.stack([hidden[int(i)] for i in chosen]).float()  # (n_layers, batch, tokens, d)
+                matrix = None
+                if combine is not None:
+                    matrix = torch.as_tensor(np.asarray(combine(len(chosen)), dtype=np.float32), device=stacked.device)
                 for row, index in enumerate(rows):
                     spans = encoded[index][1]
                     # span means as one matmul per text with an averaging matrix (zeros outside a span
@@ -162,6 +168,8 @@ class OnePassTextFeatures:
                     for w, (start, end) in enumerate(spans):
                         weights[w, start:end] = 1.0 / (end - start)
                     means = torch.einsum("wt,ltd->wld", weights.to(stacked.device), stacked[:, row])
+                    if matrix is not None:
+                        means = torch.einsum("gl,wld->wgd" if matrix.ndim == 2 else "l,wld->wd", matrix, means.float())
                     out[index] = means.float().cpu().numpy()  # float() again: autocast runs einsum in bf16
         return out  # type: ignore[return-value]
 

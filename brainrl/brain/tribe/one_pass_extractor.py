@@ -139,10 +139,11 @@ def unsupported_reason(extractor: Any) -> str | None:
 
 
 def one_pass_features(
-    extractor: Any, events: Sequence[Any], batch_size: int, stats: OnePassStats
+    extractor: Any, events: Sequence[Any], batch_size: int, stats: OnePassStats, read_forms: bool = False
 ) -> list[np.ndarray | None]:
     """Per event, what TRIBE's ``_get_data`` yields for it, (n_cached_layers, d) float32; None where
-    the original computation must run instead."""
+    the original computation must run instead. ``read_forms``: instead, what the extractor hands on when it
+    reads the feature (``read_form``), its layer groups averaged on the model's device."""
     results: list[np.ndarray | None] = [None] * len(events)
     runs, rejected = plan_runs(events)
     for reason, count in collections.Counter(rejected.values()).items():
@@ -165,14 +166,15 @@ def one_pass_features(
     def select(n_hidden: int) -> list[int]:  # the extractor's own sub-selection (cache_n_layers)
         return [int(i) for i in np.asarray(extractor._layer_subselection(np.arange(n_hidden)))]
 
-    means = engine.span_means([encoded for _, encoded in usable], batch_size=batch_size, layers=select)
+    combine = (lambda n: layer_combination(extractor, n)) if read_forms else None
+    means = engine.span_means([encoded for _, encoded in usable], batch_size=batch_size, layers=select, combine=combine)
     stats.forwards += engine.forward_calls
     stats.runs += len(usable)
     for (run, _), per_word in zip(usable, means):
         for (index, _, _), array in zip(run.members, per_word):
             if np.isnan(array).any():
                 raise ValueError(f"NaN in one-pass features for word {events[index].text!r}")
-            results[index] = np.ascontiguousarray(cached_form(extractor, array), dtype=np.float32)
+            results[index] = np.ascontiguousarray(array if read_forms else cached_form(extractor, array), dtype=np.float32)
         stats.words += len(run.members)
     return results
 
@@ -187,6 +189,31 @@ def cached_form(extractor: Any, per_layer: np.ndarray) -> np.ndarray:
     """A word's (n_selected_layers, d) span means in the form TRIBE's ``_get_data`` yields (and caches)
     them: as they are, or already grouped by the extractor's own ``_aggregate_layers``."""
     return extractor._aggregate_layers(per_layer) if groups_before_caching(extractor) else per_layer
+
+
+def read_form(extractor: Any, yielded: np.ndarray) -> np.ndarray:
+    """What ``HuggingFaceText._get_timed_arrays`` makes of a cached feature: its layer groups averaged
+    (``_aggregate_layers``) when layers were cached ungrouped (``cache_n_layers``), else the feature itself."""
+    if getattr(extractor, "cache_all_layers", False) or getattr(extractor, "cache_n_layers", None) is not None:
+        return np.asarray(extractor._aggregate_layers(yielded))
+    return yielded
+
+
+def read_form_get_data(original: Callable) -> Callable:
+    """``original`` (an undecorated ``_get_data``) with every yielded feature in its read form."""
+
+    def _get_data(self: Any, events: Sequence[Any]) -> Iterator[np.ndarray]:
+        return (read_form(self, np.asarray(value)) for value in original(self, events))
+
+    return _get_data
+
+
+def layer_combination(extractor: Any, n_layers: int) -> np.ndarray:
+    """The linear map from a word's ``n_layers`` selected span means to its read form (``read_form`` of
+    ``cached_form``): every layer aggregation neuralset offers (pick, mean, sum, group means) is linear in
+    the layer axis, so the extractor's own ``_aggregate_layers`` applied to the identity gives its matrix,
+    (n_groups, n_layers), or (n_layers,) where it returns one vector."""
+    return read_form(extractor, cached_form(extractor, np.eye(n_layers, dtype=np.float64)))
 
 
 #: Largest |one-pass - per-word| allowed in the self-check, relative to the word's largest feature. Real
@@ -221,10 +248,14 @@ def check_against_original(extractor: Any, original: Callable, events: Sequence[
         )
 
 
-def make_one_pass_get_data(original: Callable, batch_size: int, stats: OnePassStats) -> Callable:
+def make_one_pass_get_data(original: Callable, batch_size: int, stats: OnePassStats,
+                           read_forms: bool = False) -> Callable:
     """A drop-in for the undecorated ``HuggingFaceText._get_data``: same arguments, one array per event,
     in the order received. ``functools.wraps`` keeps ``__name__ == "_get_data"``, from which exca
-    derives the cache folder, so the features land where TRIBE looks for them."""
+    derives the cache folder, so the features land where TRIBE looks for them. ``read_forms`` (no cache in
+    between, as on the direct predict path): every array in its read form (``read_form``), the one-pass
+    ones grouped on the model's device."""
+    reference = read_form_get_data(original) if read_forms else original
 
     @functools.wraps(original)
     def _get_data(self: Any, events: Sequence[Any]) -> Iterator[np.ndarray]:
@@ -232,18 +263,18 @@ def make_one_pass_get_data(original: Callable, batch_size: int, stats: OnePassSt
         reason = unsupported_reason(self)
         if reason is not None:
             stats.fallback(len(events), reason)
-            yield from original(self, events)
+            yield from reference(self, events)
             return
         started = time.perf_counter()
-        results = one_pass_features(self, events, batch_size, stats)
+        results = one_pass_features(self, events, batch_size, stats, read_forms=read_forms)
         stats.seconds += time.perf_counter() - started
         if stats.self_check is None:
-            check_against_original(self, original, events, results, stats)  # raises before anything is cached
+            check_against_original(self, reference, events, results, stats)  # raises before anything is cached
         missing = [i for i, value in enumerate(results) if value is None]
         if missing:
             log.info("%d of %d words use TRIBE's per-word text features: %s", len(missing), len(events),
                      dict(stats.fallback_reasons))
-            for index, value in zip(missing, original(self, [events[i] for i in missing])):
+            for index, value in zip(missing, reference(self, [events[i] for i in missing])):
                 results[index] = value
         yield from results
 

@@ -82,3 +82,23 @@ def test_real_hugging_face_text_one_pass_equals_per_word(real_text_extractor_cla
     assert grouped_a[0].shape == (2, 32) and np.median(r) > 0.999
     # exca keyed the cache folder on the method name: the one-pass features sit where TRIBE reads them
     assert sorted(p.name for p in (tmp_path / "fast").iterdir()) == sorted(p.name for p in (tmp_path / "ref").iterdir())
+
+
+@pytest.mark.parametrize("cache_n_layers", [20, None])
+@pytest.mark.parametrize("layers,aggregation", [([0.5, 0.75, 1.0], "group_mean"), ([0.5, 0.75, 1.0], "mean"),
+                                                ([0.5, 0.75, 1.0], "sum"), ([0.5, 0.75, 1.0], None), (0.5, None),
+                                                (0.75, "mean")])
+def test_layer_combination_is_the_extractors_own_aggregation(real_text_extractor_class, cache_n_layers, layers, aggregation):
+    """The direct predict path averages the one-pass layer groups on the device with ``layer_combination``: the
+    same numbers as the extractor's ``_aggregate_layers`` on its cached form, for every aggregation it offers."""
+    from brainrl.brain.tribe.one_pass_extractor import cached_form, layer_combination, read_form
+
+    extractor = real_text_extractor_class(model_name="unused", device="cpu", layers=layers,
+                                          layer_aggregation=aggregation, cache_n_layers=cache_n_layers)
+    n_selected = 20 if cache_n_layers else 25
+    latents = np.random.default_rng(0).normal(size=(n_selected, 7)).astype(np.float32)
+    expected = read_form(extractor, cached_form(extractor, latents))
+    matrix = layer_combination(extractor, n_selected)
+    got = np.einsum("gl,ld->gd" if matrix.ndim == 2 else "l,ld->d", matrix, latents.astype(np.float64))
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

@@ -340,17 +340,20 @@ def _short_window_checkpoint(stack):
     return stack["checkpoints"]["short"]
 
 
-@pytest.mark.parametrize("variant,dtype", [("base", "float32"), ("base-nocache", "float32"), ("mini", "float32"),
-                                           ("short", "float32"), ("base", "bfloat16"), ("short", "bfloat16")])
-def test_direct_path_equals_tribes_predict(stack, variant, dtype):
+@pytest.mark.parametrize("variant,dtype,text_features", [
+    ("base", "float32", "one-pass"), ("base-nocache", "float32", "one-pass"), ("mini", "float32", "one-pass"),
+    ("short", "float32", "one-pass"), ("base", "bfloat16", "one-pass"), ("short", "bfloat16", "one-pass"),
+    ("base", "float32", "reference")])
+def test_direct_path_equals_tribes_predict(stack, variant, dtype, text_features):
     """predict_path="direct" gives TRIBE's own predict's maps: stimuli of different lengths in one batch, windows
-    with a missing modality, with and without cache_n_layers, Llama (group means) and Qwen (mean), fp32 and bf16."""
+    with a missing modality, with and without cache_n_layers, Llama (group means) and Qwen (mean), fp32 and bf16,
+    one-pass text features (layer groups averaged on the device) and TRIBE's per-word ones."""
     stimuli = _direct_stimuli(stack)
     if variant == "short":
         _short_window_checkpoint(stack)
     maps = {}
     for path in ("tribe", "direct"):
-        engine = _engine(stack, variant, dtype, predict_path=path)
+        engine = _engine(stack, variant, dtype, text_features, predict_path=path)
         maps[path] = engine.predict(stimuli)
         if path == "direct":
             stats = engine.direct_stats.as_dict()
