@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 
@@ -68,14 +70,19 @@ def unsupported_reason(extractor: Any) -> str | None:
 
 
 def batched_latents(extractor: Any, waves: Sequence[Any], batch_size: int, stats: BatchedAudioStats,
-                    timepoints: Sequence[int | None] | None = None) -> list[Any]:
+                    timepoints: Sequence[int | None] | None = None,
+                    combine: Callable[[int], Any] | None = None) -> list[Any]:
     """What ``extractor._process_wav(wave)`` returns for each 16 kHz mono wave, computed in batches.
 
     ``timepoints[i]``: the number of frames TRIBE's ``_get_data`` resamples clip i's features to (nearest
     neighbour, ``F.interpolate``'s default); done here on the model's device, before the copy to the host, it
     moves 2 Hz frames instead of 50 Hz ones (a 35 s clip's 25 layers x 1024 x 1750 float32 values, 179 MB, took
     64 ms to copy on an H200 host, 87% of a batch's GPU time). Nearest-neighbour picks the same frames on
-    either device and commutes with the layer mean, so the values are TRIBE's own."""
+    either device and commutes with the layer mean, so the values are TRIBE's own.
+
+    ``combine`` maps the number of hidden states to a (n_groups, n_layers) or (n_layers,) matrix applied on the
+    device before the copy (the read form, ``one_pass_extractor.layer_combination``): then (n_groups, d, time)
+    or (d, time) per clip."""
     import torch
     import torch.nn.functional as F
 
@@ -98,6 +105,9 @@ def batched_latents(extractor: Any, waves: Sequence[Any], batch_size: int, stats
             outputs = model(feats["input_features"], attention_mask=mask, output_hidden_states=True)
         stats.forwards += 1
         hidden = torch.stack(outputs.hidden_states)  # (layers, batch, time, d)
+        matrix = None
+        if combine is not None:
+            matrix = torch.as_tensor(np.asarray(combine(hidden.shape[0]), dtype=np.float32), device=hidden.device)
         for row, index in enumerate(rows):
             # the layout _process_wav builds: (layers, d, time) on the CPU, float32. Cast and transpose on the
             # model's device, then copy: on the host, float() + transpose().contiguous() of a 35 s clip's
@@ -106,6 +116,10 @@ def batched_latents(extractor: Any, waves: Sequence[Any], batch_size: int, stats
             target = timepoints[index] if timepoints is not None else None
             if target is not None and target != latents.shape[-1]:
                 latents = F.interpolate(latents, target)
+            if matrix is not None:  # the read form, grouped here: n_groups / n_layers of the copy
+                latents = torch.einsum("gl,ldt->gdt" if matrix.ndim == 2 else "l,ldt->dt", matrix, latents)
+                out[index] = latents.contiguous().cpu()
+                continue
             latents = latents.contiguous().cpu()
             if not getattr(extractor, "cache_all_layers", False) and getattr(extractor, "cache_n_layers", None) is None:
                 latents = torch.Tensor(extractor._aggregate_layers(latents.numpy()))
@@ -144,8 +158,27 @@ def resample_like_extractor(extractor: Any, wav: Any, frequency: float) -> Any:
     return _resampler(int(frequency), int(target))(wav.T).T
 
 
-def make_batched_get_data(original: Callable, batch_size: int, stats: BatchedAudioStats) -> Callable:
-    """A drop-in for the undecorated ``BaseAudio._get_data`` (same name, so exca's cache folder is TRIBE's)."""
+def read_form_timed_arrays(original: Callable) -> Callable:
+    """``original`` (an undecorated audio ``_get_data``) with every TimedArray's layers in the read form that
+    ``HuggingFaceAudio._get_timed_arrays`` makes of them (``one_pass_extractor.read_form``)."""
+    from brainrl.brain.tribe.one_pass_extractor import read_form
+
+    def _get_data(self: Any, events: Sequence[Any]) -> Iterator[Any]:
+        for timed in original(self, events):
+            timed.data = read_form(self, timed.data)
+            yield timed
+
+    return _get_data
+
+
+def make_batched_get_data(original: Callable, batch_size: int, stats: BatchedAudioStats,
+                          read_forms: bool = False) -> Callable:
+    """A drop-in for the undecorated ``BaseAudio._get_data`` (same name, so exca's cache folder is TRIBE's).
+    ``read_forms`` (nothing cached in between, as on the direct predict path): the layers in their read form,
+    grouped on the model's device."""
+    from brainrl.brain.tribe.one_pass_extractor import layer_combination
+
+    reference = read_form_timed_arrays(original) if read_forms else original
 
     @functools.wraps(original)
     def _get_data(self: Any, events: Sequence[Any]) -> Iterator[Any]:
@@ -156,7 +189,7 @@ def make_batched_get_data(original: Callable, batch_size: int, stats: BatchedAud
         if reason is not None or not all(type(e).__name__ == "Audio" for e in events):
             stats.fallback_clips += len(events)
             stats.fallback_reason = reason or "non-Audio events (video sound tracks)"
-            yield from original(self, events)
+            yield from reference(self, events)
             return
         cls = type(self)
         started = time.perf_counter()
@@ -165,7 +198,8 @@ def make_batched_get_data(original: Callable, batch_size: int, stats: BatchedAud
             wav = resample_like_extractor(self, event.read(), event.frequency)
             prepared.append(self._preprocess_wav(wav))
         timepoints = [target_frames(self, event) for event in events]
-        latents = iter(batched_latents(self, prepared, batch_size, stats, timepoints))
+        combine = (lambda n: layer_combination(self, n)) if read_forms else None
+        latents = iter(batched_latents(self, prepared, batch_size, stats, timepoints, combine))
         stats.seconds += time.perf_counter() - started
         resampled = iter(prepared)
         # the original reads each file again and hands the samples to _resample_wav, which answers from step 1

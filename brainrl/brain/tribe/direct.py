@@ -11,8 +11,8 @@ pieces, once per call:
    gets), without the DataFrame round trip;
 2. features: each extractor's undecorated ``_get_data`` (TRIBE's computation, or brainrl's one-pass text and
    batched audio features standing in for it), called once on all events of the call, with no exca cache;
-   text features come in the form the extractor reads them (its ``_aggregate_layers`` layer groups, which
-   the one-pass path averages on the model's device: 10x less to copy than the 20 cached layers);
+   features come in the form the extractors read them (their ``_aggregate_layers`` layer groups, which the
+   one-pass text and batched audio paths average on the model's device: 10-12x less to copy);
 3. windows: ``Data.get_loaders``' layout: per stimulus one trigger spanning its events (first start to last
    stop), windows of ``duration_trs`` TRs every ``duration_trs - overlap_trs_train`` TRs
    (``neuralset.segments._prepare_strided_windows``), each window's events being those that overlap it;
@@ -163,11 +163,8 @@ class DirectPredictor:
     @staticmethod
     def clip_window(extractor: Any, clip: Any, clip_start: float, start: float, duration: float) -> Any:
         """``Wav2VecBert._get_timed_arrays`` for one clip and window: the clip placed at its start, the
-        window's part of it, its layers grouped when they were cached ungrouped."""
-        sub = clip.with_start(clip_start).overlap(start=start, duration=duration)
-        if extractor.cache_all_layers or extractor.cache_n_layers is not None:
-            sub.data = extractor._aggregate_layers(sub.data)
-        return sub
+        window's part of it (``audio_get_data`` yields the layers already in their read form)."""
+        return clip.with_start(clip_start).overlap(start=start, duration=duration)
 
     def default_shape(self, name: str, extractor: Any, word_features: dict, clip_features: dict) -> tuple:
         """(feature shape, torch dtype) of the zeros a window without events gets: what the extractor's

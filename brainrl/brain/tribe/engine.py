@@ -14,7 +14,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from brainrl.brain.tribe.batched_audio import BatchedAudioStats, batched_audio_features, make_batched_get_data
+from brainrl.brain.tribe.batched_audio import (BatchedAudioStats, batched_audio_features, make_batched_get_data,
+                                               read_form_timed_arrays)
 from brainrl.brain.tribe.config import REFERENCE_SPEECH_ENGINES, TribeConfig
 from brainrl.brain.tribe.direct import DirectPredictor, DirectStats
 from brainrl.brain.tribe.events import build_events, content_audio_path, split_by_timeline, timeline_id
@@ -288,8 +289,8 @@ class TribeEngine:
 
     def _feature_method(self, modality: str) -> Any:
         """The computation exca would run for a modality's missing items: TRIBE's undecorated ``_get_data``, or
-        brainrl's one-pass text / batched audio stand-in for it, as configured; text features come in the form
-        ``_get_timed_arrays`` reads them (``read_form``). None without that extractor."""
+        brainrl's one-pass text / batched audio stand-in for it, as configured; features come in the form
+        ``_get_timed_arrays`` reads them (``read_form``: layer groups averaged). None without that extractor."""
         extractor = getattr(getattr(self._model, "data", None), f"{modality}_feature", None)
         if extractor is None:
             return None
@@ -298,8 +299,10 @@ class TribeEngine:
             if self.config.text_features == "one-pass":
                 return make_one_pass_get_data(original, self.config.text_batch_size, self.text_stats, read_forms=True)
             return read_form_get_data(original)
-        if modality == "audio" and self.config.audio_features == "batched":
-            return make_batched_get_data(original, self.config.audio_batch_size, self.audio_stats)
+        if modality == "audio":  # layers in their read form too
+            if self.config.audio_features == "batched":
+                return make_batched_get_data(original, self.config.audio_batch_size, self.audio_stats, read_forms=True)
+            return read_form_timed_arrays(original)
         return original
 
     def _run(self, stimuli: list[Stimulus], audio_paths: list[Path], indices: list[int]) -> list[ItemResult]:

@@ -347,13 +347,15 @@ def _short_window_checkpoint(stack):
 def test_direct_path_equals_tribes_predict(stack, variant, dtype, text_features):
     """predict_path="direct" gives TRIBE's own predict's maps: stimuli of different lengths in one batch, windows
     with a missing modality, with and without cache_n_layers, Llama (group means) and Qwen (mean), fp32 and bf16,
-    one-pass text features (layer groups averaged on the device) and TRIBE's per-word ones."""
+    one-pass text and batched audio features (layer groups averaged on the device) and TRIBE's per-word text
+    and per-clip audio ones."""
     stimuli = _direct_stimuli(stack)
     if variant == "short":
         _short_window_checkpoint(stack)
+    audio = {"audio_features": "reference"} if text_features == "reference" else {}
     maps = {}
     for path in ("tribe", "direct"):
-        engine = _engine(stack, variant, dtype, text_features, predict_path=path)
+        engine = _engine(stack, variant, dtype, text_features, predict_path=path, **audio)
         maps[path] = engine.predict(stimuli)
         if path == "direct":
             stats = engine.direct_stats.as_dict()
