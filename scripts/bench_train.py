@@ -308,7 +308,7 @@ def tribe_rewards(args):
     checkpoint = enter_backend_standin(work, shape, make_texts(200, 100, args.seed), flag="--reward tribe")
     tribe = {"worker": False, "checkpoint_dir": str(checkpoint), "device": args.device, "dtype": args.tribe_dtype,
              "allow_bf16": args.tribe_dtype == "bfloat16", "cache_max_gb": 0, "cache_folder": str(work / "cache"),
-             "audio_batch_size": args.audio_batch}
+             "audio_batch_size": args.audio_batch, "predict_path": args.tribe_predict_path}
     pipeline = BrainPipeline(PipelineConfig(speech="espeak", speech_kwargs={"workers": args.speech_workers},
                                             model="tribe", model_kwargs=tribe, cache_dir="", memory_items=0))
     product = ROIReward("broca", statistic="mean", name="broca_mean").use_pipeline(pipeline)
@@ -327,8 +327,11 @@ def tribe_rewards(args):
     reset_stages(anchor_reward)
     description = {
         "kind": "tribe",
-        "brainrl_path": "the product's ROIReward on BrainPipeline(model: tribe): in-process TribeEngine (TRIBE v2's "
-                        "own predict with brainrl's one-pass text features and batched audio features, resident "
+        "brainrl_path": "the product's ROIReward on BrainPipeline(model: tribe): in-process TribeEngine ("
+                        + ("TRIBE v2's own predict" if args.tribe_predict_path == "tribe" else
+                           "predict_path 'direct': TRIBE's input tensors built without its events DataFrame, "
+                           "TRIBE's fusion model")
+                        + " with brainrl's one-pass text features and batched audio features, resident "
                         f"models), espeak speech pool ({args.speech_workers} workers), one call per step, every "
                         "cache off",
         "brainrl_models": "random-weight stand-in built by tribev2's own config and FmriEncoder "
@@ -667,6 +670,9 @@ def main(argv=None) -> int:
     parser.add_argument("--tribe-workdir", default=None,
                         help="--reward tribe: folder of the backend's stand-in, built once and reused (default "
                              "runs/bench/tribe-standin-<shape>; scripts/bench_tribe.py --backend --workdir shares it)")
+    parser.add_argument("--tribe-predict-path", default="tribe", choices=["tribe", "direct"],
+                        help="--reward tribe: the backend's predict path (TribeConfig.predict_path): TRIBE v2's own "
+                             "predict, or the same input tensors built without its events DataFrame")
     parser.add_argument("--tribe-dtype", default="float32", choices=["float32", "bfloat16"],
                         help="--reward tribe: dtype of both loops' TRIBE models (float32 = the backend's default; "
                              "bfloat16 = TribeConfig(allow_bf16=True), parity-checked by bench_tribe.py --backend)")
