@@ -238,8 +238,9 @@ def main() -> None:
         flagged = None
 
     ranking = train_reward  # the 6-dim E_q reward; a run's completions carry the reward its trainer used
-    if args.completions and not args.rescore and all(r.get("reward") is not None for r in rows):
-        ranking = np.array([float(r["reward"]) for r in rows])
+    if args.completions and not args.rescore and any(r.get("reward") is not None for r in rows):
+        # a failed reward (None: the trainer left that completion out) ranks nowhere
+        ranking = np.array([np.nan if r.get("reward") is None else float(r["reward"]) for r in rows])
     judges = {"training posterior": train_mean, "second posterior": second_mean, "text judge": judge_est}
     dist = {name: -np.sum((est - theta) ** 2, axis=1) for name, est in judges.items()}
     report: dict = {"n_completions": n, "n_prompts": int(index.max() + 1), "failed_maps": int((~ok).sum()),
@@ -260,13 +261,13 @@ def main() -> None:
     report["reward_sd_within_group"] = float(np.nanmean([np.nanstd(train_reward[g]) for g in groups]))
     report["ranking_reward_sd_within_group"] = float(np.nanmean([np.nanstd(ranking[g]) for g in groups]))
     report["reward_sd_redraw_noise"] = float(np.nanstd(train_reward - train_reward_noise) / np.sqrt(2))
-    best = [g[np.nanargmax(ranking[g])] for g in groups if np.isfinite(ranking[g]).any()]
+    picked = [(g[np.nanargmax(ranking[g])], g) for g in groups if np.isfinite(ranking[g]).any()]  # (best, group)
     report["best_of_group_minus_mean"] = {
-        name: _t_interval(np.array([dist[name][b] - np.nanmean(dist[name][g]) for b, g in zip(best, groups)]))
+        name: _t_interval(np.array([dist[name][b] - np.nanmean(dist[name][g]) for b, g in picked]))
         for name in judges}
     report["best_of_group_minus_mean_per_dim_sq_error"] = {
         name: {p: _t_interval(np.array([np.nanmean((est[g, j] - theta[g, j]) ** 2)
-                                        - (est[b, j] - theta[b, j]) ** 2 for b, g in zip(best, groups)]))["mean"]
+                                        - (est[b, j] - theta[b, j]) ** 2 for b, g in picked]))["mean"]
                for j, p in enumerate(PARAM_NAMES)} for name, est in judges.items()}
     report["mean_distance"] = {name: float(np.nanmean(v)) for name, v in dist.items()}
     report["prior_mean_distance"] = float(-np.mean(np.sum((0.5 - theta) ** 2, axis=1)))
