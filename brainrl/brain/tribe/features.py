@@ -45,11 +45,17 @@ def layer_groups(n_layers: int, cache_n_layers: int = CACHE_N_LAYERS, fractions=
 
 def piece_token_ids(tokenizer: Any, pieces: Sequence[str]) -> tuple[list[int], list[int]]:
     """Token ids of ``"".join(pieces)`` tokenized piece by piece, and the token offset of every piece
-    boundary (``len(pieces) + 1`` offsets). Equals the joint tokenization when no token straddles a cut."""
+    boundary (``len(pieces) + 1`` offsets). Equals the joint tokenization when no token straddles a cut.
+    A fast (Rust) Hugging Face tokenizer encodes all pieces in one batch call (the same ids as one
+    ``encode`` per piece, without a Python round trip per piece); others one piece at a time."""
+    if getattr(tokenizer, "is_fast", False) and pieces:
+        encoded = tokenizer(list(pieces), add_special_tokens=False)["input_ids"]
+    else:
+        encoded = [tokenizer.encode(piece, add_special_tokens=False) for piece in pieces]
     ids: list[int] = []
     offsets = [0]
-    for piece in pieces:
-        ids.extend(tokenizer.encode(piece, add_special_tokens=False))
+    for piece_ids in encoded:
+        ids.extend(piece_ids)
         offsets.append(len(ids))
     return ids, offsets
 

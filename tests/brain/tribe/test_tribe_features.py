@@ -87,3 +87,23 @@ def test_one_pass_detects_a_broken_equivalence(tiny_llama):
     multi = [i for i, (s, e) in enumerate(spans) if e - s > 1]
     assert multi, "the test text needs a multi-token word"
     assert np.abs(last_token[multi] - ref[multi]).max() > 1e-3
+
+
+def test_piece_token_ids_batch_call_equals_one_encode_per_piece():
+    from brainrl.brain.tribe.features import build_byte_bpe_tokenizer, piece_token_ids
+
+    pieces = ["The", " old", " lighthouse", " keeper,", " said:", " \u201cno\u201d", " 1969", "\u2014", " ok?", " \u00e9t\u00e9"]
+    tokenizer = build_byte_bpe_tokenizer(["The old lighthouse keeper said no in 1969. OK?"] * 4, vocab_size=300)
+    assert tokenizer.is_fast
+    expected_ids, expected_offsets = [], [0]
+    for piece in pieces:
+        expected_ids.extend(tokenizer.encode(piece, add_special_tokens=False))
+        expected_offsets.append(len(expected_ids))
+    assert piece_token_ids(tokenizer, pieces) == (expected_ids, expected_offsets)
+
+    class SlowTokenizer:  # no batch call: one encode per piece
+        def encode(self, text, add_special_tokens=False):
+            return [ord(c) for c in text]
+
+    assert piece_token_ids(SlowTokenizer(), ["ab", "c"]) == ([97, 98, 99], [0, 2, 3])
+    assert piece_token_ids(tokenizer, []) == ([], [0])
