@@ -16,6 +16,11 @@ def test_tribe_recipes_use_the_worker(trainer):
     assert recipe.brain.model == "tribe"
     assert recipe.brain.model_kwargs["worker"] is True
     assert recipe.brain.model_kwargs["python"] == ".venv-tribe/bin/python"  # what scripts/setup_tribe.sh builds
+    # the shipped recipes take the direct predict path (TRIBE's tensors without its DataFrame; tribe_real tier)
+    from brainrl.brain.tribe.config import TribeConfig
+
+    config = {k: v for k, v in recipe.brain.model_kwargs.items() if k not in ("worker", "python")}
+    assert TribeConfig.from_dict(config).predict_path == "direct"
 
 
 def test_missing_worker_interpreter_is_a_clear_error(tmp_path):
