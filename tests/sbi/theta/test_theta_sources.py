@@ -119,7 +119,8 @@ def test_headline_recipes_load_with_their_system_prompt_and_score_their_prompts(
     from brainrl.train.recipe import read_prompt_rows
 
     for name, trainer in (("headline_awsft", "awsft"), ("headline_grpo", "grpo"), ("headline_indist_awsft", "awsft"),
-                          ("headline_indist_grpo", "grpo")):
+                          ("headline_indist_grpo", "grpo"), ("headline_both_awsft", "awsft"),
+                          ("headline_both_grpo", "grpo")):
         recipe = load_recipe(f"recipes/offline_theta_{name}.yaml")
         assert recipe.trainer == trainer and recipe.data.system_prompt == system_prompt_for("headline")
         assert recipe.sampling.max_new_tokens <= 48 and not recipe.eval.enabled
