@@ -92,10 +92,14 @@ def build_timeline(stimulus: Stimulus, timeline: str, audio_path: Path, max_cont
     return TimelineEvents(timeline, audio, sorted(words, key=lambda e: (e.start, -e.duration)), ordered, trigger)
 
 
+def overlap_mask(starts: np.ndarray, stops: np.ndarray, start: float, stop: float) -> np.ndarray:
+    """Which events overlap ``[start, stop)`` (neuralset's ``_EventStore`` rule: start < stop and stop > start)."""
+    return (starts < stop) & (stops > start)
+
+
 def overlapping(events: Sequence[Any], starts: np.ndarray, stops: np.ndarray, start: float, stop: float) -> list[Any]:
-    """Events overlapping ``[start, stop)`` (neuralset's ``_EventStore`` rule: start < stop and stop > start)."""
-    mask = (starts < stop) & (stops > start)
-    return [e for e, keep in zip(events, mask) if keep]
+    """Events overlapping ``[start, stop)``."""
+    return [e for e, keep in zip(events, overlap_mask(starts, stops, start, stop)) if keep]
 
 
 class DirectPredictor:
@@ -266,7 +270,7 @@ class DirectPredictor:
             for row, (segment, _, line, starts, stops) in enumerate(chunk):
                 for column, offset in enumerate(np.arange(0, segment.duration - 1e-2, TR)):
                     sub = segment.copy(offset=offset, duration=TR)  # TribeModel.predict's per-TR segments
-                    empty = not ((starts < sub.start + sub.duration) & (stops > sub.start)).any()
+                    empty = not overlap_mask(starts, stops, sub.start, sub.start + sub.duration).any()
                     if empty and self.tribe.remove_empty_segments:
                         continue  # remove_empty_segments: no event overlaps this TR
                     rows.append(row)
