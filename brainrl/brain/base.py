@@ -54,9 +54,12 @@ class BrainMap:
         """The time-averaged map times ``weights`` (20,484,) or (20,484, n), in float64: with an averaging
         matrix (``brainrl.cortex.stats.averaging_matrix``), each region's mean over its vertices and the
         frames. Maps held on a basis (``brainrl.brain.lowrank.LowRankMap``) answer without building the map."""
-        data = self.data
-        frame_mean = data[0].astype(np.float64) if data.shape[0] == 1 else data.mean(axis=0, dtype=np.float64)
-        return frame_mean @ weights
+        return mean_frame_float64(self.data) @ weights
+
+
+def mean_frame_float64(data: np.ndarray) -> np.ndarray:
+    """The mean over frames of a (T, 20,484) array, in float64 (a one-frame array is only cast)."""
+    return data[0].astype(np.float64) if data.shape[0] == 1 else data.mean(axis=0, dtype=np.float64)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from brainrl.brain.base import BrainMap
+from brainrl.brain.base import BrainMap, mean_frame_float64
 from brainrl.brain.pipeline import PipelineConfig
 from brainrl.rewards.base import BrainReward
 
@@ -67,8 +67,7 @@ class ROIReward(BrainReward):
         maps = stats.as_maps(data)
         if maps.ndim != 2:
             raise ValueError(f"ROIReward scores one (T, 20,484) map at a time, got {maps.shape}.")
-        frame_mean = maps[0].astype(np.float64) if maps.shape[0] == 1 else maps.mean(axis=0, dtype=np.float64)
-        return self._statistic(frame_mean @ self._get_masks()["weights"])
+        return self._statistic(mean_frame_float64(maps) @ self._get_masks()["weights"])
 
     def _statistic(self, means: np.ndarray) -> float:
         """The statistic from the region means (ROI, cortex, then each reference ROI)."""
