@@ -84,7 +84,6 @@ def batched_latents(extractor: Any, waves: Sequence[Any], batch_size: int, stats
     device before the copy (the read form, ``one_pass_extractor.layer_combination``): then (n_groups, d, time)
     or (d, time) per clip."""
     import torch
-    import torch.nn.functional as F
 
     from brainrl.brain.tribe.audio_frontend import SeamlessFbank
 
@@ -93,6 +92,7 @@ def batched_latents(extractor: Any, waves: Sequence[Any], batch_size: int, stats
     fbank = SeamlessFbank(device)
     out: list[Any] = [None] * len(waves)
     order = sorted(range(len(waves)), key=lambda i: -int(waves[i].numel()))  # similar lengths together
+    dtype = next(model.parameters()).dtype
     for begin in range(0, len(order), batch_size):
         rows = order[begin: begin + batch_size]
         feats = fbank([waves[i] for i in rows], sampling_rate=fbank.config.sample_rate)
@@ -102,20 +102,21 @@ def batched_latents(extractor: Any, waves: Sequence[Any], batch_size: int, stats
         steps = feats["input_features"].shape[1]
         mask = (torch.arange(steps, device=device)[None, :] < torch.tensor(n_vectors, device=device)[:, None]).long()
         with torch.no_grad():
-            outputs = model(feats["input_features"], attention_mask=mask, output_hidden_states=True)
+            # ``forward`` rather than ``__call__``: the engine's hooks on the model would cast all 25 hidden states at
+            # 50 Hz to float32 (a 1.4 GB copy for 8 clips of 35 s); the frames kept are cast below instead (exact)
+            with compact_relative_key_bias():
+                outputs = model.forward(feats["input_features"].to(dtype), attention_mask=mask,
+                                        output_hidden_states=True)
         stats.forwards += 1
-        hidden = torch.stack(outputs.hidden_states)  # (layers, batch, time, d)
+        hidden = outputs.hidden_states  # per layer (batch, time, d)
         matrix = None
         if combine is not None:
-            matrix = torch.as_tensor(np.asarray(combine(hidden.shape[0]), dtype=np.float32), device=hidden.device)
+            matrix = torch.as_tensor(np.asarray(combine(len(hidden)), dtype=np.float32), device=device)
         for row, index in enumerate(rows):
-            # the layout _process_wav builds: (layers, d, time) on the CPU, float32. Cast and transpose on the
-            # model's device, then copy: on the host, float() + transpose().contiguous() of a 35 s clip's
-            # 25 x 1750 x 1024 values took 1.3 s on one core (exact operations, so the result is the same)
-            latents = hidden[:, row, : n_vectors[row]].detach().float().transpose(-1, -2)
-            target = timepoints[index] if timepoints is not None else None
-            if target is not None and target != latents.shape[-1]:
-                latents = F.interpolate(latents, target)
+            # the layout _process_wav builds, (layers, d, time) float32, at the frames TRIBE's _get_data keeps
+            # (nearest neighbour: F.interpolate's own picks, taken from an index ramp), picked before the copy
+            frames = nearest_frames(n_vectors[row], timepoints[index] if timepoints is not None else None, device)
+            latents = torch.stack([h[row, frames] for h in hidden]).float().transpose(-1, -2)
             if matrix is not None:  # the read form, grouped here: n_groups / n_layers of the copy
                 latents = torch.einsum("gl,ldt->gdt" if matrix.ndim == 2 else "l,ldt->dt", matrix, latents)
                 out[index] = latents.contiguous().cpu()
@@ -128,6 +129,55 @@ def batched_latents(extractor: Any, waves: Sequence[Any], batch_size: int, stats
     return out
 
 
+def relative_key_bias(module: Any, query: Any, key: Any) -> tuple[Any, Any]:
+    """transformers' ``_apply_relative_key_position_encoding`` for w2v-bert (its attention's additive bias
+    ``q_l . E[clamp(r - l) + left] * scaling``) computed from the 73 distinct distances: one (B, H, L, 73) product
+    and a gather, instead of an (L, L, head_dim) embedding tensor and an einsum over it (per layer, 18% and 11%
+    of a batch's GPU time on an H200 for 35 s clips). The same dot products, so the same bias up to summation order."""
+    import torch
+
+    left, right = module.left_max_position_embeddings, module.right_max_position_embeddings
+    n_q, n_k = query.shape[2], key.shape[2]
+    table = torch.matmul(query, module.distance_embedding.weight.to(query.dtype).T) * module.scaling  # (B, H, Lq, 73)
+    distance = torch.arange(n_k, device=query.device)[None, :] - torch.arange(n_q, device=query.device)[:, None]
+    index = (distance.clamp(-left, right) + left).expand(*table.shape[:2], n_q, n_k)
+    return query, torch.gather(table, -1, index)
+
+
+@contextlib.contextmanager
+def compact_relative_key_bias() -> Iterator[None]:
+    """While active, w2v-bert's relative-key attention bias comes from ``relative_key_bias``. A no-op where
+    transformers has no such function (another version): its own computation then runs."""
+    try:
+        from transformers.models.wav2vec2_bert import modeling_wav2vec2_bert as w2v
+    except ImportError:  # pragma: no cover - transformers without w2v-bert
+        yield
+        return
+    name = "_apply_relative_key_position_encoding"
+    original = getattr(w2v, name, None)
+    if original is None:
+        yield
+        return
+    setattr(w2v, name, relative_key_bias)
+    try:
+        yield
+    finally:
+        setattr(w2v, name, original)
+
+
+def nearest_frames(n_frames: int, target: int | None, device: Any) -> Any:
+    """Indices of the frames ``F.interpolate(x, target)`` (mode nearest) keeps of ``n_frames``: the function itself
+    applied to an index ramp (exact integers in float32), so the picks are its own. All frames when ``target`` is
+    None or equal."""
+    import torch
+    import torch.nn.functional as F
+
+    ramp = torch.arange(n_frames, dtype=torch.float32, device=device)
+    if target is None or target == n_frames:
+        return ramp.long()
+    return F.interpolate(ramp[None, None], target)[0, 0].long()
+
+
 def target_frames(extractor: Any, event: Any) -> int | None:
     """The frame count TRIBE's ``_get_data`` gives this event's features (None: it keeps the native rate)."""
     if extractor.frequency == "native":
@@ -138,16 +188,30 @@ def target_frames(extractor: Any, event: Any) -> int | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _resampler(old: int, new: int) -> Any:
+def _resampler(old: int, new: int, device: str = "cpu") -> Any:
     import julius
 
-    return julius.resample.ResampleFrac(old_sr=old, new_sr=new)
+    return julius.resample.ResampleFrac(old_sr=old, new_sr=new).to(device)
+
+
+@contextlib.contextmanager
+def _no_tf32() -> Iterator[None]:
+    """cuDNN convolutions in true float32 (PyTorch lets them use TF32 by default, ~1e-3 relative error)."""
+    import torch
+
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
 
 
 def resample_like_extractor(extractor: Any, wav: Any, frequency: float) -> Any:
     """``extractor._resample_wav(wav, frequency, extractor._input_frequency)`` (neuralset's BaseAudio: julius
     ``ResampleFrac`` on the transposed wave, integer rates only), with the resampler built once per rate pair
-    instead of per clip (its windowed-sinc kernels took 33 ms a clip, a third of the host's share of a batch).
+    instead of per clip (its windowed-sinc kernels took 33 ms a clip, a third of the host's share of a batch),
+    on the device ``wav`` is on (julius is a float32 convolution; TF32 is switched off for it).
     An extractor that defines its own resampling runs it."""
     from neuralset.extractors.audio import BaseAudio
 
@@ -155,7 +219,8 @@ def resample_like_extractor(extractor: Any, wav: Any, frequency: float) -> Any:
     if type(extractor)._resample_wav is not BaseAudio._resample_wav or not all(
             float(f).is_integer() for f in (frequency, target)):
         return extractor._resample_wav(wav, frequency, target)
-    return _resampler(int(frequency), int(target))(wav.T).T
+    with _no_tf32():
+        return _resampler(int(frequency), int(target), str(wav.device))(wav.T).T
 
 
 def read_form_timed_arrays(original: Callable) -> Callable:
@@ -181,21 +246,26 @@ def make_batched_get_data(original: Callable, batch_size: int, stats: BatchedAud
     reference = read_form_timed_arrays(original) if read_forms else original
 
     @functools.wraps(original)
-    def _get_data(self: Any, events: Sequence[Any]) -> Iterator[Any]:
+    def _get_data(self: Any, events: Sequence[Any], samples: Sequence[Any] | None = None) -> Iterator[Any]:
+        """``samples``: per event, what ``event.read()`` would return (the direct path reads no file)."""
         events = list(events)
         if not events:
             return
         reason = unsupported_reason(self)
         if reason is not None or not all(type(e).__name__ == "Audio" for e in events):
+            if samples is not None:
+                raise ValueError(f"in-memory audio samples need the batched audio path, which cannot run here: {reason}")
             stats.fallback_clips += len(events)
             stats.fallback_reason = reason or "non-Audio events (video sound tracks)"
             yield from reference(self, events)
             return
         cls = type(self)
         started = time.perf_counter()
+        device = next(self.model.parameters()).device
         prepared = []
-        for event in events:  # step 1 with the extractor's own code (its resampler's kernels built once)
-            wav = resample_like_extractor(self, event.read(), event.frequency)
+        for i, event in enumerate(events):  # step 1 with the extractor's own code, on the model's device
+            wav = event.read() if samples is None else samples[i]
+            wav = resample_like_extractor(self, wav.to(device), event.frequency)
             prepared.append(self._preprocess_wav(wav))
         timepoints = [target_frames(self, event) for event in events]
         combine = (lambda n: layer_combination(self, n)) if read_forms else None

@@ -69,15 +69,26 @@ class TimelineEvents:
     trigger: Any  # the CategoricalEvent spanning the timeline (get_loaders' "dummy" event)
 
 
-def build_timeline(stimulus: Stimulus, timeline: str, audio_path: Path, max_context_words: int) -> TimelineEvents:
-    """The events TRIBE's data loader reads for one stimulus, as neuralset events."""
+def build_timeline(stimulus: Stimulus, timeline: str, audio_path: Path, max_context_words: int,
+                   audio_format: tuple[float, float] | None = None) -> TimelineEvents:
+    """The events TRIBE's data loader reads for one stimulus, as neuralset events. ``audio_format``: (sampling
+    rate, duration) of audio kept in memory (``events.tribe_audio_samples``); otherwise read from the file at
+    ``audio_path``."""
+    from neuralset.base import Frequency
     from neuralset.events.etypes import Audio, CategoricalEvent, Word
 
     rows = stimulus_rows(stimulus, timeline, audio_path, with_context=True, max_context_words=max_context_words)
     audio_row, word_rows = rows[0], rows[1:]
-    # validated: duration and sampling rate come from the file, as when TRIBE parses the Audio row
-    audio = Audio(start=audio_row["start"], timeline=timeline, filepath=audio_row["filepath"],
-                  extra={"subject": audio_row["subject"]})
+    if audio_format is None:
+        # validated: duration and sampling rate come from the file, as when TRIBE parses the Audio row
+        audio = Audio(start=audio_row["start"], timeline=timeline, filepath=audio_row["filepath"],
+                      extra={"subject": audio_row["subject"]})
+    else:  # the values Audio.model_post_init reads from the file the tribe path writes (soundfile.info); the
+        # "memory:" path is no file (neuralset skips its existence check for paths with ":"; a read would fail)
+        rate, duration = audio_format
+        audio = Audio.model_construct(start=float(audio_row["start"]), timeline=timeline,
+                                      filepath=f"memory:{audio_row['filepath']}", frequency=Frequency(rate),
+                                      duration=float(duration), extra={"subject": audio_row["subject"]})
     words = []
     for row in word_rows:  # values already checked by stimulus_rows (non-empty text, sorted, duration >= 0)
         words.append(Word.model_construct(
@@ -151,8 +162,9 @@ class DirectPredictor:
             raise RuntimeError(f"text features: {len(arrays)} arrays for {len(words)} words")
         return arrays
 
-    def audio_arrays(self, extractor: Any, clips: list[Any]) -> list[Any]:
-        arrays = list(self.audio_get_data(extractor, clips))
+    def audio_arrays(self, extractor: Any, clips: list[Any], samples: list[Any] | None = None) -> list[Any]:
+        arrays = list(self.audio_get_data(extractor, clips) if samples is None
+                      else self.audio_get_data(extractor, clips, samples=samples))
         if len(arrays) != len(clips):
             raise RuntimeError(f"audio features: {len(arrays)} arrays for {len(clips)} clips")
         return arrays
@@ -197,9 +209,11 @@ class DirectPredictor:
 
     # -- the call --------------------------------------------------------------------------------------------
     def predict(self, stimuli: Sequence[Stimulus], timelines: Sequence[str], audio_paths: Sequence[Path],
-                max_context_words: int) -> tuple[np.ndarray, list[Any]]:
+                max_context_words: int, audio: Sequence[tuple[Any, float, float]] | None = None
+                ) -> tuple[np.ndarray, list[Any]]:
         """``(n_kept_TR, n_vertices)`` predictions and their segments (``timeline``, ``start``), like
-        ``TribeModel.predict`` returns them."""
+        ``TribeModel.predict`` returns them. ``audio``: per stimulus, the (samples, rate, duration) TRIBE would
+        read from ``audio_paths`` (``events.tribe_audio_samples``), so no file is written or read."""
         import torch
         from neuralset.base import TimedArray
         from neuralset.dataloader import SegmentData
@@ -207,7 +221,9 @@ class DirectPredictor:
 
         self.stats.calls += 1
         t0 = time.perf_counter()
-        lines = [build_timeline(s, tl, p, max_context_words) for s, tl, p in zip(stimuli, timelines, audio_paths)]
+        formats = [None] * len(stimuli) if audio is None else [(rate, duration) for _, rate, duration in audio]
+        lines = [build_timeline(s, tl, p, max_context_words, f)
+                 for s, tl, p, f in zip(stimuli, timelines, audio_paths, formats)]
         present = {"Audio", "Word", "CategoricalEvent"} if lines else set()
         extractors = self.extractors(present)
         t1 = time.perf_counter()
@@ -221,7 +237,8 @@ class DirectPredictor:
             word_features = {id(w): a for w, a in zip(words, self.word_arrays(extractors["text"], words))}
         if "audio" in extractors:
             clips = [line.audio for line in lines]
-            clip_features = {id(c): a for c, a in zip(clips, self.audio_arrays(extractors["audio"], clips))}
+            samples = None if audio is None else [a[0] for a in audio]
+            clip_features = {id(c): a for c, a in zip(clips, self.audio_arrays(extractors["audio"], clips, samples))}
         t2 = time.perf_counter()
         self.stats.seconds_features += t2 - t1
 

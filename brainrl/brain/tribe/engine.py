@@ -18,7 +18,8 @@ from brainrl.brain.tribe.batched_audio import (BatchedAudioStats, batched_audio_
                                                read_form_timed_arrays)
 from brainrl.brain.tribe.config import REFERENCE_SPEECH_ENGINES, TribeConfig
 from brainrl.brain.tribe.direct import DirectPredictor, DirectStats
-from brainrl.brain.tribe.events import build_events, content_audio_path, split_by_timeline, timeline_id
+from brainrl.brain.tribe.events import (build_events, content_audio_path, content_audio_target, split_by_timeline,
+                                        timeline_id, tribe_audio_samples)
 from brainrl.brain.tribe.one_pass_extractor import (OnePassStats, make_one_pass_get_data, one_pass_text_features,
                                                     read_form_get_data, text_infra_method)
 from brainrl.provenance import package_version
@@ -201,7 +202,9 @@ class TribeEngine:
 
     def _enforce_cache_cap(self) -> None:
         limit = self.config.cache_max_gb * 2**30
-        size = self.cache_bytes() if limit > 0 else 1
+        # cache_max_gb=0 on the tribe path: exca's RAM copies are dropped after every call; the direct path has
+        # no exca cache, so only files (if any were written) are removed
+        size = self.cache_bytes() if limit > 0 or self.config.predict_path == "direct" else 1
         if size > limit:
             log.info("TRIBE feature cache at %.2f GB > cache_max_gb=%s: emptying it", size / 2**30,
                      self.config.cache_max_gb)
@@ -235,7 +238,9 @@ class TribeEngine:
         for index, stimulus in enumerate(stimuli):
             try:
                 check_speech_path(stimulus, self.config.speech_path)
-                audio_paths[index] = content_audio_path(stimulus, self.audio_dir)
+                # the direct path with batched audio reads the samples from memory: nothing is written
+                write = content_audio_target if self.in_memory_audio else content_audio_path
+                audio_paths[index] = write(stimulus, self.audio_dir)
                 ready.append(index)
             except (ValueError, FileNotFoundError) as error:
                 results[index] = f"invalid stimulus: {error}"
@@ -284,8 +289,14 @@ class TribeEngine:
 
         predictor = DirectPredictor(self._model, self._feature_method("text"), self._feature_method("audio"),
                                     self.direct_stats)
+        audio = [tribe_audio_samples(s) for s in stimuli] if self.in_memory_audio else None
         with self._on_device(), torch.inference_mode():
-            return predictor.predict(stimuli, timelines, audio_paths, self.config.max_context_words)
+            return predictor.predict(stimuli, timelines, audio_paths, self.config.max_context_words, audio)
+
+    @property
+    def in_memory_audio(self) -> bool:
+        """The direct path with batched audio features takes the samples TRIBE would read from memory."""
+        return self.config.predict_path == "direct" and self.config.audio_features == "batched"
 
     def _feature_method(self, modality: str) -> Any:
         """The computation exca would run for a modality's missing items: TRIBE's undecorated ``_get_data``, or

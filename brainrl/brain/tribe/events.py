@@ -9,6 +9,7 @@ stale features (tribev2.md section 1.5).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -28,28 +29,92 @@ def timeline_id(index: int, stimulus: Stimulus) -> str:
     return f"brainrl-{index:04d}-{stimulus.key()[:12]}"
 
 
-def content_audio_path(stimulus: Stimulus, audio_dir: str | Path) -> Path:
-    """Copy (or write) the stimulus audio to ``<audio_dir>/<content key><suffix>`` and return that path."""
-    audio_dir = Path(audio_dir)
-    audio_dir.mkdir(parents=True, exist_ok=True)
-    suffix = Path(stimulus.audio_path).suffix.lower() if stimulus.audio_path else ".wav"
-    target = audio_dir / f"{stimulus.key()}{suffix or '.wav'}"
-    if target.exists():
-        return target
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp{suffix}")
-    if stimulus.audio_path is not None and Path(stimulus.audio_path).is_file():
-        shutil.copyfile(stimulus.audio_path, tmp)
-    elif stimulus.waveform is not None:
-        import soundfile
-
-        soundfile.write(str(tmp), np.asarray(stimulus.waveform, dtype=np.float32), stimulus.sample_rate)
-    else:
+def content_audio_target(stimulus: Stimulus, audio_dir: str | Path) -> Path:
+    """``<audio_dir>/<content key><suffix>``: where ``content_audio_path`` puts the stimulus audio (nothing is
+    written here). Raises FileNotFoundError if the stimulus has neither an audio file nor a waveform."""
+    if not has_audio_file(stimulus) and stimulus.waveform is None:
         raise FileNotFoundError(
             f"Stimulus {stimulus.text[:40]!r} has no audio: audio_path {stimulus.audio_path} is missing and no "
             "waveform is kept in memory. Synthesize it again or keep_waveform=True in the speech engine."
         )
+    suffix = Path(stimulus.audio_path).suffix.lower() if stimulus.audio_path else ".wav"
+    return Path(audio_dir) / f"{stimulus.key()}{suffix or '.wav'}"
+
+
+def has_audio_file(stimulus: Stimulus) -> bool:
+    return stimulus.audio_path is not None and Path(stimulus.audio_path).is_file()
+
+
+def content_audio_path(stimulus: Stimulus, audio_dir: str | Path) -> Path:
+    """Copy (or write) the stimulus audio to ``<audio_dir>/<content key><suffix>`` and return that path."""
+    target = content_audio_target(stimulus, audio_dir)
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp{target.suffix}")
+    if has_audio_file(stimulus):
+        shutil.copyfile(stimulus.audio_path, tmp)
+    else:
+        import soundfile
+
+        soundfile.write(str(tmp), np.asarray(stimulus.waveform, dtype=np.float32), stimulus.sample_rate)
     os.replace(tmp, target)  # atomic: concurrent writers of the same content agree
     return target
+
+
+def pcm16_roundtrip(samples: Any) -> Any:
+    """float32 samples as they come back from a 16-bit wav that ``soundfile.write`` made of them and
+    ``soundfile.read`` read: ``floor(32768 x)`` clipped to int16, over 32768 (libsndfile 1.2's conversions;
+    every step is exact in float32, so a torch tensor gives the same values on any device).
+    ``check_pcm16_roundtrip`` compares this with the installed soundfile once per process."""
+    import torch
+
+    x = torch.as_tensor(samples, dtype=torch.float32)
+    return torch.floor(x * 32768.0).clamp_(-32768.0, 32767.0) / 32768.0
+
+
+@functools.lru_cache(maxsize=1)
+def check_pcm16_roundtrip() -> None:
+    """Raise if ``pcm16_roundtrip`` differs from a real write and read through soundfile (another libsndfile)."""
+    import io
+
+    import soundfile
+
+    k = np.arange(-32768, 32768)
+    probe = np.concatenate([k / 32768, (k + 0.5) / 32768, np.random.default_rng(0).uniform(-1.1, 1.1, 50_000),
+                            [1.0, -1.0, 1e-9, -1e-9]]).astype(np.float32)
+    buffer = io.BytesIO()
+    soundfile.write(buffer, probe, 16000, format="WAV", subtype="PCM_16")
+    buffer.seek(0)
+    read = np.float32(soundfile.read(buffer)[0])
+    ours = pcm16_roundtrip(probe).numpy()
+    if not np.array_equal(read, ours):
+        raise RuntimeError(
+            f"This soundfile (libsndfile {getattr(soundfile, '__libsndfile_version__', '?')}) converts float32 to "
+            f"16-bit wav differently from brainrl's in-memory copy ({int((read != ours).sum())} of {probe.size} "
+            "probe samples differ): set audio_features='reference' or predict_path='tribe', and report this.")
+
+
+def tribe_audio_samples(stimulus: Stimulus) -> tuple[Any, float, float]:
+    """``(samples (N, channels) float32 tensor, sampling rate, duration)``: what TRIBE's ``Audio`` event reads from
+    the copy ``content_audio_path`` would make, without writing it (the direct predict path)."""
+    import soundfile
+    import torch
+
+    if has_audio_file(stimulus):  # the copy is the file itself: read it as neuralset's Audio._read does
+        info = soundfile.info(str(stimulus.audio_path))
+        data = soundfile.read(str(stimulus.audio_path))[0]
+        samples = torch.Tensor(data)
+        rate, duration = float(info.samplerate), float(info.duration)
+    elif stimulus.waveform is not None:  # the copy would be a 16-bit wav of the waveform
+        check_pcm16_roundtrip()
+        samples = pcm16_roundtrip(np.asarray(stimulus.waveform, dtype=np.float32).reshape(-1))
+        rate = float(stimulus.sample_rate)
+        duration = samples.shape[0] / stimulus.sample_rate
+    else:
+        content_audio_target(stimulus, ".")  # raises the no-audio error
+        raise AssertionError("unreachable")
+    return (samples[:, None] if samples.ndim == 1 else samples), rate, duration
 
 
 def word_contexts(words: Sequence[str], max_context_words: int = 1024) -> list[str]:

@@ -52,3 +52,56 @@ def test_target_frames_and_nearest_resampling_commute_with_the_layer_mean():
     picked = F.interpolate(latents, 71)
     assert torch.equal(picked[:, :, 5], latents[:, :, int(5 * 1765 / 71)])
     torch.testing.assert_close(picked.mean(0), F.interpolate(latents.mean(0)[None], 71)[0], rtol=1e-6, atol=1e-6)
+
+
+def test_nearest_frames_are_interpolates_own_picks():
+    from brainrl.brain.tribe.batched_audio import nearest_frames
+
+    torch.manual_seed(1)
+    for n, target in ((1765, 71), (1750, 70), (37, 80), (12, 12)):
+        latents = torch.randn(3, 4, n)
+        frames = nearest_frames(n, target, "cpu")
+        assert torch.equal(latents[..., frames], F.interpolate(latents, target))
+    assert torch.equal(nearest_frames(5, None, "cpu"), torch.arange(5))
+
+
+@pytest.mark.gpu
+def test_resampling_on_the_gpu_equals_the_cpu():
+    """The batched path resamples on the model's device, with TF32 off: float32 to within summation order."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    extractor = _Clip(frequency=2.0)
+    wav = torch.randn(22050 * 35, 1)
+    torch.backends.cudnn.allow_tf32 = True  # PyTorch's default: the resampling must switch it off itself
+    on_gpu = resample_like_extractor(extractor, wav.cuda(), 22050).cpu()
+    torch.testing.assert_close(on_gpu, resample_like_extractor(extractor, wav, 22050), rtol=0, atol=1e-5)
+
+
+def test_compact_relative_key_bias_equals_transformers_own(monkeypatch):
+    """w2v-bert with the compact relative-key bias gives transformers' own hidden states (float32, summation order)."""
+    from transformers import Wav2Vec2BertConfig, Wav2Vec2BertModel
+
+    from brainrl.brain.tribe import batched_audio
+    from brainrl.brain.tribe.batched_audio import compact_relative_key_bias
+
+    calls = []
+    original = batched_audio.relative_key_bias
+    monkeypatch.setattr(batched_audio, "relative_key_bias", lambda *a: calls.append(1) or original(*a))
+
+    config = Wav2Vec2BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                output_hidden_size=32, position_embeddings_type="relative_key",
+                                left_max_position_embeddings=8, right_max_position_embeddings=3)
+    torch.manual_seed(0)
+    model = Wav2Vec2BertModel(config).eval()
+    features = torch.randn(2, 40, config.feature_projection_input_dim)
+    mask = torch.ones(2, 40, dtype=torch.long)
+    mask[1, 25:] = 0  # a padded clip
+    with torch.no_grad():
+        expected = model(features, attention_mask=mask, output_hidden_states=True).hidden_states
+        with compact_relative_key_bias():
+            ours = model(features, attention_mask=mask, output_hidden_states=True).hidden_states
+        again = model(features, attention_mask=mask, output_hidden_states=True).hidden_states  # restored on exit
+    assert len(calls) == config.num_hidden_layers  # the compact bias ran in every layer, and only inside the context
+    for a, b, c in zip(ours, expected, again):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        assert torch.equal(b, c)

@@ -66,3 +66,37 @@ def test_split_uses_segments_not_row_order():
         split_by_timeline(preds, segments, ["a"])
     with pytest.raises(ValueError, match="two predictions"):
         split_by_timeline(preds[:2], [seg("a", 0.0), seg("a", 0.0)], ["a"])
+
+
+def test_in_memory_samples_equal_what_tribe_reads_from_the_copy(tmp_path):
+    """The direct path's samples (events.tribe_audio_samples) = neuralset's Audio.read of the file
+    content_audio_path writes, for a waveform kept in memory and for an audio file; nothing is written."""
+    import dataclasses
+
+    import soundfile
+    import torch
+
+    etypes = pytest.importorskip("neuralset.events.etypes")
+    from brainrl.brain.tribe.events import (check_pcm16_roundtrip, content_audio_path, content_audio_target,
+                                            tribe_audio_samples)
+
+    check_pcm16_roundtrip()  # the conversion rule against this soundfile
+    rng = np.random.default_rng(0)
+    wave = np.concatenate([rng.uniform(-1, 1, 30_000), np.arange(-64, 64) / 32768, [1.0, -1.0, 1.3]]).astype(np.float32)
+    in_memory = dataclasses.replace(make_stimulus("a b", tmp_path, write_file=False), waveform=wave)
+    on_disk = tmp_path / "source.wav"
+    soundfile.write(on_disk, rng.uniform(-0.5, 0.5, (24_000, 2)), 24000, subtype="FLOAT")
+    from_file = dataclasses.replace(in_memory, text="from a file", audio_path=on_disk, sample_rate=24000, waveform=None)
+    for stimulus in (in_memory, from_file):
+        target = content_audio_target(stimulus, tmp_path / "audio")
+        assert not target.exists()
+        samples, rate, duration = tribe_audio_samples(stimulus)
+        assert not target.exists()  # nothing written
+        event = etypes.Audio(start=0.0, timeline="t", filepath=str(content_audio_path(stimulus, tmp_path / "audio")))
+        assert (rate, duration) == (event.frequency, event.duration)
+        read = event.read()
+        assert samples.dtype == read.dtype == torch.float32 and samples.shape == read.shape
+        assert torch.equal(samples, read)  # exact: every conversion step is exact in float32
+    missing = dataclasses.replace(in_memory, text="no audio", waveform=None)
+    with pytest.raises(FileNotFoundError, match="has no audio"):
+        tribe_audio_samples(missing)
