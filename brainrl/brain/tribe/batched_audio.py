@@ -112,6 +112,7 @@ def batched_latents(extractor: Any, waves: Sequence[Any], batch_size: int, stats
         matrix = None
         if combine is not None:
             matrix = torch.as_tensor(np.asarray(combine(len(hidden)), dtype=np.float32), device=device)
+        picked = []
         for row, index in enumerate(rows):
             # the layout _process_wav builds, (layers, d, time) float32, at the frames TRIBE's _get_data keeps
             # (nearest neighbour: F.interpolate's own picks, taken from an index ramp), picked before the copy
@@ -119,14 +120,25 @@ def batched_latents(extractor: Any, waves: Sequence[Any], batch_size: int, stats
             latents = torch.stack([h[row, frames] for h in hidden]).float().transpose(-1, -2)
             if matrix is not None:  # the read form, grouped here: n_groups / n_layers of the copy
                 latents = torch.einsum("gl,ldt->gdt" if matrix.ndim == 2 else "l,ldt->dt", matrix, latents)
-                out[index] = latents.contiguous().cpu()
-                continue
-            latents = latents.contiguous().cpu()
-            if not getattr(extractor, "cache_all_layers", False) and getattr(extractor, "cache_n_layers", None) is None:
+            picked.append(latents)
+        for index, latents in zip(rows, to_host(picked)):  # one copy for the batch
+            if matrix is None and not getattr(extractor, "cache_all_layers", False) \
+                    and getattr(extractor, "cache_n_layers", None) is None:
                 latents = torch.Tensor(extractor._aggregate_layers(latents.numpy()))
             out[index] = latents
         stats.clips += len(rows)
     return out
+
+
+def to_host(tensors: Sequence[Any]) -> list[Any]:
+    """The tensors on the host (contiguous), moved in one device-to-host copy instead of one per tensor."""
+    import torch
+
+    if not tensors:
+        return []
+    flat = torch.cat([t.reshape(-1) for t in tensors]).cpu()
+    sizes = [t.numel() for t in tensors]
+    return [piece.view(t.shape) for piece, t in zip(torch.split(flat, sizes), tensors)]
 
 
 def relative_key_bias(module: Any, query: Any, key: Any) -> tuple[Any, Any]:

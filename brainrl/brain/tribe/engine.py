@@ -289,8 +289,9 @@ class TribeEngine:
 
         predictor = DirectPredictor(self._model, self._feature_method("text"), self._feature_method("audio"),
                                     self.direct_stats)
-        audio = [tribe_audio_samples(s) for s in stimuli] if self.in_memory_audio else None
         with self._on_device(), torch.inference_mode():
+            device = self.config.device if self.config.device.startswith("cuda") else "cpu"
+            audio = [tribe_audio_samples(s, device) for s in stimuli] if self.in_memory_audio else None
             return predictor.predict(stimuli, timelines, audio_paths, self.config.max_context_words, audio)
 
     @property

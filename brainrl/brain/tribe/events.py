@@ -95,20 +95,20 @@ def check_pcm16_roundtrip() -> None:
             "probe samples differ): set audio_features='reference' or predict_path='tribe', and report this.")
 
 
-def tribe_audio_samples(stimulus: Stimulus) -> tuple[Any, float, float]:
-    """``(samples (N, channels) float32 tensor, sampling rate, duration)``: what TRIBE's ``Audio`` event reads from
-    the copy ``content_audio_path`` would make, without writing it (the direct predict path)."""
+def tribe_audio_samples(stimulus: Stimulus, device: Any = "cpu") -> tuple[Any, float, float]:
+    """``(samples (N, channels) float32 tensor on device, sampling rate, duration)``: what TRIBE's ``Audio`` event
+    reads from the copy ``content_audio_path`` would make, without writing it (the direct predict path)."""
     import soundfile
     import torch
 
     if has_audio_file(stimulus):  # the copy is the file itself: read it as neuralset's Audio._read does
         info = soundfile.info(str(stimulus.audio_path))
         data = soundfile.read(str(stimulus.audio_path))[0]
-        samples = torch.Tensor(data)
+        samples = torch.Tensor(data).to(device)
         rate, duration = float(info.samplerate), float(info.duration)
     elif stimulus.waveform is not None:  # the copy would be a 16-bit wav of the waveform
         check_pcm16_roundtrip()
-        samples = pcm16_roundtrip(np.asarray(stimulus.waveform, dtype=np.float32).reshape(-1))
+        samples = pcm16_roundtrip(torch.from_numpy(np.asarray(stimulus.waveform, dtype=np.float32).reshape(-1)).to(device))
         rate = float(stimulus.sample_rate)
         duration = samples.shape[0] / stimulus.sample_rate
     else:

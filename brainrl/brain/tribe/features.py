@@ -162,21 +162,27 @@ class OnePassTextFeatures:
                 chosen = list(range(len(hidden))) if layers is None else layers
                 if callable(chosen):
                     chosen = chosen(len(hidden))
-                stacked = torch.stack([hidden[int(i)] for i in chosen]).float()  # (n_layers, batch, tokens, d)
-                matrix = None
-                if combine is not None:
-                    matrix = torch.as_tensor(np.asarray(combine(len(chosen)), dtype=np.float32), device=stacked.device)
+                # span means as one batched matmul per layer with an averaging matrix (zeros outside a span add
+                # exactly nothing, unlike differences of cumulative sums), in float32, each layer read once
+                n_spans = max(len(encoded[i][1]) for i in rows)
+                weights = torch.zeros((len(rows), n_spans, length), dtype=torch.float32)
                 for row, index in enumerate(rows):
-                    spans = encoded[index][1]
-                    # span means as one matmul per text with an averaging matrix (zeros outside a span
-                    # add exactly nothing, unlike differences of cumulative sums)
-                    weights = torch.zeros((len(spans), length), dtype=stacked.dtype)
-                    for w, (start, end) in enumerate(spans):
-                        weights[w, start:end] = 1.0 / (end - start)
-                    means = torch.einsum("wt,ltd->wld", weights.to(stacked.device), stacked[:, row])
-                    if matrix is not None:
-                        means = torch.einsum("gl,wld->wgd" if matrix.ndim == 2 else "l,wld->wd", matrix, means.float())
-                    out[index] = means.float().cpu().numpy()  # float() again: autocast runs einsum in bf16
+                    for w, (start, end) in enumerate(encoded[index][1]):
+                        weights[row, w, start:end] = 1.0 / (end - start)
+                weights = weights.to(device)
+                per_layer = (torch.bmm(weights, hidden[int(i)].float()) for i in chosen)  # (B, W, d) each
+                if combine is None:
+                    means = torch.stack(list(per_layer), dim=2)  # (B, W, L, d)
+                else:  # the layer combination accumulated layer by layer: no (B, W, L, d) tensor
+                    matrix = torch.as_tensor(np.asarray(combine(len(chosen)), dtype=np.float32), device=device)
+                    means = None
+                    for column, layer_means in enumerate(per_layer):
+                        term = (matrix[:, column, None] * layer_means[:, :, None] if matrix.ndim == 2
+                                else matrix[column] * layer_means)  # (B, W, G, d) or (B, W, d)
+                        means = term if means is None else means + term
+                means = means.float().cpu().numpy()  # one copy per batch
+                for row, index in enumerate(rows):
+                    out[index] = means[row, : len(encoded[index][1])]
         return out  # type: ignore[return-value]
 
 
