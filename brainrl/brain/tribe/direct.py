@@ -31,6 +31,7 @@ other than text and audio with events, trigger aggregation.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,26 +70,35 @@ class TimelineEvents:
     trigger: Any  # the CategoricalEvent spanning the timeline (get_loaders' "dummy" event)
 
 
-def build_timeline(stimulus: Stimulus, timeline: str, audio_path: Path, max_context_words: int,
-                   audio_format: tuple[float, float] | None = None) -> TimelineEvents:
-    """The events TRIBE's data loader reads for one stimulus, as neuralset events. ``audio_format``: (sampling
-    rate, duration) of audio kept in memory (``events.tribe_audio_samples``); otherwise read from the file at
-    ``audio_path``."""
+def audio_event(timeline: str, audio_path: Path, audio_format: tuple[float, float] | None = None) -> Any:
+    """The neuralset ``Audio`` event of a stimulus's audio row (``events.stimulus_rows``: start 0, the subject).
+    ``audio_format``: (sampling rate, duration) of audio kept in memory (``events.tribe_audio_samples``);
+    otherwise they are read from the file at ``audio_path``."""
     from neuralset.base import Frequency
-    from neuralset.events.etypes import Audio, CategoricalEvent, Word
+    from neuralset.events.etypes import Audio
+
+    if audio_format is None:
+        # validated: duration and sampling rate come from the file, as when TRIBE parses the Audio row
+        return Audio(start=0.0, timeline=timeline, filepath=str(audio_path), extra={"subject": SUBJECT})
+    # the values Audio.model_post_init reads from the file the tribe path writes (soundfile.info); the "memory:"
+    # path is no file (neuralset skips its existence check for paths with ":"; a read would fail)
+    rate, duration = audio_format
+    return Audio.model_construct(start=0.0, timeline=timeline, filepath=f"memory:{audio_path}",
+                                 frequency=Frequency(rate), duration=float(duration), extra={"subject": SUBJECT})
+
+
+def build_timeline(stimulus: Stimulus, timeline: str, audio_path: Path, max_context_words: int,
+                   audio: Any = None) -> TimelineEvents:
+    """The events TRIBE's data loader reads for one stimulus, as neuralset events (``audio``: its Audio event,
+    if already built)."""
+    from neuralset.events.etypes import CategoricalEvent, Word
 
     rows = stimulus_rows(stimulus, timeline, audio_path, with_context=True, max_context_words=max_context_words)
     audio_row, word_rows = rows[0], rows[1:]
-    if audio_format is None:
-        # validated: duration and sampling rate come from the file, as when TRIBE parses the Audio row
-        audio = Audio(start=audio_row["start"], timeline=timeline, filepath=audio_row["filepath"],
-                      extra={"subject": audio_row["subject"]})
-    else:  # the values Audio.model_post_init reads from the file the tribe path writes (soundfile.info); the
-        # "memory:" path is no file (neuralset skips its existence check for paths with ":"; a read would fail)
-        rate, duration = audio_format
-        audio = Audio.model_construct(start=float(audio_row["start"]), timeline=timeline,
-                                      filepath=f"memory:{audio_row['filepath']}", frequency=Frequency(rate),
-                                      duration=float(duration), extra={"subject": audio_row["subject"]})
+    if audio is None:
+        audio = audio_event(timeline, audio_path)
+    if (audio.start, audio.extra["subject"]) != (audio_row["start"], audio_row["subject"]):
+        raise RuntimeError("the Audio event does not match the stimulus's audio row")
     words = []
     for row in word_rows:  # values already checked by stimulus_rows (non-empty text, sorted, duration >= 0)
         words.append(Word.model_construct(
@@ -117,13 +127,18 @@ class DirectPredictor:
     """``TribeModel.predict`` for brainrl's stimuli without its events DataFrame (module docstring)."""
 
     def __init__(self, tribe_model: Any, text_get_data: Callable | None, audio_get_data: Callable | None,
-                 stats: DirectStats):
+                 stats: DirectStats, background: Any = None, context: Callable[[], Any] | None = None):
+        """``background``: an executor in which the audio features are computed while this thread builds the
+        word events and text features (the GPU runs w2v-bert meanwhile); ``context``: the context that
+        thread enters (the caller's device and inference mode are per thread)."""
         self.tribe = tribe_model
         self.data = tribe_model.data
         self.brain = tribe_model._model
         self.text_get_data = text_get_data
         self.audio_get_data = audio_get_data
         self.stats = stats
+        self.background = background
+        self.context = context or contextlib.nullcontext
 
     # -- the extractors TRIBE would keep --------------------------------------------------------------
     def extractors(self, present_types: set[str]) -> dict[str, Any]:
@@ -168,6 +183,23 @@ class DirectPredictor:
         if len(arrays) != len(clips):
             raise RuntimeError(f"audio features: {len(arrays)} arrays for {len(clips)} clips")
         return arrays
+
+    def submit(self, function: Callable, *args: Any) -> Any:
+        """``function(*args)`` in the background executor under ``context`` (a finished future without one)."""
+        from concurrent.futures import Future
+
+        def run() -> Any:
+            with self.context():
+                return function(*args)
+
+        if self.background is not None:
+            return self.background.submit(run)
+        future: Future = Future()
+        try:
+            future.set_result(run())
+        except Exception as error:  # noqa: BLE001 - raised by result(), as from the executor
+            future.set_exception(error)
+        return future
 
     # -- one window's tensors ----------------------------------------------------------------------------
     @staticmethod
@@ -222,23 +254,24 @@ class DirectPredictor:
         self.stats.calls += 1
         t0 = time.perf_counter()
         formats = [None] * len(stimuli) if audio is None else [(rate, duration) for _, rate, duration in audio]
-        lines = [build_timeline(s, tl, p, max_context_words, f)
-                 for s, tl, p, f in zip(stimuli, timelines, audio_paths, formats)]
-        present = {"Audio", "Word", "CategoricalEvent"} if lines else set()
+        clips = [audio_event(tl, p, f) for tl, p, f in zip(timelines, audio_paths, formats)]
+        present = {"Audio", "Word", "CategoricalEvent"} if stimuli else set()
         extractors = self.extractors(present)
-        t1 = time.perf_counter()
-        self.stats.seconds_events += t1 - t0
-
-        # features, once per call
-        word_features: dict[int, np.ndarray] = {}
-        clip_features: dict[int, Any] = {}
-        if "text" in extractors:
-            words = [w for line in lines for w in line.words]
-            word_features = {id(w): a for w, a in zip(words, self.word_arrays(extractors["text"], words))}
-        if "audio" in extractors:
-            clips = [line.audio for line in lines]
-            samples = None if audio is None else [a[0] for a in audio]
-            clip_features = {id(c): a for c, a in zip(clips, self.audio_arrays(extractors["audio"], clips, samples))}
+        samples = None if audio is None else [a[0] for a in audio]
+        clip_arrays: Any = None
+        if "audio" in extractors:  # started first: w2v-bert runs while this thread builds words and text features
+            clip_arrays = self.submit(self.audio_arrays, extractors["audio"], clips, samples)
+        try:
+            lines = [build_timeline(s, tl, p, max_context_words, c)
+                     for s, tl, p, c in zip(stimuli, timelines, audio_paths, clips)]
+            t1 = time.perf_counter()
+            self.stats.seconds_events += t1 - t0
+            word_features: dict[int, np.ndarray] = {}
+            if "text" in extractors:
+                words = [w for line in lines for w in line.words]
+                word_features = {id(w): a for w, a in zip(words, self.word_arrays(extractors["text"], words))}
+        finally:  # the audio work ends (or fails) before this call returns or raises
+            clip_features = {} if clip_arrays is None else {id(c): a for c, a in zip(clips, clip_arrays.result())}
         t2 = time.perf_counter()
         self.stats.seconds_features += t2 - t1
 

@@ -85,6 +85,7 @@ class TribeEngine:
         self.audio_stats = BatchedAudioStats()
         self.direct_stats = DirectStats()
         self._model: Any = None
+        self._background: Any = None  # the direct path's audio-feature thread (created on first use)
         self.load_seconds: float | None = None
         self.cache_clears = 0  # times the feature cache passed cache_max_gb and was emptied
 
@@ -287,12 +288,24 @@ class TribeEngine:
         """The same predictions from the tensors TRIBE's data loader would build, without its DataFrame (direct.py)."""
         import torch
 
+        if self._background is None:  # one thread for the audio features, beside the word events and text features
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="brainrl-tribe-audio")
         predictor = DirectPredictor(self._model, self._feature_method("text"), self._feature_method("audio"),
-                                    self.direct_stats)
+                                    self.direct_stats, background=self._background, context=self._thread_context)
         with self._on_device(), torch.inference_mode():
             device = self.config.device if self.config.device.startswith("cuda") else "cpu"
             audio = [tribe_audio_samples(s, device) for s in stimuli] if self.in_memory_audio else None
             return predictor.predict(stimuli, timelines, audio_paths, self.config.max_context_words, audio)
+
+    @contextlib.contextmanager
+    def _thread_context(self) -> Iterator[None]:
+        """What ``_predict_direct`` enters, for another thread (the CUDA device and inference mode are per thread)."""
+        import torch
+
+        with self._on_device(), torch.inference_mode():
+            yield
 
     @property
     def in_memory_audio(self) -> bool:
