@@ -531,6 +531,7 @@ def backend_run(engine, speech: "Speech", texts: list[str], batch: int) -> tuple
         raise RuntimeError("--backend needs espeak (espeakng-loader) for real stimuli.")
     speech_s = time.perf_counter() - t0
     text0, audio0 = engine.text_stats.seconds, engine.audio_stats.seconds
+    direct0 = engine.direct_stats.as_dict()
     fusion, hooks = fusion_timer(engine)
     if engine.config.device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -548,6 +549,19 @@ def backend_run(engine, speech: "Speech", texts: list[str], batch: int) -> tuple
         raise RuntimeError(f"{len(failed)} of {len(maps)} items failed: {failed[0]}")
     text_s = engine.text_stats.seconds - text0
     audio_s = engine.audio_stats.seconds - audio0
+    if engine.config.predict_path == "direct":
+        # the direct path computes the audio features in a background thread while it builds the word events
+        # and text features: its stages are wall-clock spans of the calling thread, the per-thread feature times
+        # are shown beside them (they overlap, so they do not add up to the total)
+        d = {k: v - direct0[k] for k, v in engine.direct_stats.as_dict().items() if k.startswith("seconds_")}
+        features = d["seconds_events"] + d["seconds_features"]
+        stages = {"speech": speech_s,
+                  "events + text features || audio features (wall)": features,
+                  "(text features alone)": text_s, "(audio features alone, other thread)": audio_s,
+                  "window tensors": d["seconds_tensors"], "fusion": fusion[0],
+                  "rest (audio samples, split, checks)": predict_s - features - d["seconds_tensors"] - fusion[0],
+                  "total": speech_s + predict_s}
+        return stages, maps
     stages = {"speech": speech_s, "text_features": text_s, "audio_features": audio_s, "fusion": fusion[0],
               "rest (events, windows, data loading, split; all of TRIBE's own feature paths when they run)":
                   predict_s - text_s - audio_s - fusion[0],
