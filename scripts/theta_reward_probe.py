@@ -67,13 +67,16 @@ DIM_SETS = {"all six": None, "valence+arousal+dominance": ["valence", "arousal",
             "valence+dominance": ["valence", "dominance"]}
 
 
-def candidate_table(specs, maps, ok, theta, groups, judge_dist, judge_est, n_samples, threshold):
+def candidate_table(specs, maps, ok, theta, groups, judge_dist, judge_est, n_samples, threshold,
+                    form=None, form_weights=(), saved=None):
     """Candidate training rewards (posterior × dims × mode × OOD action) scored on the same maps: for each,
     what best-of-group selection by it gains by each independent judge, and how it ranks like them.
 
     ``specs`` are ``NAME=POSTERIOR_DIR``; the rewards are ``ThetaTargetReward``'s own scoring and OOD action
-    on one set of posterior draws per posterior (seed 0), so candidates differ only in the reward's settings."""
-    from brainrl.report.stats import spearman
+    on one set of posterior draws per posterior (seed 0), so candidates differ only in the reward's settings.
+    With ``form`` (each completion's ``HeadlineForm`` score, 0 or -1) every candidate is also scored as
+    ``reward + w * form`` for each ``w`` in ``form_weights`` (the recipe's weighted sum of the two rewards).
+    A ``saved`` dict receives every candidate's per-completion values and each posterior's means (``--save-scores``)."""
     from brainrl.sbi.inference.estimator import Posterior
     from brainrl.sbi.inference.ood import OODReference
     from brainrl.sbi.simulation.prior import PARAM_NAMES
@@ -95,6 +98,8 @@ def candidate_table(specs, maps, ok, theta, groups, judge_dist, judge_est, n_sam
         for j, i in enumerate(np.flatnonzero(ok)):
             records[i] = scores.record(j) if scores is not None else None
         means = draws.mean(axis=1)
+        if saved is not None:
+            saved[f"{name}/posterior_mean"] = means
         posteriors[name] = {"path": path, "ood_flagged": None if scores is None else float(np.mean(scores.flagged)),
                             "fidelity_r": {p: float(np.corrcoef(means[ok, j], theta[ok, j])[0, 1])
                                            for j, p in enumerate(PARAM_NAMES)}}
@@ -103,27 +108,39 @@ def candidate_table(specs, maps, ok, theta, groups, judge_dist, judge_est, n_sam
                 for action in (("log", "downweight", "none") if scores is not None else ("log",)):
                     reward = ThetaTargetReward(path, dims=dims, mode=mode, n_samples=n_samples, ood=action,
                                                ood_threshold=threshold)
-                    values = np.full(n, np.nan)
-                    values[ok] = reward.score_draws(draws[ok], theta[ok])
+                    theta_values = np.full(n, np.nan)
+                    theta_values[ok] = reward.score_draws(draws[ok], theta[ok])
                     for i in np.flatnonzero(ok):
                         if records[i] is not None:
-                            kept = reward.apply_ood(float(values[i]), records[i])
-                            values[i] = np.nan if kept is None else kept
-                    picked = [(g[np.nanargmax(values[g])], g) for g in groups if np.isfinite(values[g]).any()]
-                    row = {"posterior": name, "dims": dims_name, "mode": mode, "ood": action,
-                           "reward_none_fraction": float(np.mean(~np.isfinite(values))), "groups_ranked": len(picked)}
-                    for judge, dist in judge_dist.items():
-                        row[f"best_of_group_gain/{judge}"] = _t_interval(
-                            np.array([dist[b] - np.nanmean(dist[g]) for b, g in picked]))
-                        row[f"within_group_spearman/{judge}"] = _t_interval(
-                            np.array([spearman(values[g], dist[g]) for g in groups]))
-                        est = judge_est[judge]
-                        row[f"best_of_group_sq_error_gain/{judge}"] = {
-                            p: _t_interval(np.array([np.nanmean((est[g, j] - theta[g, j]) ** 2)
-                                                     - (est[b, j] - theta[b, j]) ** 2 for b, g in picked]))
-                            for j, p in enumerate(PARAM_NAMES)}
-                    rows.append(row)
+                            kept = reward.apply_ood(float(theta_values[i]), records[i])
+                            theta_values[i] = np.nan if kept is None else kept
+                    if saved is not None:
+                        saved[f"{name}/{dims_name}/{mode}/{action}"] = theta_values
+                    for weight in (0.0, *(form_weights if form is not None else ())):
+                        values = theta_values + weight * form if weight else theta_values
+                        rows.append(_candidate_row(values, groups, judge_dist, judge_est, theta) | {
+                            "posterior": name, "dims": dims_name, "mode": mode, "ood": action, "form_weight": weight})
     return {"posteriors": posteriors, "rewards": rows}
+
+
+def _candidate_row(values, groups, judge_dist, judge_est, theta) -> dict:
+    """Best-of-group gain and within-group Spearman ρ of one candidate reward's ``values``, by each judge."""
+    from brainrl.report.stats import spearman
+    from brainrl.sbi.simulation.prior import PARAM_NAMES
+
+    picked = [(g[np.nanargmax(values[g])], g) for g in groups if np.isfinite(values[g]).any()]
+    row = {"reward_none_fraction": float(np.mean(~np.isfinite(values))), "groups_ranked": len(picked)}
+    for judge, dist in judge_dist.items():
+        row[f"best_of_group_gain/{judge}"] = _t_interval(
+            np.array([dist[b] - np.nanmean(dist[g]) for b, g in picked]))
+        row[f"within_group_spearman/{judge}"] = _t_interval(
+            np.array([spearman(values[g], dist[g]) for g in groups]))
+        est = judge_est[judge]
+        row[f"best_of_group_sq_error_gain/{judge}"] = {
+            p: _t_interval(np.array([np.nanmean((est[g, j] - theta[g, j]) ** 2)
+                                     - (est[b, j] - theta[b, j]) ** 2 for b, g in picked]))
+            for j, p in enumerate(PARAM_NAMES)}
+    return row
 
 
 def print_candidates(table, judges) -> None:
@@ -135,13 +152,13 @@ def print_candidates(table, judges) -> None:
         r = " ".join(f"{p} {v:+.2f}" for p, v in info["fidelity_r"].items())
         flagged = "no OOD statistics" if info["ood_flagged"] is None else f"{info['ood_flagged']:.0%} flagged OOD"
         print(f"- {name} ({info['path']}): r with θ* {r}; {flagged}")
-    head = ["posterior", "dims", "mode", "ood", "no reward"] + [f"best-of-G, {j}" for j in judges] + \
+    head = ["posterior", "dims", "mode", "ood", "form weight", "no reward"] + [f"best-of-G, {j}" for j in judges] + \
         [f"ρ, {j}" for j in judges]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for row in table["rewards"]:
         print("| " + " | ".join([row["posterior"], row["dims"], row["mode"], row["ood"],
-                                 f"{row['reward_none_fraction']:.0%}"]
+                                 f"{row.get('form_weight', 0.0):g}", f"{row['reward_none_fraction']:.0%}"]
                                 + [cell(row[f"best_of_group_gain/{j}"]) for j in judges]
                                 + [cell(row[f"within_group_spearman/{j}"]) for j in judges]) + " |")
 
@@ -169,6 +186,13 @@ def main() -> None:
                              "(all six; valence+arousal+dominance; valence+dominance), mode (mean, expected) and, where "
                              "the posterior has OOD statistics, OOD action (log, downweight, none)")
     parser.add_argument("--ood-threshold", type=float, default=0.05)
+    parser.add_argument("--form-weight", type=float, action="append", default=[], metavar="W",
+                        help="also score every candidate as reward + W * headline form (rewards/headline_form.py: 0 for "
+                             "one line of --form-min-words..--form-max-words words, -1 otherwise); repeatable")
+    parser.add_argument("--save-scores", metavar="NPZ", help="with --candidate: also save every completion's "
+                        "candidate rewards, posterior means, judge distances, θ* and group (to combine candidates later)")
+    parser.add_argument("--form-min-words", type=int, default=3)
+    parser.add_argument("--form-max-words", type=int, default=20)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
@@ -273,9 +297,21 @@ def main() -> None:
     report["prior_mean_distance"] = float(-np.mean(np.sum((0.5 - theta) ** 2, axis=1)))
     if args.candidate:  # the judges as validate scores them: E_q distance for the posterior, point for the text
         judge_dist = {"disjoint posterior": second_expected, "text judge": dist["text judge"]}
+        form = None
+        if args.form_weight:
+            from brainrl.rewards.form import HeadlineForm
+
+            form = np.array(HeadlineForm(args.form_min_words, args.form_max_words)(completions=texts))
+            report["headline_form_ok"] = float(np.mean(form == 0.0))
+        scores = {} if args.save_scores else None
         report["candidates"] = candidate_table(args.candidate, good, ok, theta, groups, judge_dist,
                                                {"disjoint posterior": second_mean, "text judge": judge_est},
-                                               args.n_samples, args.ood_threshold)
+                                               args.n_samples, args.ood_threshold, form, args.form_weight, scores)
+        if scores is not None:
+            np.savez(args.save_scores, theta=theta, group=index, texts=np.array(texts),
+                     judge_disjoint=judge_dist["disjoint posterior"], judge_text=judge_dist["text judge"],
+                     judge_text_estimate=judge_est, judge_disjoint_mean=second_mean,
+                     **({"form": form} if form is not None else {}), **scores)
     report["seconds"] = {"generation": round(generated_s, 1), "total": round(time.perf_counter() - started, 1)}
     report["examples"] = [{"prompt_index": int(index[i]), "text": texts[i], "reward": float(train_reward[i])}
                           for i in range(min(n, 16))]

@@ -120,7 +120,8 @@ def test_headline_recipes_load_with_their_system_prompt_and_score_their_prompts(
 
     for name, trainer in (("headline_awsft", "awsft"), ("headline_grpo", "grpo"), ("headline_indist_awsft", "awsft"),
                           ("headline_indist_grpo", "grpo"), ("headline_both_awsft", "awsft"),
-                          ("headline_both_grpo", "grpo")):
+                          ("headline_both_grpo", "grpo"), ("headline_both5_awsft", "awsft"),
+                          ("headline_both5_grpo", "grpo")):
         recipe = load_recipe(f"recipes/offline_theta_{name}.yaml")
         assert recipe.trainer == trainer and recipe.data.system_prompt == system_prompt_for("headline")
         assert recipe.sampling.max_new_tokens <= 48 and not recipe.eval.enabled
@@ -133,3 +134,41 @@ def test_headline_recipes_load_with_their_system_prompt_and_score_their_prompts(
         check_rewards([reward], [spec.weight], probe_prompts(recipe, prompts),
                       ["Storm hits the coast.", "Markets rally after the vote."],
                       {"theta_target": [columns[0]["theta_target"], columns[1]["theta_target"]]})
+
+
+def test_fifth_attempt_recipes_sum_two_decoders_with_a_tighter_trust_region(pipeline):
+    """recipes/offline_theta_headline_both5_*.yaml (docs/theta.md, "Fifth attempt"): the fourth attempt's Both
+    reward plus 0.5 × the procedural valence/arousal/dominance reward, named apart, both scoring a batch through
+    the trainers' reward check; KL 0.1; GRPO with 8 completions per group; no text-judge feature in the reward."""
+    from brainrl.train import load_recipe
+    from brainrl.train.preflight import check_rewards, probe_prompts
+    from brainrl.train.recipe import read_prompt_rows
+
+    for trainer in ("awsft", "grpo"):
+        recipe = load_recipe(f"recipes/offline_theta_headline_both5_{trainer}.yaml")
+        both, procedural = recipe.rewards
+        assert [r.path for r in recipe.rewards] == ["rewards/theta_target.py"] * 2
+        assert (both.name, both.weight, procedural.name, procedural.weight) == \
+            ("theta_both", 1.0, "theta_procedural", 0.5)
+        assert both.kwargs["posterior"] == "runs/sbi_both_ood/posterior" and len(both.kwargs["dims"]) == 6
+        assert (both.kwargs["mode"], both.kwargs["ood"]) == ("mean", "log")
+        assert procedural.kwargs["posterior"] == "runs/sbi_procedural/posterior"
+        assert procedural.kwargs["dims"] == ["valence", "arousal", "dominance"]
+        assert (procedural.kwargs["mode"], procedural.kwargs["ood"]) == ("mean", "downweight")
+        settings = recipe.awsft if trainer == "awsft" else recipe.grpo
+        assert settings.steps == 10 and settings.beta == pytest.approx(0.1, abs=1e-12)
+        if trainer == "grpo":
+            assert (recipe.grpo.num_generations, recipe.grpo.prompts_per_step) == (8, 4)
+        else:
+            assert (recipe.awsft.completions_per_prompt, recipe.awsft.prompts_per_step) == (8, 4)
+        prompts, columns = read_prompt_rows(recipe.data.train)
+        rewards = []
+        for spec in recipe.rewards:
+            kwargs = {k: v for k, v in spec.kwargs.items() if k != "posterior"}
+            assert ThetaTargetReward(KnownPosterior(), **kwargs).ood == kwargs["ood"]  # settings are legal
+            reward = ThetaTargetReward(KnownPosterior(), **{**kwargs, "ood": "off"}, name=spec.name)
+            rewards.append(reward.use_pipeline(pipeline))
+        check_rewards(rewards, [spec.weight for spec in recipe.rewards], probe_prompts(recipe, prompts),
+                      ["Storm hits the coast.", "Markets rally after the vote."],
+                      {"theta_target": [columns[0]["theta_target"], columns[1]["theta_target"]]})
+        assert [r.__name__ for r in rewards] == ["theta_both", "theta_procedural"]  # logged apart
