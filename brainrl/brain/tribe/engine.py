@@ -16,6 +16,7 @@ import numpy as np
 
 from brainrl.brain.tribe.batched_audio import (BatchedAudioStats, batched_audio_features, make_batched_get_data,
                                                read_form_timed_arrays)
+from brainrl.brain.tribe.batched_audio import unsupported_reason as batched_audio_unsupported
 from brainrl.brain.tribe.config import REFERENCE_SPEECH_ENGINES, TribeConfig
 from brainrl.brain.tribe.direct import DirectPredictor, DirectStats
 from brainrl.brain.tribe.events import (build_events, content_audio_path, content_audio_target, split_by_timeline,
@@ -309,8 +310,12 @@ class TribeEngine:
 
     @property
     def in_memory_audio(self) -> bool:
-        """The direct path with batched audio features takes the samples TRIBE would read from memory."""
-        return self.config.predict_path == "direct" and self.config.audio_features == "batched"
+        """The direct path with batched audio features takes the samples TRIBE would read from memory (where the
+        batched path can stand in for the audio extractor; otherwise files are written for TRIBE's own code)."""
+        if self.config.predict_path != "direct" or self.config.audio_features != "batched":
+            return False
+        extractor = getattr(getattr(self._model, "data", None), "audio_feature", None)
+        return extractor is not None and batched_audio_unsupported(extractor) is None
 
     def _feature_method(self, modality: str) -> Any:
         """The computation exca would run for a modality's missing items: TRIBE's undecorated ``_get_data``, or

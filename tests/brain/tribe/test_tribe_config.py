@@ -91,3 +91,33 @@ def test_tribe_contexts_run_tribes_transforms_on_the_fast_path(tribe_double, tmp
     assert TribeEngine(TribeConfig(device="cpu")).identity()["contexts"] == "brainrl-direct"
     with pytest.raises(ValueError, match="contexts must be one of"):
         TribeConfig(contexts="spacy")
+
+
+def test_in_memory_audio_only_where_the_batched_audio_path_stands_in():
+    """The direct path reads audio from memory only when the batched audio features can serve the extractor;
+    another audio extractor gets the wav files TRIBE's own code reads."""
+    from types import SimpleNamespace
+
+    from brainrl.brain.tribe.audio_frontend import FbankConfig
+
+    c = FbankConfig()
+    Wav2VecBert = type("Wav2VecBert", (), {})
+    SeamlessM4TFeatureExtractor = type("SeamlessM4TFeatureExtractor", (), {})
+    extractor = Wav2VecBert()
+    extractor.layer_type, extractor.device = "transformer", "cuda"
+    extractor.feature_extractor = SeamlessM4TFeatureExtractor()
+    for name, value in (("sampling_rate", c.sample_rate), ("num_mel_bins", c.num_mel_bins), ("stride", c.stride),
+                        ("padding_value", c.padding_value)):
+        setattr(extractor.feature_extractor, name, value)
+    other = type("MelSpectrum", (), {})()
+
+    def engine(extractor, **kwargs):
+        e = TribeEngine(TribeConfig(**kwargs))
+        e._model = SimpleNamespace(data=SimpleNamespace(audio_feature=extractor))
+        return e
+
+    assert engine(extractor, predict_path="direct").in_memory_audio
+    assert not engine(extractor, predict_path="tribe").in_memory_audio
+    assert not engine(extractor, predict_path="direct", audio_features="reference").in_memory_audio
+    assert not engine(other, predict_path="direct").in_memory_audio
+    assert not engine(None, predict_path="direct").in_memory_audio
