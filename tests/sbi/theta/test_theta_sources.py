@@ -137,15 +137,17 @@ def test_headline_recipes_load_with_their_system_prompt_and_score_their_prompts(
 
 
 def test_fifth_attempt_recipes_sum_two_decoders_with_a_tighter_trust_region(pipeline):
-    """recipes/offline_theta_headline_both5_*.yaml and both6_grpo.yaml (docs/theta.md, "Fifth attempt", "Sixth
-    attempt": the same recipe, 20 GRPO steps): the fourth attempt's Both
+    """recipes/offline_theta_headline_both5_*.yaml, both6_grpo.yaml and both7_grpo.yaml (docs/theta.md, "Fifth
+    attempt", "Sixth attempt": the same recipe, 20 GRPO steps; "Seventh attempt": learning rate 2e-3, KL 0.05): the
+    fourth attempt's Both
     reward plus 0.5 × the procedural valence/arousal/dominance reward, named apart, both scoring a batch through
     the trainers' reward check; KL 0.1; GRPO with 8 completions per group; no text-judge feature in the reward."""
     from brainrl.train import load_recipe
     from brainrl.train.preflight import check_rewards, probe_prompts
     from brainrl.train.recipe import read_prompt_rows
 
-    for name, trainer, steps in (("both5_awsft", "awsft", 10), ("both5_grpo", "grpo", 10), ("both6_grpo", "grpo", 20)):
+    for name, trainer, steps, beta, lr in (("both5_awsft", "awsft", 10, 0.1, None), ("both5_grpo", "grpo", 10, 0.1, 1e-3),
+                                           ("both6_grpo", "grpo", 20, 0.1, 1e-3), ("both7_grpo", "grpo", 10, 0.05, 2e-3)):
         recipe = load_recipe(f"recipes/offline_theta_headline_{name}.yaml")
         both, procedural = recipe.rewards
         assert [r.path for r in recipe.rewards] == ["rewards/theta_target.py"] * 2
@@ -157,9 +159,10 @@ def test_fifth_attempt_recipes_sum_two_decoders_with_a_tighter_trust_region(pipe
         assert procedural.kwargs["dims"] == ["valence", "arousal", "dominance"]
         assert (procedural.kwargs["mode"], procedural.kwargs["ood"]) == ("mean", "downweight")
         settings = recipe.awsft if trainer == "awsft" else recipe.grpo
-        assert settings.steps == steps and settings.beta == pytest.approx(0.1, abs=1e-12)
-        if trainer == "grpo":
+        assert settings.steps == steps and settings.beta == pytest.approx(beta, abs=1e-12)
+        if trainer == "grpo":  # the seventh attempt's GRPO: a larger per-step move (docs/theta.md, "Seventh attempt")
             assert (recipe.grpo.num_generations, recipe.grpo.prompts_per_step) == (8, 4)
+            assert recipe.grpo.learning_rate == pytest.approx(lr, rel=1e-12)
         else:
             assert (recipe.awsft.completions_per_prompt, recipe.awsft.prompts_per_step) == (8, 4)
         prompts, columns = read_prompt_rows(recipe.data.train)
