@@ -94,11 +94,9 @@ def build_timeline(stimulus: Stimulus, timeline: str, audio_path: Path, max_cont
     from neuralset.events.etypes import CategoricalEvent, Word
 
     rows = stimulus_rows(stimulus, timeline, audio_path, with_context=True, max_context_words=max_context_words)
-    audio_row, word_rows = rows[0], rows[1:]
+    word_rows = rows[1:]  # rows[0] is the audio row, whose event audio_event builds
     if audio is None:
         audio = audio_event(timeline, audio_path)
-    if (audio.start, audio.extra["subject"]) != (audio_row["start"], audio_row["subject"]):
-        raise RuntimeError("the Audio event does not match the stimulus's audio row")
     words = []
     for row in word_rows:  # values already checked by stimulus_rows (non-empty text, sorted, duration >= 0)
         words.append(Word.model_construct(

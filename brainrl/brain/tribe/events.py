@@ -29,14 +29,19 @@ def timeline_id(index: int, stimulus: Stimulus) -> str:
     return f"brainrl-{index:04d}-{stimulus.key()[:12]}"
 
 
-def content_audio_target(stimulus: Stimulus, audio_dir: str | Path) -> Path:
-    """``<audio_dir>/<content key><suffix>``: where ``content_audio_path`` puts the stimulus audio (nothing is
-    written here). Raises FileNotFoundError if the stimulus has neither an audio file nor a waveform."""
+def require_audio(stimulus: Stimulus) -> None:
+    """Raise FileNotFoundError if the stimulus has neither an audio file nor a waveform in memory."""
     if not has_audio_file(stimulus) and stimulus.waveform is None:
         raise FileNotFoundError(
             f"Stimulus {stimulus.text[:40]!r} has no audio: audio_path {stimulus.audio_path} is missing and no "
             "waveform is kept in memory. Synthesize it again or keep_waveform=True in the speech engine."
         )
+
+
+def content_audio_target(stimulus: Stimulus, audio_dir: str | Path) -> Path:
+    """``<audio_dir>/<content key><suffix>``: where ``content_audio_path`` puts the stimulus audio (nothing is
+    written here). Raises FileNotFoundError if the stimulus has no audio."""
+    require_audio(stimulus)
     suffix = Path(stimulus.audio_path).suffix.lower() if stimulus.audio_path else ".wav"
     return Path(audio_dir) / f"{stimulus.key()}{suffix or '.wav'}"
 
@@ -101,19 +106,17 @@ def tribe_audio_samples(stimulus: Stimulus, device: Any = "cpu") -> tuple[Any, f
     import soundfile
     import torch
 
+    require_audio(stimulus)
     if has_audio_file(stimulus):  # the copy is the file itself: read it as neuralset's Audio._read does
         info = soundfile.info(str(stimulus.audio_path))
         data = soundfile.read(str(stimulus.audio_path))[0]
         samples = torch.Tensor(data).to(device)
         rate, duration = float(info.samplerate), float(info.duration)
-    elif stimulus.waveform is not None:  # the copy would be a 16-bit wav of the waveform
+    else:  # the copy would be a 16-bit wav of the waveform
         check_pcm16_roundtrip()
         samples = pcm16_roundtrip(torch.from_numpy(np.asarray(stimulus.waveform, dtype=np.float32).reshape(-1)).to(device))
         rate = float(stimulus.sample_rate)
         duration = samples.shape[0] / stimulus.sample_rate
-    else:
-        content_audio_target(stimulus, ".")  # raises the no-audio error
-        raise AssertionError("unreachable")
     return (samples[:, None] if samples.ndim == 1 else samples), rate, duration
 
 
