@@ -237,11 +237,11 @@ class TribeEngine:
         results: list[ItemResult | None] = [None] * len(stimuli)
         ready: list[int] = []
         audio_paths: dict[int, Path] = {}
+        # the direct path with batched audio reads the samples from memory: nothing is written
+        write = content_audio_target if self.in_memory_audio else content_audio_path
         for index, stimulus in enumerate(stimuli):
             try:
                 check_speech_path(stimulus, self.config.speech_path)
-                # the direct path with batched audio reads the samples from memory: nothing is written
-                write = content_audio_target if self.in_memory_audio else content_audio_path
                 audio_paths[index] = write(stimulus, self.audio_dir)
                 ready.append(index)
             except (ValueError, FileNotFoundError) as error:
