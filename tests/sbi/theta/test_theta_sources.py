@@ -1,6 +1,7 @@
 """The reward decodes what the posterior saw: campaign text format, pipeline identity, θ* sources
 (dataset column from .jsonl prompt files through both trainers, prompt lookup, prompt parsing)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -176,3 +177,37 @@ def test_fifth_attempt_recipes_sum_two_decoders_with_a_tighter_trust_region(pipe
                       ["Storm hits the coast.", "Markets rally after the vote."],
                       {"theta_target": [columns[0]["theta_target"], columns[1]["theta_target"]]})
         assert [r.__name__ for r in rewards] == ["theta_both", "theta_procedural"]  # logged apart
+
+
+def test_eighth_attempt_recipes_weigh_the_procedural_term_0_3_and_grpo_steps_on_64_completions(pipeline):
+    """recipes/offline_theta_headline_both8_{awsft,grpo}.yaml (docs/theta.md, "Eighth attempt"): the fifth attempt's
+    recipes with the procedural term at 0.3 and, for GRPO, 8 prompts × 8 completions per optimiser step generated at
+    once and fed as two micro-batches of 32 (TRL's generation batch is 64); everything else as the fifth attempt."""
+    from brainrl.train import load_recipe
+    from brainrl.train.grpo import grpo_config
+    from brainrl.train.preflight import check_rewards, probe_prompts
+    from brainrl.train.recipe import read_prompt_rows
+
+    for trainer in ("awsft", "grpo"):
+        fifth = load_recipe(f"recipes/offline_theta_headline_both5_{trainer}.yaml")
+        recipe = load_recipe(f"recipes/offline_theta_headline_both8_{trainer}.yaml")
+        assert recipe.trainer == trainer and recipe.output_dir.endswith(f"offline_theta_headline_both8_{trainer}")
+        assert [(r.name, r.weight) for r in recipe.rewards] == [("theta_both", 1.0), ("theta_procedural", 0.3)]
+        assert [r.kwargs for r in recipe.rewards] == [r.kwargs for r in fifth.rewards]  # same two decoders
+        assert recipe.sampling == fifth.sampling and recipe.policy == fifth.policy and recipe.seed == fifth.seed
+        if trainer == "awsft":
+            assert recipe.awsft == fifth.awsft
+        else:
+            assert dataclasses.replace(recipe.grpo, extra={}) == fifth.grpo
+            assert recipe.grpo.extra == {"gradient_accumulation_steps": 2}
+            config = grpo_config(recipe, [r.weight for r in recipe.rewards], output_dir="unused")
+            assert (config.per_device_train_batch_size, config.generation_batch_size) == (32, 64)
+            assert config.generation_batch_size // config.num_generations == 8  # prompts per optimiser step
+            assert config.reward_weights == pytest.approx([1.0, 0.3], abs=1e-12)
+        prompts, columns = read_prompt_rows(recipe.data.train)
+        rewards = [ThetaTargetReward(KnownPosterior(), **{**{k: v for k, v in spec.kwargs.items() if k != "posterior"},
+                                                           "ood": "off"}, name=spec.name).use_pipeline(pipeline)
+                   for spec in recipe.rewards]
+        check_rewards(rewards, [spec.weight for spec in recipe.rewards], probe_prompts(recipe, prompts),
+                      ["Storm hits the coast.", "Markets rally after the vote."],
+                      {"theta_target": [columns[0]["theta_target"], columns[1]["theta_target"]]})
