@@ -625,7 +625,7 @@ def enter_backend_standin(work: Path, shape: str, corpus: list[str], flag: str =
 
 def backend_main(args) -> int:
     from brainrl.brain.tribe import standin
-    from brainrl.brain.tribe.config import TribeConfig
+    from brainrl.brain.tribe.config import PRECISION_PARTS, TribeConfig
     from brainrl.brain.tribe.engine import TribeEngine
 
     work = Path(args.workdir or Path(args.out).with_suffix("").as_posix() + "-standin")
@@ -638,25 +638,30 @@ def backend_main(args) -> int:
     paths = [p.strip() for p in args.predict_path.split(",") if p.strip()]
     if not paths or any(p not in ("tribe", "direct") for p in paths):
         raise SystemExit(f"--predict-path takes tribe, direct or tribe,direct; got {args.predict_path!r}")
-    settings = [("fast", args.dtype, "one-pass", "batched")]
+    kept = tuple(p for p in args.bf16_float32_parts.split(",") if p) if args.dtype == "bfloat16" else ()
+    settings = [("fast", args.dtype, "one-pass", "batched", kept)]
     if args.compare_reference:
-        settings.append(("tribe-per-word-per-clip", args.dtype, "reference", "reference"))
+        settings.append(("tribe-per-word-per-clip", args.dtype, "reference", "reference", kept))
     if args.dtype == "bfloat16":
-        settings.append(("fast-fp32", "float32", "one-pass", "batched"))
+        # each part alone kept in float32 (TribeConfig.float32_parts): which part's bf16 error reaches the maps
+        settings += [(f"fast-{part}32", "bfloat16", "one-pass", "batched", (part,))
+                     for part in (PRECISION_PARTS if args.bf16_parts_sweep else ()) if (part,) != kept]
+        settings.append(("fast-fp32", "float32", "one-pass", "batched", ()))
     # each setting through each predict path, the tribe path under the setting's own label
-    settings = [(label if path == "tribe" else f"{label}-direct", dtype, text_mode, audio_mode, path)
-                for label, dtype, text_mode, audio_mode in settings for path in paths]
+    settings = [(label if path == "tribe" else f"{label}-direct", dtype, text_mode, audio_mode, parts, path)
+                for label, dtype, text_mode, audio_mode, parts in settings for path in paths]
     results, maps_by_setting = {}, {}
-    for label, dtype, text_mode, audio_mode, path in settings:
-        extra = {"allow_bf16": True} if dtype == "bfloat16" else {}
+    for label, dtype, text_mode, audio_mode, parts, path in settings:
+        extra = {"allow_bf16": True, "float32_parts": parts} if dtype == "bfloat16" else {}
         engine = TribeEngine(TribeConfig(checkpoint_dir=str(checkpoint), device=args.device, dtype=dtype,
                                          text_features=text_mode, audio_features=audio_mode, cache_max_gb=0,
-                                         predict_path=path,
+                                         predict_path=path, audio_batch_size=args.audio_batch,
                                          max_stimuli_per_call=max(batches), cache_folder=str(checkpoint.parent.parent / f"cache-{label}"),
                                          **extra)).load()
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        results[label] = {"load_s": engine.load_seconds, "predict_path": path}
+        results[label] = {"load_s": engine.load_seconds, "predict_path": path, "dtype": dtype,
+                          "float32_parts": list(parts)}
         cursor = 0
         for batch in batches:
             backend_run(engine, speech, texts[cursor: cursor + batch], batch)  # warm-up
@@ -680,6 +685,10 @@ def backend_main(args) -> int:
     parity = {}
     first = settings[0][0]  # "fast" (or "fast-direct" with --predict-path direct)
     pairs = [(first, label) for label in maps_by_setting if label != first]
+    # each bf16 setting with parts kept in float32 against float32 itself (the parity it is accepted by)
+    pairs += [(f"fast-fp32{suffix}", label) for label in maps_by_setting for suffix in ("", "-direct")
+              if label.endswith(f"32{suffix}") and f"fast-fp32{suffix}" in maps_by_setting
+              and label != f"fast-fp32{suffix}" and (f"fast-fp32{suffix}", label) not in pairs]
     # each direct run against the same setting through TRIBE's own predict
     pairs += [(label[: -len("-direct")], label) for label in maps_by_setting
               if label.endswith("-direct") and label[: -len("-direct")] in maps_by_setting and label[: -len("-direct")] != first]
@@ -740,6 +749,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-reference", action="store_true",
                         help="--backend: also time TRIBE's per-word text and per-clip audio paths")
     parser.add_argument("--workdir", default=None, help="--backend: folder for the stand-in (default <out>-standin)")
+    parser.add_argument("--bf16-float32-parts", default="",
+                        help="--backend with --dtype bfloat16: parts kept in float32 (TribeConfig.float32_parts), "
+                             "comma-separated among text,audio,fusion")
+    parser.add_argument("--bf16-parts-sweep", action="store_true",
+                        help="--backend with --dtype bfloat16: also each part alone kept in float32, with its parity")
     parser.add_argument("--predict-path", default="tribe",
                         help="--backend: the backend's predict path(s), comma-separated: tribe (TribeModel.predict), "
                              "direct (TRIBE's input tensors built without its DataFrame), or tribe,direct for both")

@@ -104,7 +104,7 @@ def batched_latents(extractor: Any, waves: Sequence[Any], batch_size: int, stats
         with torch.no_grad():
             # ``forward`` rather than ``__call__``: the engine's hooks on the model would cast all 25 hidden states at
             # 50 Hz to float32 (a 1.4 GB copy for 8 clips of 35 s); the frames kept are cast below instead (exact)
-            with compact_relative_key_bias():
+            with compact_relative_key_bias(key_lengths=n_vectors, device=device):
                 outputs = model.forward(feats["input_features"].to(dtype), attention_mask=mask,
                                         output_hidden_states=True)
         stats.forwards += 1
@@ -141,25 +141,74 @@ def to_host(tensors: Sequence[Any]) -> list[Any]:
     return [piece.view(t.shape) for piece, t in zip(torch.split(flat, sizes), tensors)]
 
 
-def relative_key_bias(module: Any, query: Any, key: Any) -> tuple[Any, Any]:
+#: set on a bias whose key padding is already folded in (``key_masked_bias``); read by ``_position_bias_mask``
+MASK_FOLDED = "_brainrl_key_mask_folded"
+
+
+def relative_key_bias(module: Any, query: Any, key: Any, key_index: Callable[[int, int], Any] | None = None
+                      ) -> tuple[Any, Any]:
     """transformers' ``_apply_relative_key_position_encoding`` for w2v-bert (its attention's additive bias
-    ``q_l . E[clamp(r - l) + left] * scaling``) computed from the 73 distinct distances: one (B, H, L, 73) product
+    ``q_l . E[clamp(r - l) + left] * scaling``) computed from the 73 distinct distances: one (B, H, Lq, 73) product
     and a gather, instead of an (L, L, head_dim) embedding tensor and an einsum over it (per layer, 18% and 11%
-    of a batch's GPU time on an H200 for 35 s clips). The same dot products, so the same bias up to summation order."""
+    of a batch's GPU time on an H200 for 35 s clips). The same dot products, so the same bias up to summation order.
+
+    ``key_index(n_q, n_k)``: a (B, 1, Lq, Lk) gather index from ``key_masked_index``, whose padded keys point
+    at an extra column holding the dtype's minimum, so the bias comes out with the padding mask already in it
+    (what transformers' sdpa path would otherwise add with a ``where``, one more pass over (B, H, L, L))."""
     import torch
 
     left, right = module.left_max_position_embeddings, module.right_max_position_embeddings
     n_q, n_k = query.shape[2], key.shape[2]
     table = torch.matmul(query, module.distance_embedding.weight.to(query.dtype).T) * module.scaling  # (B, H, Lq, 73)
+    if key_index is not None:
+        table = torch.nn.functional.pad(table, (0, 1), value=torch.finfo(table.dtype).min)
+        bias = torch.gather(table, -1, key_index(n_q, n_k).expand(*table.shape[:2], n_q, n_k))
+        setattr(bias, MASK_FOLDED, True)
+        return query, bias
     distance = torch.arange(n_k, device=query.device)[None, :] - torch.arange(n_q, device=query.device)[:, None]
     index = (distance.clamp(-left, right) + left).expand(*table.shape[:2], n_q, n_k)
     return query, torch.gather(table, -1, index)
 
 
+def key_masked_index(key_lengths: Sequence[int], left: int, right: int, device: Any) -> Callable[[int, int], Any]:
+    """``key_index`` for ``relative_key_bias``: per clip, distance columns for its ``key_lengths[b]`` frames and the
+    mask column (``left + right + 1``) for its padding. Built once per (Lq, Lk) and shared by the layers."""
+    import torch
+
+    lengths = torch.as_tensor(list(key_lengths), device=device)
+    built: dict[tuple[int, int], Any] = {}
+
+    def index(n_q: int, n_k: int) -> Any:
+        if (n_q, n_k) not in built:
+            keys = torch.arange(n_k, device=device)
+            distance = (keys[None, :] - torch.arange(n_q, device=device)[:, None]).clamp(-left, right) + left
+            padded = keys[None, None, :] >= lengths[:, None, None]  # (B, 1, Lk)
+            built[(n_q, n_k)] = torch.where(padded, left + right + 1, distance[None]).unsqueeze(1)  # (B, 1, Lq, Lk)
+        return built[(n_q, n_k)]
+
+    return index
+
+
+def _position_bias_mask(original: Callable) -> Callable:
+    """transformers' sdpa ``create_position_bias_mask``, returning a bias that already holds the key padding
+    (``MASK_FOLDED``) as it is instead of combining it with the boolean mask again."""
+    @functools.wraps(original)
+    def create(position_bias: Any, attention_mask: Any, is_causal: bool, *args: Any, **kwargs: Any) -> Any:
+        if getattr(position_bias, MASK_FOLDED, False) and not is_causal:
+            return position_bias
+        return original(position_bias, attention_mask, is_causal, *args, **kwargs)
+
+    return create
+
+
 @contextlib.contextmanager
-def compact_relative_key_bias() -> Iterator[None]:
+def compact_relative_key_bias(key_lengths: Sequence[int] | None = None, device: Any = None) -> Iterator[None]:
     """While active, w2v-bert's relative-key attention bias comes from ``relative_key_bias``. A no-op where
-    transformers has no such function (another version): its own computation then runs."""
+    transformers has no such function (another version): its own computation then runs.
+
+    ``key_lengths``: the unpadded frame count of each clip of the batch (the attention mask's ones): the padding
+    is then folded into the bias's gather, and transformers' sdpa path uses that bias as the mask (where it has
+    ``create_position_bias_mask``; elsewhere the mask is folded and added again, the same softmax)."""
     try:
         from transformers.models.wav2vec2_bert import modeling_wav2vec2_bert as w2v
     except ImportError:  # pragma: no cover - transformers without w2v-bert
@@ -170,11 +219,31 @@ def compact_relative_key_bias() -> Iterator[None]:
     if original is None:
         yield
         return
-    setattr(w2v, name, relative_key_bias)
+    patches = [(w2v, name, relative_key_bias)]
+    if key_lengths is not None:
+        try:
+            from transformers.integrations import sdpa_attention
+        except ImportError:  # pragma: no cover - transformers without the sdpa integration
+            sdpa_attention = None
+        if getattr(sdpa_attention, "create_position_bias_mask", None) is not None:
+            indices: dict[tuple[int, int], Callable] = {}
+
+            def folded(module: Any, query: Any, key: Any) -> tuple[Any, Any]:
+                shape = (module.left_max_position_embeddings, module.right_max_position_embeddings)
+                if shape not in indices:
+                    indices[shape] = key_masked_index(key_lengths, *shape, device or query.device)
+                return relative_key_bias(module, query, key, indices[shape])
+
+            patches = [(w2v, name, folded), (sdpa_attention, "create_position_bias_mask",
+                                             _position_bias_mask(sdpa_attention.create_position_bias_mask))]
+    saved = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]
+    for owner, attr, value in patches:
+        setattr(owner, attr, value)
     try:
         yield
     finally:
-        setattr(w2v, name, original)
+        for owner, attr, value in saved:
+            setattr(owner, attr, value)
 
 
 def nearest_frames(n_frames: int, target: int | None, device: Any) -> Any:

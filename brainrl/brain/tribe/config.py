@@ -20,6 +20,9 @@ AUDIO_FEATURE_MODES = ("batched", "reference")
 #: (TRIBE's own transforms: spaCy sentences, .capitalize(), unmatched words removed; needs en_core_web_lg)
 CONTEXT_MODES = ("brainrl", "tribe")
 DTYPES = ("float32", "bfloat16")
+#: The parts of TRIBE's computation ``float32_parts`` can keep in float32 under ``dtype="bfloat16"``: the text
+#: model (Llama), the audio model (w2v-bert) and the fusion model (TRIBE's own transformer and head).
+PRECISION_PARTS = ("text", "audio", "fusion")
 #: How a predict call reaches TRIBE's fusion model: "tribe" through ``TribeModel.predict`` (its events
 #: DataFrame, exca caches and data loader); "direct" builds the same input tensors from the stimuli (direct.py).
 PREDICT_PATHS = ("tribe", "direct")
@@ -40,6 +43,8 @@ class TribeConfig:
     loads the feature models in bfloat16 (as transformers 5 loads Llama from the hub, the regime of Meta's
     demo), runs TRIBE's fusion model under bf16 autocast and hands float32 arrays back; it changes the
     numbers, so it needs ``allow_bf16=True`` after ``brainrl tribe parity`` against float32.
+    ``float32_parts``: under bfloat16, the parts (of ``PRECISION_PARTS``) that stay in float32, so the
+    error can be traded against speed part by part (``scripts/bench_tribe.py --bf16-parts-sweep`` measures both).
     ``text_features``: "one-pass" computes TRIBE's Word features in one causal pass per text, batched
     (``text_batch_size`` texts per pass); "reference" keeps TRIBE's one pass per word. None picks
     "one-pass" for the fast speech path and "reference" for the reference one.
@@ -61,6 +66,7 @@ class TribeConfig:
     device: str = "cuda"
     dtype: str = "float32"
     allow_bf16: bool = False
+    float32_parts: tuple[str, ...] = ()  # under bfloat16: "text" | "audio" | "fusion" kept in float32
     speech_path: str = "fast"
     max_context_words: int = 1024  # TRIBE's AddContextToWords window (words, not tokens)
     max_stimuli_per_call: int = 32  # stimuli per TribeModel.predict call (each one a timeline)
@@ -97,6 +103,14 @@ class TribeConfig:
             )
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}; got {self.dtype!r}.")
+        parts = (self.float32_parts,) if isinstance(self.float32_parts, str) else self.float32_parts
+        self.float32_parts = tuple(sorted(set(parts)))
+        unknown = sorted(set(self.float32_parts) - set(PRECISION_PARTS))
+        if unknown:
+            raise ValueError(f"float32_parts takes parts of {PRECISION_PARTS}; got {unknown}.")
+        if self.float32_parts and self.dtype != "bfloat16":
+            raise ValueError(f"float32_parts={list(self.float32_parts)} only applies to dtype='bfloat16' (float32 "
+                             "runs every part in float32); drop it or set dtype='bfloat16'.")
         if self.dtype == "bfloat16" and not self.allow_bf16:
             raise ValueError(
                 "dtype='bfloat16' changes TRIBE's numbers; float32 is the reference. Run a parity check "
@@ -122,6 +136,17 @@ class TribeConfig:
         if unknown:
             raise ValueError(f"Unknown TribeConfig keys {unknown}; valid keys: {sorted(known)}.")
         return cls(**data)
+
+    def part_dtype(self, part: str) -> str:
+        """The dtype ``part`` (of ``PRECISION_PARTS``) runs in."""
+        if part not in PRECISION_PARTS:
+            raise ValueError(f"unknown part {part!r}; parts are {PRECISION_PARTS}")
+        return "float32" if part in self.float32_parts else self.dtype
+
+    @property
+    def precision_label(self) -> str:
+        """``dtype``, plus the parts kept in float32 (cache folder names, logs)."""
+        return self.dtype + "".join(f"-{part}32" for part in self.float32_parts)
 
     @property
     def cuda_index(self) -> int | None:
@@ -155,6 +180,7 @@ class TribeConfig:
             "speech_path": self.speech_path,
             "contexts": "brainrl-direct" if self.speech_path == "fast" and self.contexts == "brainrl" else "tribev2-transforms",
             "dtype": self.dtype,
+            **({"float32_parts": list(self.float32_parts)} if self.float32_parts else {}),
             "text_features": (
                 "one-pass (brainrl: one causal pass per text, word-span means, in TRIBE's HuggingFaceText)"
                 if self.text_features == "one-pass"

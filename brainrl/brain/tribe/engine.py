@@ -81,7 +81,7 @@ class TribeEngine:
         self.audio_dir = self.cache_folder / "brainrl-audio"
         # TRIBE's own feature cache, one per text-feature mode and dtype: its uids (text + context, audio
         # path + offset + duration) do not say how a feature was computed, so these must not share it
-        self.tribe_cache = self.cache_folder / f"tribe-{config.text_features}-{config.audio_features}-{config.dtype}"
+        self.tribe_cache = self.cache_folder / f"tribe-{config.text_features}-{config.audio_features}-{config.precision_label}"
         self.text_stats = OnePassStats()
         self.audio_stats = BatchedAudioStats()
         self.direct_stats = DirectStats()
@@ -128,22 +128,27 @@ class TribeEngine:
     def _load_feature_models(self) -> None:
         """Load the text and audio models now, so the first predict does not pay for it and they stay
         resident: in float32 for the reference (transformers 5 loads Llama in bf16 by default), in bfloat16
-        for ``dtype="bfloat16"``. Their outputs, and the fusion model's, are handed on as float32: TRIBE and
-        neuralset call ``.numpy()`` on them, which bf16 tensors do not support."""
+        for ``dtype="bfloat16"`` (but the parts in ``float32_parts``). Their outputs, and the fusion model's,
+        are handed on as float32: TRIBE and neuralset call ``.numpy()`` on them, which bf16 tensors do not
+        support."""
         import torch
 
-        dtype = torch.float32 if self.config.dtype == "float32" else torch.bfloat16
+        def dtype_of(part: str) -> Any:
+            return torch.float32 if self.config.part_dtype(part) == "float32" else torch.bfloat16
+
         data = getattr(self._model, "data", None)
-        for name in ("text_feature", "audio_feature"):
+        for name, part in (("text_feature", "text"), ("audio_feature", "audio")):
             extractor = getattr(data, name, None)
             module = getattr(extractor, "model", None) if extractor is not None else None
             if isinstance(module, torch.nn.Module):
+                dtype = dtype_of(part)
                 module.to(dtype)
                 if dtype != torch.float32:  # w2v-bert gets float32 filter-bank features
                     module.register_forward_pre_hook(inputs_to(dtype), with_kwargs=True)
                 module.register_forward_hook(float32_outputs)
         brain = getattr(self._model, "_model", None)
         if isinstance(brain, torch.nn.Module):
+            dtype = dtype_of("fusion")
             if dtype != torch.float32:
                 # only the fusion model runs under autocast: around the whole predict, CPU autocast would
                 # also turn the audio resampling (julius, a conv1d) into bf16 before the numpy filter bank

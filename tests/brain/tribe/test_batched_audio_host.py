@@ -105,3 +105,21 @@ def test_compact_relative_key_bias_equals_transformers_own(monkeypatch):
     for a, b, c in zip(ours, expected, again):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
         assert torch.equal(b, c)
+
+    # the key padding folded into the bias's gather: the same bias values where keys are kept, the dtype's minimum
+    # where transformers' sdpa path would have put it, so the very same hidden states
+    from transformers.integrations import sdpa_attention
+
+    assert model.config._attn_implementation == "sdpa"  # the path whose mask combination is skipped
+    combined = []
+    original_mask = sdpa_attention.create_position_bias_mask
+    monkeypatch.setattr(sdpa_attention, "create_position_bias_mask",
+                        lambda *a, **k: combined.append(1) or original_mask(*a, **k))
+    counting = sdpa_attention.create_position_bias_mask
+    with torch.no_grad(), compact_relative_key_bias(key_lengths=[40, 25]):
+        folded = model(features, attention_mask=mask, output_hidden_states=True).hidden_states
+    assert combined == []  # the bias came with the mask in it: no where(mask, bias, min) pass
+    assert sdpa_attention.create_position_bias_mask is counting  # restored on exit
+    assert len(calls) == 2 * config.num_hidden_layers
+    for a, b in zip(folded, ours):
+        assert torch.equal(a, b)

@@ -50,6 +50,26 @@ def test_cache_under_brainrl_cache_root_keyed_by_mode_and_dtype(monkeypatch, tmp
     assert bf16.tribe_cache.name == "tribe-one-pass-batched-bfloat16"
 
 
+def test_float32_parts_keep_named_parts_in_float32_under_bf16(monkeypatch, tmp_path):
+    monkeypatch.setenv("BRAINRL_CACHE", str(tmp_path / "root"))
+    mixed = TribeConfig(dtype="bfloat16", allow_bf16=True, float32_parts=["fusion", "text", "fusion"])
+    assert mixed.float32_parts == ("fusion", "text")  # sorted, once each: one identity per choice
+    assert [mixed.part_dtype(p) for p in ("text", "audio", "fusion")] == ["float32", "bfloat16", "float32"]
+    assert TribeConfig(dtype="bfloat16", allow_bf16=True, float32_parts="fusion").float32_parts == ("fusion",)
+    # it changes the numbers: recorded in the identity and the feature cache's name, round-trips through a dict
+    assert mixed.result_settings()["float32_parts"] == ["fusion", "text"]
+    assert "float32_parts" not in TribeConfig().result_settings()
+    assert TribeConfig.from_dict(mixed.to_dict()) == mixed
+    assert TribeEngine(TribeConfig(**{**mixed.to_dict(), "device": "cpu"})).tribe_cache.name \
+        == "tribe-one-pass-batched-bfloat16-fusion32-text32"
+    with pytest.raises(ValueError, match=r"parts of \('text', 'audio', 'fusion'\); got \['head'\]"):
+        TribeConfig(dtype="bfloat16", allow_bf16=True, float32_parts=["head"])
+    with pytest.raises(ValueError, match="only applies to dtype='bfloat16'"):
+        TribeConfig(float32_parts=["fusion"])
+    with pytest.raises(ValueError, match="unknown part"):
+        mixed.part_dtype("video")
+
+
 def test_bf16_needs_explicit_consent():
     with pytest.raises(ValueError, match="parity check"):
         TribeConfig(dtype="bfloat16")

@@ -127,6 +127,34 @@ def test_bf16_runs_and_tracks_float32(stack, variant, text_features):
         assert r > 0.99 and rel < 0.05, (r, rel)
 
 
+@pytest.mark.parametrize("kept", [("fusion",), ("audio", "text")])
+def test_float32_parts_stay_float32_under_bf16(stack, kept):
+    """``float32_parts``: the named parts keep float32 weights (and the fusion model its float32 forward), the
+    others run in bf16; the maps track float32 at least as closely as all-bf16 does on these texts."""
+    import torch
+
+    engine = _engine(stack, "base", "bfloat16", float32_parts=kept).load()
+    maps = engine.predict(stack["stimuli"])
+    _, fp32 = _predict(stack, "base", "float32")
+    _, bf16 = _predict(stack, "base", "bfloat16")
+    _check_shapes(stack["stimuli"], maps)
+    data = engine._model.data
+    weights = {"text": data.text_feature.model, "audio": data.audio_feature.model, "fusion": engine._model._model}
+    for part, module in weights.items():
+        expected = torch.float32 if part in kept else torch.bfloat16
+        if part == "fusion":  # autocast, not bf16 weights: TRIBE's checkpoint stays float32
+            assert next(module.parameters()).dtype == torch.float32
+            assert hasattr(module.forward, "__wrapped__") == (part not in kept)  # torch.autocast's decorator
+        else:
+            assert next(module.parameters()).dtype == expected, part
+    rel = lambda a, b: float(np.abs(a - b).max() / np.abs(b).max())  # noqa: E731
+    for ours, full, ref in zip(maps, bf16, fp32):
+        assert np.corrcoef(ours.ravel(), ref.ravel())[0, 1] > 0.99
+        assert rel(ours, ref) < 0.05
+    # the maps differ from all-bf16's: the kept parts really ran in float32
+    assert max(float(np.abs(a - b).max()) for a, b in zip(maps, bf16)) > 1e-4
+
+
 def test_batching_does_not_mix_stimuli(stack):
     """Segment alignment: each stimulus alone gives the rows it got inside the batch, in time order."""
     _, batch = _predict(stack, "base")
