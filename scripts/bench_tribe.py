@@ -550,8 +550,8 @@ def backend_run(engine, speech: "Speech", texts: list[str], batch: int) -> tuple
     text_s = engine.text_stats.seconds - text0
     audio_s = engine.audio_stats.seconds - audio0
     if engine.config.predict_path == "direct":
-        # the direct path computes the audio features in a background thread while it builds the word events
-        # and text features: its stages are wall-clock spans of the calling thread, the per-thread feature times
+        # the direct path computes the audio samples and features in a background thread while it builds the
+        # word events and text features: its stages are wall-clock spans of the calling thread, the per-thread feature times
         # are shown beside them (they overlap, so they do not add up to the total)
         d = {k: v - direct0[k] for k, v in engine.direct_stats.as_dict().items() if k.startswith("seconds_")}
         features = d["seconds_events"] + d["seconds_features"]
@@ -559,7 +559,7 @@ def backend_run(engine, speech: "Speech", texts: list[str], batch: int) -> tuple
                   "events + text features || audio features (wall)": features,
                   "(text features alone)": text_s, "(audio features alone, other thread)": audio_s,
                   "window tensors": d["seconds_tensors"], "fusion": fusion[0],
-                  "rest (audio samples, split, checks)": predict_s - features - d["seconds_tensors"] - fusion[0],
+                  "rest (audio formats, split, checks)": predict_s - features - d["seconds_tensors"] - fusion[0],
                   "total": speech_s + predict_s}
         return stages, maps
     stages = {"speech": speech_s, "text_features": text_s, "audio_features": audio_s, "fusion": fusion[0],
@@ -639,29 +639,39 @@ def backend_main(args) -> int:
     if not paths or any(p not in ("tribe", "direct") for p in paths):
         raise SystemExit(f"--predict-path takes tribe, direct or tribe,direct; got {args.predict_path!r}")
     kept = tuple(p for p in args.bf16_float32_parts.split(",") if p) if args.dtype == "bfloat16" else ()
-    settings = [("fast", args.dtype, "one-pass", "batched", kept)]
+    # (label, dtype, text features, audio features, float32 parts, matmul precision)
+    settings = [("fast", args.dtype, "one-pass", "batched", kept, args.matmul_precision)]
     if args.compare_reference:
-        settings.append(("tribe-per-word-per-clip", args.dtype, "reference", "reference", kept))
+        settings.append(("tribe-per-word-per-clip", args.dtype, "reference", "reference", kept, args.matmul_precision))
+    sweep: list[str] = []  # settings compared with float32 itself (the parity each would be accepted by)
     if args.dtype == "bfloat16":
-        # each part alone kept in float32 (TribeConfig.float32_parts): which part's bf16 error reaches the maps
-        settings += [(f"fast-{part}32", "bfloat16", "one-pass", "batched", (part,))
-                     for part in (PRECISION_PARTS if args.bf16_parts_sweep else ()) if (part,) != kept]
-        settings.append(("fast-fp32", "float32", "one-pass", "batched", ()))
+        if args.bf16_parts_sweep:
+            # each part alone kept in float32 (TribeConfig.float32_parts): which part's bf16 error reaches the maps;
+            # the text model's also with TF32 matmuls (matmul_precision="high")
+            variants = [(f"fast-{part}32", (part,), "highest") for part in PRECISION_PARTS]
+            variants.append(("fast-text32-tf32", ("text",), "high"))
+            variants = [v for v in variants if (v[1], v[2]) != (kept, args.matmul_precision)]
+            settings += [(label, "bfloat16", "one-pass", "batched", parts, precision) for label, parts, precision in variants]
+            sweep = [label for label, _, _ in variants]
+        settings.append(("fast-fp32", "float32", "one-pass", "batched", (), "highest"))
     # each setting through each predict path, the tribe path under the setting's own label
-    settings = [(label if path == "tribe" else f"{label}-direct", dtype, text_mode, audio_mode, parts, path)
-                for label, dtype, text_mode, audio_mode, parts in settings for path in paths]
+    suffix = {"tribe": "", "direct": "-direct"}
+    settings = [(label + suffix[path], dtype, text_mode, audio_mode, parts, precision, path)
+                for label, dtype, text_mode, audio_mode, parts, precision in settings for path in paths]
+    sweep_runs = [(label + suffix[path], path) for label in sweep for path in paths]
     results, maps_by_setting = {}, {}
-    for label, dtype, text_mode, audio_mode, parts, path in settings:
+    for label, dtype, text_mode, audio_mode, parts, precision, path in settings:
         extra = {"allow_bf16": True, "float32_parts": parts} if dtype == "bfloat16" else {}
         engine = TribeEngine(TribeConfig(checkpoint_dir=str(checkpoint), device=args.device, dtype=dtype,
                                          text_features=text_mode, audio_features=audio_mode, cache_max_gb=0,
                                          predict_path=path, audio_batch_size=args.audio_batch,
+                                         matmul_precision=precision,
                                          max_stimuli_per_call=max(batches), cache_folder=str(checkpoint.parent.parent / f"cache-{label}"),
                                          **extra)).load()
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         results[label] = {"load_s": engine.load_seconds, "predict_path": path, "dtype": dtype,
-                          "float32_parts": list(parts)}
+                          "float32_parts": list(parts), "matmul_precision": precision}
         cursor = 0
         for batch in batches:
             backend_run(engine, speech, texts[cursor: cursor + batch], batch)  # warm-up
@@ -685,10 +695,9 @@ def backend_main(args) -> int:
     parity = {}
     first = settings[0][0]  # "fast" (or "fast-direct" with --predict-path direct)
     pairs = [(first, label) for label in maps_by_setting if label != first]
-    # each bf16 setting with parts kept in float32 against float32 itself (the parity it is accepted by)
-    pairs += [(f"fast-fp32{suffix}", label) for label in maps_by_setting for suffix in ("", "-direct")
-              if label.endswith(f"32{suffix}") and f"fast-fp32{suffix}" in maps_by_setting
-              and label != f"fast-fp32{suffix}" and (f"fast-fp32{suffix}", label) not in pairs]
+    # each sweep setting against float32 itself (the parity it would be accepted by)
+    pairs += [(f"fast-fp32{suffix[path]}", label) for label, path in sweep_runs
+              if f"fast-fp32{suffix[path]}" in maps_by_setting and (f"fast-fp32{suffix[path]}", label) not in pairs]
     # each direct run against the same setting through TRIBE's own predict
     pairs += [(label[: -len("-direct")], label) for label in maps_by_setting
               if label.endswith("-direct") and label[: -len("-direct")] in maps_by_setting and label[: -len("-direct")] != first]
@@ -752,6 +761,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bf16-float32-parts", default="",
                         help="--backend with --dtype bfloat16: parts kept in float32 (TribeConfig.float32_parts), "
                              "comma-separated among text,audio,fusion")
+    parser.add_argument("--matmul-precision", default="highest", choices=["highest", "high"],
+                        help="--backend: TribeConfig.matmul_precision of the main setting (high: TF32 float32 matmuls)")
     parser.add_argument("--bf16-parts-sweep", action="store_true",
                         help="--backend with --dtype bfloat16: also each part alone kept in float32, with its parity")
     parser.add_argument("--predict-path", default="tribe",

@@ -23,6 +23,10 @@ DTYPES = ("float32", "bfloat16")
 #: The parts of TRIBE's computation ``float32_parts`` can keep in float32 under ``dtype="bfloat16"``: the text
 #: model (Llama), the audio model (w2v-bert) and the fusion model (TRIBE's own transformer and head).
 PRECISION_PARTS = ("text", "audio", "fusion")
+#: float32 matrix products during a predict call (``torch.backends.cuda.matmul``): "highest" in true float32,
+#: "high" on TF32 tensor cores (10-bit mantissa inputs, float32 accumulation and activations), as
+#: ``torch.set_float32_matmul_precision`` names them.
+MATMUL_PRECISIONS = ("highest", "high")
 #: How a predict call reaches TRIBE's fusion model: "tribe" through ``TribeModel.predict`` (its events
 #: DataFrame, exca caches and data loader); "direct" builds the same input tensors from the stimuli (direct.py).
 PREDICT_PATHS = ("tribe", "direct")
@@ -45,6 +49,8 @@ class TribeConfig:
     numbers, so it needs ``allow_bf16=True`` after ``brainrl tribe parity`` against float32.
     ``float32_parts``: under bfloat16, the parts (of ``PRECISION_PARTS``) that stay in float32, so the
     error can be traded against speed part by part (``scripts/bench_tribe.py --bf16-parts-sweep`` measures both).
+    ``matmul_precision``: "highest" (the reference) or "high" (TF32 for the float32 parts' matrix products on
+    CUDA; it changes the numbers, so like bf16 it is checked against "highest" before use).
     ``text_features``: "one-pass" computes TRIBE's Word features in one causal pass per text, batched
     (``text_batch_size`` texts per pass); "reference" keeps TRIBE's one pass per word. None picks
     "one-pass" for the fast speech path and "reference" for the reference one.
@@ -67,6 +73,7 @@ class TribeConfig:
     dtype: str = "float32"
     allow_bf16: bool = False
     float32_parts: tuple[str, ...] = ()  # under bfloat16: "text" | "audio" | "fusion" kept in float32
+    matmul_precision: str = "highest"  # "highest" | "high" (TF32 float32 matmuls on CUDA)
     speech_path: str = "fast"
     max_context_words: int = 1024  # TRIBE's AddContextToWords window (words, not tokens)
     max_stimuli_per_call: int = 32  # stimuli per TribeModel.predict call (each one a timeline)
@@ -111,6 +118,8 @@ class TribeConfig:
         if self.float32_parts and self.dtype != "bfloat16":
             raise ValueError(f"float32_parts={list(self.float32_parts)} only applies to dtype='bfloat16' (float32 "
                              "runs every part in float32); drop it or set dtype='bfloat16'.")
+        if self.matmul_precision not in MATMUL_PRECISIONS:
+            raise ValueError(f"matmul_precision must be one of {MATMUL_PRECISIONS}; got {self.matmul_precision!r}.")
         if self.dtype == "bfloat16" and not self.allow_bf16:
             raise ValueError(
                 "dtype='bfloat16' changes TRIBE's numbers; float32 is the reference. Run a parity check "
@@ -146,7 +155,8 @@ class TribeConfig:
     @property
     def precision_label(self) -> str:
         """``dtype``, plus the parts kept in float32 (cache folder names, logs)."""
-        return self.dtype + "".join(f"-{part}32" for part in self.float32_parts)
+        label = self.dtype + "".join(f"-{part}32" for part in self.float32_parts)
+        return label + ("-tf32" if self.matmul_precision == "high" else "")
 
     @property
     def cuda_index(self) -> int | None:
@@ -181,6 +191,7 @@ class TribeConfig:
             "contexts": "brainrl-direct" if self.speech_path == "fast" and self.contexts == "brainrl" else "tribev2-transforms",
             "dtype": self.dtype,
             **({"float32_parts": list(self.float32_parts)} if self.float32_parts else {}),
+            **({"matmul_precision": self.matmul_precision} if self.matmul_precision != "highest" else {}),
             "text_features": (
                 "one-pass (brainrl: one causal pass per text, word-span means, in TRIBE's HuggingFaceText)"
                 if self.text_features == "one-pass"

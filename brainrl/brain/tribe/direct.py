@@ -239,11 +239,12 @@ class DirectPredictor:
 
     # -- the call --------------------------------------------------------------------------------------------
     def predict(self, stimuli: Sequence[Stimulus], timelines: Sequence[str], audio_paths: Sequence[Path],
-                max_context_words: int, audio: Sequence[tuple[Any, float, float]] | None = None
-                ) -> tuple[np.ndarray, list[Any]]:
+                max_context_words: int, audio: Sequence[tuple[float, float]] | None = None,
+                load_samples: Callable[[], Sequence[Any]] | None = None) -> tuple[np.ndarray, list[Any]]:
         """``(n_kept_TR, n_vertices)`` predictions and their segments (``timeline``, ``start``), like
-        ``TribeModel.predict`` returns them. ``audio``: per stimulus, the (samples, rate, duration) TRIBE would
-        read from ``audio_paths`` (``events.tribe_audio_samples``), so no file is written or read."""
+        ``TribeModel.predict`` returns them. ``audio``: per stimulus, the (sampling rate, duration) TRIBE would
+        read from ``audio_paths`` (``events.tribe_audio_format``), and ``load_samples()`` its samples
+        (``events.tribe_audio_batch``), called in the audio thread: no file is written or read."""
         import torch
         from neuralset.base import TimedArray
         from neuralset.dataloader import SegmentData
@@ -251,14 +252,18 @@ class DirectPredictor:
 
         self.stats.calls += 1
         t0 = time.perf_counter()
-        formats = [None] * len(stimuli) if audio is None else [(rate, duration) for _, rate, duration in audio]
+        if (audio is None) != (load_samples is None):
+            raise ValueError("audio formats and load_samples come together (in-memory audio) or not at all")
+        formats = [None] * len(stimuli) if audio is None else list(audio)
         clips = [audio_event(tl, p, f) for tl, p, f in zip(timelines, audio_paths, formats)]
         present = {"Audio", "Word", "CategoricalEvent"} if stimuli else set()
         extractors = self.extractors(present)
-        samples = None if audio is None else [a[0] for a in audio]
         clip_arrays: Any = None
         if "audio" in extractors:  # started first: w2v-bert runs while this thread builds words and text features
-            clip_arrays = self.submit(self.audio_arrays, extractors["audio"], clips, samples)
+            def audio_features() -> list[Any]:
+                return self.audio_arrays(extractors["audio"], clips, None if load_samples is None else list(load_samples()))
+
+            clip_arrays = self.submit(audio_features)
         try:
             lines = [build_timeline(s, tl, p, max_context_words, c)
                      for s, tl, p, c in zip(stimuli, timelines, audio_paths, clips)]

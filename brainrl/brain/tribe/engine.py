@@ -5,6 +5,7 @@ many stimuli per call. Used directly (``worker=False``) and inside the worker pr
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import shutil
@@ -20,7 +21,7 @@ from brainrl.brain.tribe.batched_audio import unsupported_reason as batched_audi
 from brainrl.brain.tribe.config import REFERENCE_SPEECH_ENGINES, TribeConfig
 from brainrl.brain.tribe.direct import DirectPredictor, DirectStats
 from brainrl.brain.tribe.events import (build_events, content_audio_path, content_audio_target, split_by_timeline,
-                                        timeline_id, tribe_audio_samples)
+                                        timeline_id, tribe_audio_batch, tribe_audio_format)
 from brainrl.brain.tribe.one_pass_extractor import (OnePassStats, make_one_pass_get_data, one_pass_text_features,
                                                     read_form_get_data, text_infra_method)
 from brainrl.provenance import package_version
@@ -302,8 +303,12 @@ class TribeEngine:
                                     self.direct_stats, background=self._background, context=self._thread_context)
         with self._on_device(), torch.inference_mode():
             device = self.config.device if self.config.device.startswith("cuda") else "cpu"
-            audio = [tribe_audio_samples(s, device) for s in stimuli] if self.in_memory_audio else None
-            return predictor.predict(stimuli, timelines, audio_paths, self.config.max_context_words, audio)
+            if not self.in_memory_audio:
+                return predictor.predict(stimuli, timelines, audio_paths, self.config.max_context_words)
+            # the samples are made in the audio thread, while this one builds the events and text features
+            return predictor.predict(stimuli, timelines, audio_paths, self.config.max_context_words,
+                                     [tribe_audio_format(s) for s in stimuli],
+                                     functools.partial(tribe_audio_batch, stimuli, device))
 
     @contextlib.contextmanager
     def _thread_context(self) -> Iterator[None]:
@@ -340,12 +345,26 @@ class TribeEngine:
             return read_form_timed_arrays(original)
         return original
 
+    @contextlib.contextmanager
+    def _matmul_precision(self) -> Iterator[None]:
+        """float32 matrix products in the configured precision for the call (TF32 or not), restored after: the
+        flag is process-wide, so the audio thread, which runs inside the call, sees the same."""
+        import torch
+
+        before = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = self.config.matmul_precision == "high"
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = before
+
     def _run(self, stimuli: list[Stimulus], audio_paths: list[Path], indices: list[int]) -> list[ItemResult]:
         timelines = [timeline_id(i, s) for i, s in zip(indices, stimuli)]
-        if self.config.predict_path == "direct":
-            preds, segments = self._predict_direct(stimuli, audio_paths, timelines)
-        else:
-            preds, segments = self._predict_tribe(stimuli, audio_paths, timelines)
+        with self._matmul_precision():
+            if self.config.predict_path == "direct":
+                preds, segments = self._predict_direct(stimuli, audio_paths, timelines)
+            else:
+                preds, segments = self._predict_tribe(stimuli, audio_paths, timelines)
         by_timeline = split_by_timeline(preds, segments, timelines)
         out: list[ItemResult] = []
         for stimulus, timeline in zip(stimuli, timelines):

@@ -100,24 +100,45 @@ def check_pcm16_roundtrip() -> None:
             "probe samples differ): set audio_features='reference' or predict_path='tribe', and report this.")
 
 
-def tribe_audio_samples(stimulus: Stimulus, device: Any = "cpu") -> tuple[Any, float, float]:
-    """``(samples (N, channels) float32 tensor on device, sampling rate, duration)``: what TRIBE's ``Audio`` event
-    reads from the copy ``content_audio_path`` would make, without writing it (the direct predict path)."""
+def tribe_audio_format(stimulus: Stimulus) -> tuple[float, float]:
+    """``(sampling rate, duration)`` of the audio TRIBE's ``Audio`` event reads for the stimulus (the values
+    ``soundfile.info`` gives of the copy ``content_audio_path`` would make), without reading the samples."""
+    require_audio(stimulus)
+    if has_audio_file(stimulus):
+        import soundfile
+
+        info = soundfile.info(str(stimulus.audio_path))
+        return float(info.samplerate), float(info.duration)
+    return float(stimulus.sample_rate), np.asarray(stimulus.waveform).size / stimulus.sample_rate
+
+
+def tribe_audio_batch(stimuli: Sequence[Stimulus], device: Any = "cpu") -> list[Any]:
+    """Per stimulus, the ``(N, channels)`` float32 samples TRIBE's ``Audio`` event reads from the copy
+    ``content_audio_path`` would make, without writing it (the direct predict path). Waveforms go to the
+    device in one copy and through the 16-bit round trip there together."""
     import soundfile
     import torch
 
-    require_audio(stimulus)
-    if has_audio_file(stimulus):  # the copy is the file itself: read it as neuralset's Audio._read does
-        info = soundfile.info(str(stimulus.audio_path))
-        data = soundfile.read(str(stimulus.audio_path))[0]
-        samples = torch.Tensor(data).to(device)
-        rate, duration = float(info.samplerate), float(info.duration)
-    else:  # the copy would be a 16-bit wav of the waveform
+    out: list[Any] = [None] * len(stimuli)
+    waves: list[tuple[int, np.ndarray]] = []
+    for index, stimulus in enumerate(stimuli):
+        require_audio(stimulus)
+        if has_audio_file(stimulus):  # the copy is the file itself: read it as neuralset's Audio._read does
+            data = torch.Tensor(soundfile.read(str(stimulus.audio_path))[0]).to(device)
+            out[index] = data[:, None] if data.ndim == 1 else data
+        else:  # the copy would be a 16-bit wav of the waveform
+            waves.append((index, np.asarray(stimulus.waveform, dtype=np.float32).reshape(-1)))
+    if waves:
         check_pcm16_roundtrip()
-        samples = pcm16_roundtrip(torch.from_numpy(np.asarray(stimulus.waveform, dtype=np.float32).reshape(-1)).to(device))
-        rate = float(stimulus.sample_rate)
-        duration = samples.shape[0] / stimulus.sample_rate
-    return (samples[:, None] if samples.ndim == 1 else samples), rate, duration
+        joined = pcm16_roundtrip(torch.from_numpy(np.concatenate([w for _, w in waves])).to(device))
+        for (index, _), piece in zip(waves, torch.split(joined, [w.size for _, w in waves])):
+            out[index] = piece[:, None]
+    return out
+
+
+def tribe_audio_samples(stimulus: Stimulus, device: Any = "cpu") -> tuple[Any, float, float]:
+    """``(samples, sampling rate, duration)`` of one stimulus (``tribe_audio_batch``, ``tribe_audio_format``)."""
+    return (tribe_audio_batch([stimulus], device)[0], *tribe_audio_format(stimulus))
 
 
 def word_contexts(words: Sequence[str], max_context_words: int = 1024) -> list[str]:

@@ -70,6 +70,33 @@ def test_float32_parts_keep_named_parts_in_float32_under_bf16(monkeypatch, tmp_p
         mixed.part_dtype("video")
 
 
+def test_matmul_precision_is_recorded_and_set_only_during_a_call(tribe_double, tmp_path, checkpoint_dir, monkeypatch):
+    import torch
+
+    high = TribeConfig(checkpoint_dir=str(checkpoint_dir), cache_folder=str(tmp_path / "c"), device="cpu",
+                       matmul_precision="high")
+    assert high.result_settings()["matmul_precision"] == "high" and "matmul_precision" not in TribeConfig().result_settings()
+    assert high.precision_label == "float32-tf32"
+    with pytest.raises(ValueError, match=r"matmul_precision must be one of \('highest', 'high'\)"):
+        TribeConfig(matmul_precision="medium")
+    engine = TribeEngine(high)
+    seen = []
+    original = TribeEngine._predict_tribe
+    monkeypatch.setattr(TribeEngine, "_predict_tribe",
+                        lambda self, *a: seen.append(torch.backends.cuda.matmul.allow_tf32) or original(self, *a))
+    before = torch.backends.cuda.matmul.allow_tf32  # a process-wide flag (monkeypatch cannot restore it)
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        assert not isinstance(engine.predict([make_stimulus("One short text here.", tmp_path / "speech")])[0], str)
+        assert seen == [True] and torch.backends.cuda.matmul.allow_tf32 is False  # TF32 inside the call, restored after
+        torch.backends.cuda.matmul.allow_tf32 = True  # a process that turned TF32 on itself
+        TribeEngine(TribeConfig(**{**high.to_dict(), "matmul_precision": "highest"})).predict(
+            [make_stimulus("Another text.", tmp_path / "speech")])
+        assert seen == [True, False] and torch.backends.cuda.matmul.allow_tf32 is True  # the reference: true fp32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
 def test_bf16_needs_explicit_consent():
     with pytest.raises(ValueError, match="parity check"):
         TribeConfig(dtype="bfloat16")

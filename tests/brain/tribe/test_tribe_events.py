@@ -78,7 +78,7 @@ def test_in_memory_samples_equal_what_tribe_reads_from_the_copy(tmp_path):
 
     etypes = pytest.importorskip("neuralset.events.etypes")
     from brainrl.brain.tribe.events import (check_pcm16_roundtrip, content_audio_path, content_audio_target,
-                                            tribe_audio_samples)
+                                            tribe_audio_batch, tribe_audio_samples)
 
     check_pcm16_roundtrip()  # the conversion rule against this soundfile
     rng = np.random.default_rng(0)
@@ -97,6 +97,13 @@ def test_in_memory_samples_equal_what_tribe_reads_from_the_copy(tmp_path):
         read = event.read()
         assert samples.dtype == read.dtype == torch.float32 and samples.shape == read.shape
         assert torch.equal(samples, read)  # exact: every conversion step is exact in float32
+    # a batch (waveforms joined into one copy and split again, files read on their own) = each item alone, in order
+    other = dataclasses.replace(in_memory, text="another", waveform=wave[::-3].copy())
+    batch = tribe_audio_batch([in_memory, from_file, other])
+    for stimulus, samples in zip((in_memory, from_file, other), batch):
+        assert torch.equal(samples, tribe_audio_samples(stimulus)[0])
     missing = dataclasses.replace(in_memory, text="no audio", waveform=None)
     with pytest.raises(FileNotFoundError, match="has no audio"):
         tribe_audio_samples(missing)
+    with pytest.raises(FileNotFoundError, match="has no audio"):
+        tribe_audio_batch([in_memory, missing])
