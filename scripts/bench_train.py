@@ -678,7 +678,7 @@ def main(argv=None) -> int:
                              "bfloat16 = TribeConfig(allow_bf16=True), parity-checked by bench_tribe.py --backend)")
     parser.add_argument("--speech-workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="espeak processes of the stand-in's speech pool (default min(8, CPU count))")
-    parser.add_argument("--audio-batch", type=int, default=8,
+    parser.add_argument("--audio-batch", type=int, default=16,
                         help="--reward tribe: clips per batched w2v-bert forward in the backend (audio_batch_size)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None,

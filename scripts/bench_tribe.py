@@ -554,11 +554,12 @@ def backend_run(engine, speech: "Speech", texts: list[str], batch: int) -> tuple
         # word events and text features: its stages are wall-clock spans of the calling thread, the per-thread feature times
         # are shown beside them (they overlap, so they do not add up to the total)
         d = {k: v - direct0[k] for k, v in engine.direct_stats.as_dict().items() if k.startswith("seconds_")}
-        features = d["seconds_events"] + d["seconds_features"]
+        features = d["seconds_events"] + d["seconds_features"] + d["seconds_tensors_text"]
         stages = {"speech": speech_s,
-                  "events + text features || audio features (wall)": features,
-                  "(text features alone)": text_s, "(audio features alone, other thread)": audio_s,
-                  "window tensors": d["seconds_tensors"], "fusion": fusion[0],
+                  "events + text features + text windows || audio features (wall)": features,
+                  "(text features alone)": text_s, "(text windows alone)": d["seconds_tensors_text"],
+                  "(audio features alone, other thread)": audio_s,
+                  "audio windows": d["seconds_tensors"], "fusion": fusion[0],
                   "rest (audio formats, split, checks)": predict_s - features - d["seconds_tensors"] - fusion[0],
                   "total": speech_s + predict_s}
         return stages, maps
@@ -741,7 +742,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--words", type=int, default=100)
     parser.add_argument("--reps", type=int, default=3, help="timed repetitions per batch size (after a warm-up)")
     parser.add_argument("--reference-items", type=int, default=2, help="completions through the reference path")
-    parser.add_argument("--audio-batch", type=int, default=8, help="clips per w2v-bert forward")
+    parser.add_argument("--audio-batch", type=int, default=16, help="clips per w2v-bert forward")
     parser.add_argument("--speech-workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="espeak processes for batch synthesis (default min(8, CPU count); 1 = sequential)")
     parser.add_argument("--fbank", default="gpu", choices=["gpu", "cpu"],

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -52,7 +52,8 @@ class DirectStats:
     forwards: int = 0  # fusion-model calls
     seconds_events: float = 0.0
     seconds_features: float = 0.0  # text + audio feature computation (also counted in their own stats)
-    seconds_tensors: float = 0.0  # placing features on the windows' grids
+    seconds_tensors: float = 0.0  # placing features on the windows' grids (after the audio features)
+    seconds_tensors_text: float = 0.0  # the text windows, placed while the audio thread runs
     seconds_fusion: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -68,6 +69,19 @@ class TimelineEvents:
     words: list[Any]  # neuralset Word events
     events: list[Any]  # audio + words + the trigger, sorted
     trigger: Any  # the CategoricalEvent spanning the timeline (get_loaders' "dummy" event)
+
+
+@dataclass
+class Window:
+    """One 100 s window of a stimulus: its segment, its timeline's events (with their start and stop times), the
+    events overlapping it, and the input tensors placed for it."""
+
+    segment: Any  # neuralset Segment
+    line: TimelineEvents
+    starts: np.ndarray
+    stops: np.ndarray
+    inside: list[Any]
+    tensors: dict[str, Any] = field(default_factory=dict)
 
 
 def audio_event(timeline: str, audio_path: Path, audio_format: tuple[float, float] | None = None) -> Any:
@@ -212,15 +226,15 @@ class DirectPredictor:
         window's part of it (``audio_get_data`` yields the layers already in their read form)."""
         return clip.with_start(clip_start).overlap(start=start, duration=duration)
 
-    def default_shape(self, name: str, extractor: Any, word_features: dict, clip_features: dict) -> tuple:
+    def default_shape(self, name: str, extractor: Any, features: dict) -> tuple:
         """(feature shape, torch dtype) of the zeros a window without events gets: what the extractor's
-        ``prepare`` records from its first event (``_missing_default``)."""
+        ``prepare`` records from its first event (``_missing_default``); ``features`` as ``place_all`` takes them."""
         import torch
 
         if name == "text":
-            example = np.asarray(next(iter(word_features.values())))
+            example = np.asarray(next(iter(features.values())))
         else:
-            clip = next(iter(clip_features.values()))
+            clip = next(iter(features.values()))
             example = np.asarray(self.clip_window(extractor, clip, 0.0, 0.0, 0.001).data)[..., 0]
         return tuple(example.shape), torch.from_numpy(np.zeros(0, dtype=example.dtype)).dtype
 
@@ -237,6 +251,46 @@ class DirectPredictor:
         n_times = max(1, Frequency(float(extractor.frequency)).to_ind(duration))
         return torch.zeros(*shape, n_times, dtype=dtype)
 
+    # -- windows -------------------------------------------------------------------------------------------
+    def windows(self, lines: Sequence[TimelineEvents]) -> list["Window"]:
+        """``Data.get_loaders``' windows: per stimulus, ``duration_trs`` TRs every ``duration_trs -
+        overlap_trs_train`` over its trigger, each with the events that overlap it (tensors placed later)."""
+        from neuralset.segments import Segment, _prepare_strided_windows
+
+        TR = float(self.data.TR)
+        duration = float(self.data.duration_trs * TR)
+        stride = float((self.data.duration_trs - self.data.overlap_trs_train) * TR)
+        windows = []
+        for line in lines:
+            starts = np.array([e.start for e in line.events], dtype=float)
+            stops = starts + np.array([e.duration for e in line.events], dtype=float)
+            seg_starts, seg_durations = _prepare_strided_windows(
+                float(line.trigger.start), float(line.trigger.start + line.trigger.duration), stride, duration,
+                drop_incomplete=self.data.stride_drop_incomplete)
+            for start, length in zip(seg_starts, seg_durations):
+                start, length = float(start), float(length)
+                windows.append(Window(Segment(start=start, duration=length, timeline=line.timeline), line, starts, stops,
+                                      overlapping(line.events, starts, stops, start, start + length)))
+        return windows
+
+    def place_all(self, name: str, extractor: Any, windows: Sequence["Window"], features: dict[int, Any]) -> list[Any]:
+        """The ``name`` modality's tensor for each window: its relevant events' features (``features`` by event id:
+        word arrays for text, clip features for audio) placed by the extractor, or zeros without any."""
+        from neuralset.base import TimedArray
+
+        text = name == "text"
+        default = self.default_shape(name, extractor, features)
+        out = []
+        for window in windows:
+            start, length = window.segment.start, window.segment.duration
+            relevant = extractor._get_relevant_events(window.inside, None)
+            if text:
+                tarrays = [TimedArray(frequency=0, duration=w.duration, start=w.start, data=features[id(w)]) for w in relevant]
+            else:
+                tarrays = [self.clip_window(extractor, features[id(c)], c.start, start, length) for c in relevant]
+            out.append(self.place(extractor, tarrays, start, length) if tarrays else self.missing(extractor, default, length))
+        return out
+
     # -- the call --------------------------------------------------------------------------------------------
     def predict(self, stimuli: Sequence[Stimulus], timelines: Sequence[str], audio_paths: Sequence[Path],
                 max_context_words: int, audio: Sequence[tuple[float, float]] | None = None,
@@ -246,9 +300,7 @@ class DirectPredictor:
         read from ``audio_paths`` (``events.tribe_audio_format``), and ``load_samples()`` its samples
         (``events.tribe_audio_batch``), called in the audio thread: no file is written or read."""
         import torch
-        from neuralset.base import TimedArray
         from neuralset.dataloader import SegmentData
-        from neuralset.segments import Segment, _prepare_strided_windows
 
         self.stats.calls += 1
         t0 = time.perf_counter()
@@ -264,54 +316,36 @@ class DirectPredictor:
                 return self.audio_arrays(extractors["audio"], clips, None if load_samples is None else list(load_samples()))
 
             clip_arrays = self.submit(audio_features)
+        placed: dict[str, list[Any]] = {}
         try:
             lines = [build_timeline(s, tl, p, max_context_words, c)
                      for s, tl, p, c in zip(stimuli, timelines, audio_paths, clips)]
             t1 = time.perf_counter()
             self.stats.seconds_events += t1 - t0
-            word_features: dict[int, np.ndarray] = {}
+            windows = self.windows(lines)
             if "text" in extractors:
                 words = [w for line in lines for w in line.words]
                 word_features = {id(w): a for w, a in zip(words, self.word_arrays(extractors["text"], words))}
+                t2 = time.perf_counter()
+                self.stats.seconds_features += t2 - t1
+                # placed while the audio thread may still run: the text windows need only the word features
+                placed["text"] = self.place_all("text", extractors["text"], windows, word_features)
+                t1 = time.perf_counter()
+                self.stats.seconds_tensors_text += t1 - t2
         finally:  # the audio work ends (or fails) before this call returns or raises
             clip_features = {} if clip_arrays is None else {id(c): a for c, a in zip(clips, clip_arrays.result())}
         t2 = time.perf_counter()
         self.stats.seconds_features += t2 - t1
-
-        TR = float(self.data.TR)
-        duration = float(self.data.duration_trs * TR)
-        stride = float((self.data.duration_trs - self.data.overlap_trs_train) * TR)
-        subject = self.subject_index()
-        defaults = {name: self.default_shape(name, extractor, word_features, clip_features)
-                    for name, extractor in extractors.items()}
-        windows: list[tuple[Segment, dict[str, Any], TimelineEvents, np.ndarray, np.ndarray]] = []
-        for line in lines:
-            starts = np.array([e.start for e in line.events], dtype=float)
-            stops = starts + np.array([e.duration for e in line.events], dtype=float)
-            trigger = line.trigger
-            seg_starts, seg_durations = _prepare_strided_windows(
-                float(trigger.start), float(trigger.start + trigger.duration), stride, duration,
-                drop_incomplete=self.data.stride_drop_incomplete)
-            for start, length in zip(seg_starts, seg_durations):
-                start, length = float(start), float(length)
-                inside = overlapping(line.events, starts, stops, start, start + length)
-                tensors: dict[str, Any] = {}
-                for name, extractor in extractors.items():
-                    relevant = extractor._get_relevant_events(inside, None)
-                    if name == "text":
-                        tarrays = [TimedArray(frequency=0, duration=w.duration, start=w.start, data=word_features[id(w)])
-                                   for w in relevant]
-                    else:
-                        tarrays = [self.clip_window(extractor, clip_features[id(c)], c.start, start, length) for c in relevant]
-                    if tarrays:
-                        tensors[name] = self.place(extractor, tarrays, start, length)
-                    else:
-                        tensors[name] = self.missing(extractor, defaults[name], length)
-                tensors["subject_id"] = torch.tensor([subject], dtype=torch.long)
-                windows.append((Segment(start=start, duration=length, timeline=line.timeline), tensors, line, starts, stops))
+        if "audio" in extractors:
+            placed["audio"] = self.place_all("audio", extractors["audio"], windows, clip_features)
+        subject = torch.tensor([self.subject_index()], dtype=torch.long)
+        for index, window in enumerate(windows):
+            window.tensors.update({name: placed[name][index] for name in extractors})  # the extractors' order
+            window.tensors["subject_id"] = subject
         t3 = time.perf_counter()
         self.stats.seconds_tensors += t3 - t2
         self.stats.windows += len(windows)
+        TR = float(self.data.TR)
 
         preds: list[np.ndarray] = []
         kept_segments: list[Any] = []
@@ -320,20 +354,20 @@ class DirectPredictor:
             chunk = windows[begin: begin + size]
             # the TRs TribeModel.predict keeps, known before the forward: only those rows leave the device
             rows, columns = [], []
-            for row, (segment, _, line, starts, stops) in enumerate(chunk):
-                for column, offset in enumerate(np.arange(0, segment.duration - 1e-2, TR)):
-                    sub = segment.copy(offset=offset, duration=TR)  # TribeModel.predict's per-TR segments
-                    empty = not overlap_mask(starts, stops, sub.start, sub.start + sub.duration).any()
+            for row, window in enumerate(chunk):
+                for column, offset in enumerate(np.arange(0, window.segment.duration - 1e-2, TR)):
+                    sub = window.segment.copy(offset=offset, duration=TR)  # TribeModel.predict's per-TR segments
+                    empty = not overlap_mask(window.starts, window.stops, sub.start, sub.start + sub.duration).any()
                     if empty and self.tribe.remove_empty_segments:
                         continue  # remove_empty_segments: no event overlaps this TR
                     rows.append(row)
                     columns.append(column)
                     kept_segments.append(sub)
-            data = {name: torch.stack([w[1][name] for w in chunk]) for name in chunk[0][1]}
-            batch = SegmentData(data=data, segments=[w[0] for w in chunk]).to(self.brain.device)
+            data = {name: torch.stack([w.tensors[name] for w in chunk]) for name in chunk[0].tensors}
+            batch = SegmentData(data=data, segments=[w.segment for w in chunk]).to(self.brain.device)
             out = self.brain(batch).detach()  # (windows, vertices, TRs)
             self.stats.forwards += 1
-            n_trs = len(np.arange(0, chunk[0][0].duration - 1e-2, TR))
+            n_trs = len(np.arange(0, chunk[0].segment.duration - 1e-2, TR))
             if out.shape[-1] != n_trs:
                 raise RuntimeError(f"the fusion model returned {out.shape[-1]} TRs for windows of {n_trs}")
             if rows:
