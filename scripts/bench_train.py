@@ -177,7 +177,9 @@ def _make_reward_classes():
         shipped TRIBE backend (``model: tribe``). Only the clock is added: seconds in speech, in the engine's
         one-pass text features and batched audio features (its own counters), in the rest of TRIBE's
         predict (data loading, fusion, splitting) and in the rest of the reward (ROI statistic, plumbing)
-        add up in ``stage_seconds``; ``reset_stages`` empties them before each measured step."""
+        add up in ``stage_seconds`` (on the direct path the text and audio features overlap: their wall span
+        adds up, and names in parentheses are each thread's own time, not added); ``reset_stages`` empties
+        them before each measured step."""
 
         def __init__(self, reward, pipeline):
             super().__init__(reward.__name__)
@@ -208,15 +210,26 @@ def _make_reward_classes():
                      ) -> list[float | None]:
             engine = self.engine
             text0, audio0 = engine.text_stats.seconds, engine.audio_stats.seconds
+            d = engine.direct_stats
+            wall0 = d.seconds_events + d.seconds_features + d.seconds_tensors_text
             self._speech_s = self._predict_s = 0.0
             t0 = time.perf_counter()
             values = self.reward(prompts=prompts, completions=completions, **columns)
             total = time.perf_counter() - t0
             self.last_failures = dict(self.reward.last_failures)
             text, audio = engine.text_stats.seconds - text0, engine.audio_stats.seconds - audio0
-            _add_seconds(self.stage_seconds, {
-                "speech": self._speech_s, "text_features": text, "audio_features": audio,
-                "tribe_rest": self._predict_s - text - audio, "roi_and_plumbing": total - self._speech_s - self._predict_s})
+            if engine.config.predict_path == "direct":
+                # the audio features run in a thread beside the events, text features and text windows: the wall
+                # span of that section adds up with the others; each thread's own time is shown in parentheses
+                # (overlapping, not added)
+                d = engine.direct_stats
+                wall = (d.seconds_events + d.seconds_features + d.seconds_tensors_text) - wall0
+                stages = {"features_wall": wall, "(text features alone)": text,  # wall: text || audio
+                          "(audio features alone, other thread)": audio, "tribe_rest": self._predict_s - wall}
+            else:
+                stages = {"text_features": text, "audio_features": audio, "tribe_rest": self._predict_s - text - audio}
+            _add_seconds(self.stage_seconds, {"speech": self._speech_s, **stages,
+                                              "roi_and_plumbing": total - self._speech_s - self._predict_s})
             self.calls += 1
             return values
 

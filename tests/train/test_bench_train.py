@@ -60,8 +60,10 @@ def test_reward_tribe_without_tribev2_names_the_variable(monkeypatch, tmp_path, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("reward", [pytest.param("tribe", marks=pytest.mark.tribe_real), "synthetic"])
-def test_bench_train_runs_tiny_on_cpu(tmp_path, monkeypatch, reward):
+@pytest.mark.parametrize("reward,path", [pytest.param("tribe", "tribe", marks=pytest.mark.tribe_real),
+                                         pytest.param("tribe", "direct", marks=pytest.mark.tribe_real),
+                                         ("synthetic", "tribe")])
+def test_bench_train_runs_tiny_on_cpu(tmp_path, monkeypatch, reward, path):
     """The whole benchmark on tiny shapes. With ``tribe`` (the tribe_real tier: TRIBE v2's checkout in
     $BRAINRL_TRIBEV2_SRC) brainrl's loops score through the shipped backend, the anchor through the
     reconstructed per-call path."""
@@ -73,6 +75,7 @@ def test_bench_train_runs_tiny_on_cpu(tmp_path, monkeypatch, reward):
         monkeypatch.chdir(tmp_path)  # the run enters the stand-in's hub folder
     out = tmp_path / "bench.json"
     assert bench_train.main(["--device", "cpu", "--tiny", "--groups", "2", "--reward", reward,
+                             "--tribe-predict-path", path,
                              "--speech-workers", "1", "--tribe-workdir", str(tmp_path / "standin"),
                              "--out", str(out)]) == 0
     report = json.loads(out.read_text())
@@ -90,9 +93,16 @@ def test_bench_train_runs_tiny_on_cpu(tmp_path, monkeypatch, reward):
         assert "model_reload" in row["anchor"]["reward_stages_s"]
         for loop in ("brainrl", "brainrl_grpo"):  # the backend's own stages, timed inside the product's reward
             stages = row[loop]["reward_stages_s"]
-            assert {"speech", "text_features", "audio_features", "tribe_rest"} <= set(stages)
-            assert stages["text_features"] > 0 and stages["audio_features"] > 0
-            assert sum(stages.values()) == pytest.approx(row[loop]["reward_s"], rel=0.05)
+            if path == "direct":  # audio beside text: their wall span adds up, each thread's time in parentheses
+                features = ("(text features alone)", "(audio features alone, other thread)")
+                assert {"speech", "features_wall", *features, "tribe_rest"} <= set(stages)
+                assert stages["features_wall"] >= 0.9 * max(stages[k] for k in features)
+            else:
+                features = ("text_features", "audio_features")
+                assert {"speech", *features, "tribe_rest"} <= set(stages)
+            assert all(stages[k] > 0 for k in features) and stages["tribe_rest"] > 0
+            added = sum(v for k, v in stages.items() if not k.startswith("("))
+            assert added == pytest.approx(row[loop]["reward_s"], rel=0.05)
         assert report["reward"]["brain_model"]["name"] == "tribe"
         assert "one-pass" in report["reward"]["brain_model"]["text_features"]
         extra = row["anchor_with_whisperx"]
