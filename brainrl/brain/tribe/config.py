@@ -110,7 +110,8 @@ class TribeConfig:
             )
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}; got {self.dtype!r}.")
-        parts = (self.float32_parts,) if isinstance(self.float32_parts, str) else self.float32_parts
+        parts = self.float32_parts.split(",") if isinstance(self.float32_parts, str) else self.float32_parts
+        parts = [p.strip() for p in parts if p.strip()]
         self.float32_parts = tuple(sorted(set(parts)))
         unknown = sorted(set(self.float32_parts) - set(PRECISION_PARTS))
         if unknown:

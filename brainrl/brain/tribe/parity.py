@@ -11,7 +11,8 @@ return:
 - rank agreement within a batch: Spearman r between the two settings' ROI means over the texts of each
   batch (the ranking GRPO's group-relative advantages use), averaged over batches and ROIs.
 
-Built-in comparisons: ``bf16`` (dtype bfloat16 vs float32), ``one-pass`` (one-pass text features vs TRIBE's
+Built-in comparisons: ``bf16`` (dtype bfloat16, with any ``float32_parts`` / ``matmul_precision`` given, vs
+float32), ``one-pass`` (one-pass text features vs TRIBE's
 per-word passes on the same stimuli) and ``pipeline`` (brainrl's fast path, espeak + brainrl's contexts, vs
 TRIBE's own pipeline, gTTS + WhisperX + TRIBE's transforms; needs network and the online extra).
 """
@@ -32,6 +33,8 @@ from brainrl.brain.base import BrainMap
 log = logging.getLogger(__name__)
 
 DEFAULT_ROIS = ("broca", "wernicke", "auditory", "stg", "v1", "language_left")
+#: model arguments that shape a bf16 setting (the ``bf16`` comparison gives them to its candidate only)
+MIXED_PRECISION_KEYS = ("float32_parts", "matmul_precision")
 
 
 @dataclass
@@ -47,8 +50,12 @@ def comparison_settings(name: str, base: dict[str, Any]) -> tuple[Setting, Setti
     """(baseline, candidate) for a built-in comparison, on top of the common ``base`` model arguments."""
     fast = {**base, "speech_path": "fast"}
     if name == "bf16":
-        return (Setting("float32", "espeak", {**fast, "dtype": "float32"}),
-                Setting("bfloat16", "espeak", {**fast, "dtype": "bfloat16", "allow_bf16": True}))
+        # the bf16 side's mixed-precision choices (TribeConfig.float32_parts, matmul_precision) apply to it alone:
+        # the baseline is float32 with true float32 matrix products
+        mixed = {k: fast.pop(k) for k in MIXED_PRECISION_KEYS if k in fast}
+        label = "bfloat16" + "".join(f", {k}={v}" for k, v in mixed.items())
+        return (Setting("float32", "espeak", {**fast, "dtype": "float32", "matmul_precision": "highest"}),
+                Setting(label, "espeak", {**fast, **mixed, "dtype": "bfloat16", "allow_bf16": True}))
     if name == "one-pass":
         return (Setting("per-word (TRIBE)", "espeak", {**fast, "text_features": "reference"}),
                 Setting("one-pass", "espeak", {**fast, "text_features": "one-pass"}))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from brainrl.brain.base import BrainMap, Failed
-from brainrl.brain.tribe.parity import compare_maps, per_tr_r
+from brainrl.brain.tribe.parity import comparison_settings, compare_maps, per_tr_r
 from brainrl.cli.main import main
 from brainrl.cortex.rois import resolve_mask
 
@@ -28,6 +28,22 @@ def test_parity_metrics_tell_equal_from_different():
     assert other["failed"] == {"baseline": 0, "candidate": 1}
     r = per_tr_r(base[0].data, -base[0].data)
     assert np.allclose(r, -1.0)
+
+
+def test_bf16_comparison_gives_mixed_precision_to_the_bf16_side_only():
+    """float32_parts / matmul_precision describe a bf16 setting: the float32 baseline (true float32 products)
+    would refuse float32_parts, so they go to the candidate alone; the configs they make are valid."""
+    from brainrl.brain.tribe.config import TribeConfig
+
+    base = {"device": "cpu", "float32_parts": ["text"], "matmul_precision": "high"}
+    baseline, candidate = comparison_settings("bf16", base)
+    assert "float32_parts" not in baseline.model_kwargs and baseline.model_kwargs["matmul_precision"] == "highest"
+    assert candidate.model_kwargs["float32_parts"] == ["text"] and candidate.model_kwargs["matmul_precision"] == "high"
+    assert "float32_parts" in candidate.label and base["float32_parts"] == ["text"]  # the caller's dict is untouched
+    kwargs = {k: v for k, v in candidate.model_kwargs.items() if k != "speech_path"}
+    assert TribeConfig(**kwargs).float32_parts == ("text",) and TribeConfig(**{**kwargs, "float32_parts": "text, fusion"}
+                                                                           ).float32_parts == ("fusion", "text")
+    TribeConfig(**{k: v for k, v in baseline.model_kwargs.items() if k != "speech_path"})
 
 
 def test_brainrl_tribe_parity_writes_json_and_plot(tribe_double, tmp_path, checkpoint_dir):
