@@ -141,7 +141,8 @@ def to_host(tensors: Sequence[Any]) -> list[Any]:
     return [piece.view(t.shape) for piece, t in zip(torch.split(flat, sizes), tensors)]
 
 
-#: set on a bias whose key padding is already folded in (``key_masked_bias``); read by ``_position_bias_mask``
+#: set on a bias whose key padding is already folded in (``relative_key_bias`` with a ``key_index``); read by
+#: ``_position_bias_mask``
 MASK_FOLDED = "_brainrl_key_mask_folded"
 
 
