@@ -105,9 +105,16 @@ class GRPORecipeConfig:
     warmup_steps: int = 2
     lr_scheduler_type: str = "cosine"
     checkpoint_every: int = 10
+    #: temperature of the log-probabilities in the loss and KL; None: the sampling temperature (TRL's own choice).
+    #: 1.0 scores the tempered samples under the untempered policy, as AWSFT does (sampling stays at
+    #: ``sampling.temperature``)
+    loss_temperature: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.loss_temperature is not None:
+            check_range("grpo.loss_temperature", self.loss_temperature, 0, low_open=True,
+                        fix="It divides the logits in the loss; leave it out to use the sampling temperature.")
         check_range("grpo.num_generations", self.num_generations, 2,
                     fix="GRPO normalises rewards within a prompt's group of completions.")
         for name in ("steps", "prompts_per_step", "checkpoint_every"):

@@ -88,6 +88,13 @@ def grpo_config(recipe: RecipeConfig, reward_weights: Sequence[float], output_di
     if cuda:
         kwargs[checkpointing] = g.extra.get(checkpointing, False)
     kwargs.update(g.extra)
+    if g.loss_temperature is not None:  # TRL scores log-probs at its `temperature`; sampling then comes from generation_kwargs
+        sampling_kwargs = dict(g.extra.get("generation_kwargs") or {})
+        if "temperature" in sampling_kwargs:
+            raise RecipeError("grpo.extra.generation_kwargs.temperature conflicts with grpo.loss_temperature; set the "
+                              "sampling temperature in sampling.temperature.")
+        kwargs["temperature"] = g.loss_temperature
+        kwargs["generation_kwargs"] = {**sampling_kwargs, "temperature": s.temperature}
     try:
         return GRPOConfig(**kwargs)
     except (ValueError, TypeError) as err:
@@ -303,6 +310,8 @@ def train_grpo(recipe: RecipeConfig, *, model=None, tokenizer=None, reward_funcs
                        "lora": recipe.policy.lora.record(), "dropped_generation_defaults": dropped},
             "algorithm": {"name": "grpo", "implementation": "trl.GRPOTrainer", "beta": args.beta,
                           "loss_type": args.loss_type, "reference": "base model with the LoRA adapter disabled",
+                          "sampling_temperature": recipe.sampling.temperature,
+                          "loss_temperature": args.temperature,  # TRL divides the logits of the loss and KL by it
                           "generation": recipe.policy.generation.resolve(trainer.accelerator.device)},
             "grpo_config": {k: v for k, v in args.to_dict().items() if isinstance(v, (int, float, str, bool, list, type(None)))},
             "accelerate": {"num_processes": trainer.accelerator.num_processes, "device": str(trainer.accelerator.device),

@@ -55,6 +55,52 @@ def test_temperature_schedule_rejected(tmp_path):
         grpo_config(r, [1.0])
 
 
+def test_loss_temperature_is_trls_temperature_and_sampling_moves_to_generation_kwargs(tmp_path):
+    r = recipe(tmp_path)
+    r.sampling.temperature = 0.8
+    default = grpo_config(r, [1.0])
+    assert default.temperature == pytest.approx(0.8) and not default.generation_kwargs  # TRL's own choice
+    r.grpo.loss_temperature = 1.0
+    args = grpo_config(r, [1.0])
+    assert args.temperature == pytest.approx(1.0) and args.generation_kwargs == {"temperature": pytest.approx(0.8)}
+    r.grpo.extra = {"generation_kwargs": {"temperature": 0.5}}
+    with pytest.raises(RecipeError, match="conflicts with grpo.loss_temperature"):
+        grpo_config(r, [1.0])
+    with pytest.raises(ValueError, match="grpo.loss_temperature"):
+        GRPORecipeConfig(loss_temperature=0.0)
+
+
+def test_loss_temperature_one_samples_tempered_and_scores_untempered_log_probs(tmp_path):
+    """With grpo.loss_temperature 1 TRL samples at sampling.temperature (its generation settings) and its loss
+    log-probabilities are the untempered policy's (AWSFT's convention), not the tempered ones."""
+    import torch
+
+    from brainrl.train.grpo import _trainer_class, prompt_dataset
+    from brainrl.train.losses import completion_logits, token_logprobs
+
+    model, tok = tiny_policy(seed=0, hidden=64)
+    r = recipe(tmp_path)
+    r.sampling.temperature = 0.5
+    r.grpo.loss_temperature = 1.0
+    trainer = _trainer_class()(model=model, reward_funcs=[vowel_share], args=grpo_config(r, [1.0]),
+                               train_dataset=prompt_dataset(PROMPTS, None), processing_class=tok,
+                               peft_config=r.policy.lora.peft_config(), generation=r.policy.generation)
+    assert trainer.generation_config.temperature == pytest.approx(0.5)
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    enc = tok(PROMPTS[:2], return_tensors="pt", padding=True, add_special_tokens=False)
+    completion_ids = torch.randint(3, tok.vocab_size, (2, 5), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(completion_ids)
+    ids = torch.cat([enc["input_ids"], completion_ids], 1)
+    attention = torch.cat([enc["attention_mask"], mask], 1)
+    with torch.no_grad():
+        trl_logps, _, _ = trainer._get_per_token_logps_and_entropies(policy, ids, attention, completion_ids.shape[1])
+        logits = completion_logits(policy, enc["input_ids"], enc["attention_mask"], completion_ids, mask).float()
+        untempered = token_logprobs(logits, completion_ids)
+        tempered = token_logprobs(logits / 0.5, completion_ids)
+    assert (trl_logps - untempered).abs().max().item() < 1e-4
+    assert (tempered - untempered).abs().mean().item() > 0.05  # the check could tell the two apart
+
+
 def test_grpo_trains_two_steps_with_two_rewards(tmp_path):
     model, tok = tiny_policy(seed=0)
     summary = train_grpo(recipe(tmp_path), model=model, tokenizer=tok, reward_funcs=[vowel_share, text_length],

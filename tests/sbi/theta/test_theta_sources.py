@@ -211,3 +211,60 @@ def test_eighth_attempt_recipes_weigh_the_procedural_term_0_3_and_grpo_steps_on_
         check_rewards(rewards, [spec.weight for spec in recipe.rewards], probe_prompts(recipe, prompts),
                       ["Storm hits the coast.", "Markets rally after the vote."],
                       {"theta_target": [columns[0]["theta_target"], columns[1]["theta_target"]]})
+
+
+def test_ninth_attempt_grpo_recipe_optimises_as_awsft_does(pipeline):
+    """recipes/offline_theta_headline_both9_grpo.yaml (docs/theta.md, "Ninth attempt"): the eighth attempt's reward
+    and sampling; log-probabilities of the loss at temperature 1 while TRL samples at 0.8, the learning rate from
+    its peak by cosine down to AWSFT's 0.2 (with brainrl's one-step warm-up shift, AWSFT's multipliers step for
+    step; the eighth attempt's cosine to 0 summed to 88% of them), 4 prompts × 8 completions a step."""
+    import torch
+    from transformers import get_scheduler
+
+    from brainrl.train import load_recipe
+    from brainrl.train.awsft import warmup_cosine
+    from brainrl.train.grpo import _ShiftedWarmup, grpo_config
+    from brainrl.train.preflight import check_rewards, probe_prompts
+    from brainrl.train.recipe import read_prompt_rows
+
+    eighth = load_recipe("recipes/offline_theta_headline_both8_grpo.yaml")
+    awsft = load_recipe("recipes/offline_theta_headline_both8_awsft.yaml")
+    recipe = load_recipe("recipes/offline_theta_headline_both9_grpo.yaml")
+    assert recipe.trainer == "grpo" and recipe.output_dir.endswith("offline_theta_headline_both9_grpo")
+    assert [(r.name, r.weight, r.kwargs) for r in recipe.rewards] == [(r.name, r.weight, r.kwargs) for r in eighth.rewards]
+    assert recipe.sampling == eighth.sampling == awsft.sampling and recipe.policy == eighth.policy
+    g, a = recipe.grpo, awsft.awsft
+    assert (g.steps, g.prompts_per_step, g.num_generations) == (a.steps, a.prompts_per_step, a.completions_per_prompt)
+    assert (g.learning_rate, g.beta, g.warmup_steps, g.max_grad_norm) == (a.learning_rate, a.beta, a.warmup_steps,
+                                                                        a.max_grad_norm)
+    config = grpo_config(recipe, [r.weight for r in recipe.rewards], output_dir="unused")
+    assert config.temperature == pytest.approx(1.0)
+    assert config.generation_kwargs == {"temperature": pytest.approx(recipe.sampling.temperature)}
+    assert (config.per_device_train_batch_size, config.generation_batch_size) == (32, 32)
+    def multipliers(config):  # transformers' schedule with the shift BrainrlGRPOTrainer.create_scheduler applies
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=config.warmup_steps,
+                                  num_training_steps=config.max_steps,
+                                  scheduler_specific_kwargs=config.lr_scheduler_kwargs or {})
+        scheduler.lr_lambdas = [_ShiftedWarmup(f, config.warmup_steps) for f in scheduler.lr_lambdas]
+        optimizer.param_groups[0]["lr"] = scheduler.lr_lambdas[0](0)
+        out = []
+        for _ in range(config.max_steps):
+            out.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return np.array(out)
+
+    reference = np.array([warmup_cosine(s, a.steps, a.warmup_steps, a.min_lr_ratio) for s in range(a.steps)])
+    ninth = multipliers(config)
+    assert ninth == pytest.approx(reference, abs=1e-9)
+    before = multipliers(grpo_config(eighth, [1.0, 0.3], output_dir="unused"))
+    assert before[0] == pytest.approx(1.0) and before[-1] < 0.05  # what the earlier GRPO recipes ran: cosine to 0
+    assert before.sum() / reference.sum() == pytest.approx(0.88, abs=0.01)
+    prompts, columns = read_prompt_rows(recipe.data.train)
+    rewards = [ThetaTargetReward(KnownPosterior(), **{**{k: v for k, v in spec.kwargs.items() if k != "posterior"},
+                                                       "ood": "off"}, name=spec.name).use_pipeline(pipeline)
+               for spec in recipe.rewards]
+    check_rewards(rewards, [spec.weight for spec in recipe.rewards], probe_prompts(recipe, prompts),
+                  ["Storm hits the coast.", "Markets rally after the vote."],
+                  {"theta_target": [columns[0]["theta_target"], columns[1]["theta_target"]]})
