@@ -6,15 +6,32 @@ real espeak engine and synthetic model are tested with the same pipeline elsewhe
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
 import numpy as np
 
 from brainrl.brain.base import N_VERTICES, BrainMap, BrainModel, Failed
 from brainrl.stimulus.base import SpeechEngine, Stimulus, Word
+
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` imported as a module (scripts/ on the path for the modules it imports beside it)."""
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class CountingSpeech(SpeechEngine):

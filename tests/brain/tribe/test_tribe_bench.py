@@ -1,18 +1,15 @@
 """Smoke test of scripts/bench_tribe.py with tiny configs on CPU (the lead runs the real shapes on a GPU)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+
+from tests.helpers import load_script
 
 
 @pytest.mark.slow
 def test_bench_runs_tiny_on_cpu(tmp_path):
-    path = Path(__file__).resolve().parents[3] / "scripts" / "bench_tribe.py"
-    spec = importlib.util.spec_from_file_location("bench_tribe", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_tribe")
     out = tmp_path / "bench.json"
     assert bench.main(["--device", "cpu", "--tiny", "--batches", "1,2", "--words", "20", "--reps", "1",
                        "--reference-items", "1", "--out", str(out)]) == 0

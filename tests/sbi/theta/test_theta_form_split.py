@@ -1,21 +1,13 @@
 """scripts/theta_form_split.py: a validation's outputs split by form, each judge summarised per form class."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[3] / "scripts"
+from tests.helpers import load_script
 
 
 def _module():
-    sys.path.insert(0, str(SCRIPTS))
-    spec = importlib.util.spec_from_file_location("theta_form_split", SCRIPTS / "theta_form_split.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("theta_form_split")
 
 
 def test_form_classes():

@@ -1,21 +1,15 @@
 """scripts/theta_reward_combine.py: weighted sums of saved candidate rewards, scored by best-of-group."""
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[3] / "scripts"
+from tests.helpers import load_script
 
 
 def _module():
-    sys.path.insert(0, str(SCRIPTS))
-    spec = importlib.util.spec_from_file_location("theta_reward_combine", SCRIPTS / "theta_reward_combine.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("theta_reward_combine")
 
 
 def test_parse_combo_reads_weights_and_keys_with_spaces():

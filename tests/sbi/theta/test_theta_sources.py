@@ -113,6 +113,24 @@ def test_headline_style_prompts_state_theta_exactly_and_ship_disjoint_files():
     assert not {r["prompt"] for r in train} & {r["prompt"] for r in heldout}
 
 
+def check_recipe_rewards(recipe, pipeline):
+    """Every reward of a θ recipe built as the recipe asks (its OOD setting legal) with a known posterior, run by
+    the preflight check on the recipe's own prompts and θ* columns; the rewards, for further checks."""
+    from brainrl.train.preflight import check_rewards, probe_prompts
+    from brainrl.train.recipe import read_prompt_rows
+
+    prompts, columns = read_prompt_rows(recipe.data.train)
+    rewards = []
+    for spec in recipe.rewards:
+        kwargs = {k: v for k, v in spec.kwargs.items() if k != "posterior"}
+        assert ThetaTargetReward(KnownPosterior(), **kwargs).ood == kwargs["ood"]  # settings are legal
+        rewards.append(ThetaTargetReward(KnownPosterior(), **{**kwargs, "ood": "off"}, name=spec.name).use_pipeline(pipeline))
+    check_rewards(rewards, [spec.weight for spec in recipe.rewards], probe_prompts(recipe, prompts),
+                  ["Storm hits the coast.", "Markets rally after the vote."],
+                  {"theta_target": [columns[0]["theta_target"], columns[1]["theta_target"]]})
+    return rewards
+
+
 def test_headline_recipes_load_with_their_system_prompt_and_score_their_prompts(pipeline):
     from brainrl.sbi.theta.prompts import system_prompt_for
     from brainrl.train import load_recipe
@@ -166,16 +184,7 @@ def test_fifth_attempt_recipes_sum_two_decoders_with_a_tighter_trust_region(pipe
             assert recipe.grpo.learning_rate == pytest.approx(lr, rel=1e-12)
         else:
             assert (recipe.awsft.completions_per_prompt, recipe.awsft.prompts_per_step) == (8, 4)
-        prompts, columns = read_prompt_rows(recipe.data.train)
-        rewards = []
-        for spec in recipe.rewards:
-            kwargs = {k: v for k, v in spec.kwargs.items() if k != "posterior"}
-            assert ThetaTargetReward(KnownPosterior(), **kwargs).ood == kwargs["ood"]  # settings are legal
-            reward = ThetaTargetReward(KnownPosterior(), **{**kwargs, "ood": "off"}, name=spec.name)
-            rewards.append(reward.use_pipeline(pipeline))
-        check_rewards(rewards, [spec.weight for spec in recipe.rewards], probe_prompts(recipe, prompts),
-                      ["Storm hits the coast.", "Markets rally after the vote."],
-                      {"theta_target": [columns[0]["theta_target"], columns[1]["theta_target"]]})
+        rewards = check_recipe_rewards(recipe, pipeline)
         assert [r.__name__ for r in rewards] == ["theta_both", "theta_procedural"]  # logged apart
 
 
@@ -204,13 +213,7 @@ def test_eighth_attempt_recipes_weigh_the_procedural_term_0_3_and_grpo_steps_on_
             assert (config.per_device_train_batch_size, config.generation_batch_size) == (32, 64)
             assert config.generation_batch_size // config.num_generations == 8  # prompts per optimiser step
             assert config.reward_weights == pytest.approx([1.0, 0.3], abs=1e-12)
-        prompts, columns = read_prompt_rows(recipe.data.train)
-        rewards = [ThetaTargetReward(KnownPosterior(), **{**{k: v for k, v in spec.kwargs.items() if k != "posterior"},
-                                                           "ood": "off"}, name=spec.name).use_pipeline(pipeline)
-                   for spec in recipe.rewards]
-        check_rewards(rewards, [spec.weight for spec in recipe.rewards], probe_prompts(recipe, prompts),
-                      ["Storm hits the coast.", "Markets rally after the vote."],
-                      {"theta_target": [columns[0]["theta_target"], columns[1]["theta_target"]]})
+        check_recipe_rewards(recipe, pipeline)
 
 
 def test_ninth_attempt_grpo_recipe_optimises_as_awsft_does(pipeline):
@@ -261,10 +264,4 @@ def test_ninth_attempt_grpo_recipe_optimises_as_awsft_does(pipeline):
     before = multipliers(grpo_config(eighth, [1.0, 0.3], output_dir="unused"))
     assert before[0] == pytest.approx(1.0) and before[-1] < 0.05  # what the earlier GRPO recipes ran: cosine to 0
     assert before.sum() / reference.sum() == pytest.approx(0.88, abs=0.01)
-    prompts, columns = read_prompt_rows(recipe.data.train)
-    rewards = [ThetaTargetReward(KnownPosterior(), **{**{k: v for k, v in spec.kwargs.items() if k != "posterior"},
-                                                       "ood": "off"}, name=spec.name).use_pipeline(pipeline)
-               for spec in recipe.rewards]
-    check_rewards(rewards, [spec.weight for spec in recipe.rewards], probe_prompts(recipe, prompts),
-                  ["Storm hits the coast.", "Markets rally after the vote."],
-                  {"theta_target": [columns[0]["theta_target"], columns[1]["theta_target"]]})
+    check_recipe_rewards(recipe, pipeline)

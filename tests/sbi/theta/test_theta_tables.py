@@ -1,20 +1,15 @@
 """scripts/theta_tables.py: the text judge's spread/slope table against hand-computed values."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+
+from tests.helpers import load_script
 
 NAMES = ["valence", "arousal"]
 
 
 def _module():
-    path = Path(__file__).resolve().parents[3] / "scripts" / "theta_tables.py"
-    spec = importlib.util.spec_from_file_location("theta_tables", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("theta_tables")
 
 
 def test_spread_table_shrunk_estimates_halve_sd_and_slope():
