@@ -222,7 +222,6 @@ def _make_reward_classes():
                 # the audio features run in a thread beside the events, text features and text windows: the wall
                 # span of that section adds up with the others; each thread's own time is shown in parentheses
                 # (overlapping, not added)
-                d = engine.direct_stats
                 wall = (d.seconds_events + d.seconds_features + d.seconds_tensors_text) - wall0
                 stages = {"features_wall": wall, "(text features alone)": text,  # wall: text || audio
                           "(audio features alone, other thread)": audio, "tribe_rest": self._predict_s - wall}
