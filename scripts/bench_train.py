@@ -211,7 +211,7 @@ def _make_reward_classes():
             engine = self.engine
             text0, audio0 = engine.text_stats.seconds, engine.audio_stats.seconds
             d = engine.direct_stats
-            wall0 = d.seconds_events + d.seconds_features + d.seconds_tensors_text
+            wall0 = d.seconds_overlapped
             self._speech_s = self._predict_s = 0.0
             t0 = time.perf_counter()
             values = self.reward(prompts=prompts, completions=completions, **columns)
@@ -222,7 +222,7 @@ def _make_reward_classes():
                 # the audio features run in a thread beside the events, text features and text windows: the wall
                 # span of that section adds up with the others; each thread's own time is shown in parentheses
                 # (overlapping, not added)
-                wall = (d.seconds_events + d.seconds_features + d.seconds_tensors_text) - wall0
+                wall = d.seconds_overlapped - wall0
                 stages = {"features_wall": wall, "(text features alone)": text,  # wall: text || audio
                           "(audio features alone, other thread)": audio, "tribe_rest": self._predict_s - wall}
             else:

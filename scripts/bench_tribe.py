@@ -553,8 +553,10 @@ def backend_run(engine, speech: "Speech", texts: list[str], batch: int) -> tuple
         # the direct path computes the audio samples and features in a background thread while it builds the
         # word events and text features: its stages are wall-clock spans of the calling thread, the per-thread feature times
         # are shown beside them (they overlap, so they do not add up to the total)
+        from brainrl.brain.tribe.direct import DirectStats
+
         d = {k: v - direct0[k] for k, v in engine.direct_stats.as_dict().items() if k.startswith("seconds_")}
-        features = d["seconds_events"] + d["seconds_features"] + d["seconds_tensors_text"]
+        features = DirectStats(**d).seconds_overlapped
         stages = {"speech": speech_s,
                   "events + text features + text windows || audio features (wall)": features,
                   "(text features alone)": text_s, "(text windows alone)": d["seconds_tensors_text"],

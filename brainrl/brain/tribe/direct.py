@@ -59,6 +59,12 @@ class DirectStats:
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    @property
+    def seconds_overlapped(self) -> float:
+        """The calling thread's span beside the audio thread (events, text features, text windows, the wait for
+        the audio features): the one span the benchmarks add up with the stages after it."""
+        return self.seconds_events + self.seconds_features + self.seconds_tensors_text
+
 
 @dataclass
 class TimelineEvents:
