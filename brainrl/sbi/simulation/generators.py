@@ -205,7 +205,8 @@ class LocalChatGenerator:
         return {"backend": self.name, "model": self.model_spec, "max_new_tokens": self.max_new_tokens,
                 "temperature": self.temperature, "top_p": self.top_p, "batch_size": self.batch_size,
                 "stop_strings": self.stop_strings, "sampling": SAMPLING_SCHEME,
-                **({"prefix_cache": True} if self.prefix_cache else {})}
+                **({"prefix_cache": True} if self.prefix_cache else {}),
+                **({"dtype": self.dtype} if self.dtype != "auto" else {})}  # bf16 writes other texts than fp32
 
 
 # -- OpenAI-compatible ------------------------------------------------------------------------------

@@ -52,3 +52,12 @@ def test_sampler_applies_temperature_and_nucleus():
         PerRequestSampler([1], 0.0)
     with pytest.raises(ValueError, match="seeded requests"):
         PerRequestSampler([1], 1.0)(None, scores)
+
+
+def test_identity_names_a_non_default_dtype():
+    """bf16 and fp32 sample different texts, so a campaign grown in another dtype must not pass as the same."""
+    from brainrl.sbi.simulation.generators import LocalChatGenerator
+
+    assert "dtype" not in LocalChatGenerator().identity()  # "auto": campaigns written before the field keep theirs
+    assert LocalChatGenerator(dtype="bfloat16").identity()["dtype"] == "bfloat16"
+    assert LocalChatGenerator(dtype="bfloat16").identity() != LocalChatGenerator(dtype="float32").identity()

@@ -265,3 +265,25 @@ def test_ninth_attempt_grpo_recipe_optimises_as_awsft_does(pipeline):
     assert before[0] == pytest.approx(1.0) and before[-1] < 0.05  # what the earlier GRPO recipes ran: cosine to 0
     assert before.sum() / reference.sum() == pytest.approx(0.88, abs=0.01)
     check_recipe_rewards(recipe, pipeline)
+
+
+def test_tenth_attempt_recipes_change_only_the_both_posterior(pipeline):
+    """recipes/offline_theta_headline_both10_{awsft,grpo}.yaml (docs/theta.md, "Tenth attempt"): the eighth attempt's
+    AWSFT recipe and the ninth attempt's GRPO recipe, with the reward's Both posterior refitted on the 1,000-item
+    SmolLM2 campaign; the procedural term, its weight, sampling, policy and optimisation are those recipes'."""
+    from brainrl.train import load_recipe
+
+    for trainer, before in (("awsft", "both8_awsft"), ("grpo", "both9_grpo")):
+        earlier = load_recipe(f"recipes/offline_theta_headline_{before}.yaml")
+        recipe = load_recipe(f"recipes/offline_theta_headline_both10_{trainer}.yaml")
+        assert recipe.trainer == trainer and recipe.output_dir.endswith(f"offline_theta_headline_both10_{trainer}")
+        assert [(r.name, r.weight) for r in recipe.rewards] == [(r.name, r.weight) for r in earlier.rewards]
+        both, procedural = recipe.rewards
+        assert both.kwargs["posterior"] == "runs/sbi_both10/posterior" != earlier.rewards[0].kwargs["posterior"]
+        assert {k: v for k, v in both.kwargs.items() if k != "posterior"} == \
+            {k: v for k, v in earlier.rewards[0].kwargs.items() if k != "posterior"}
+        assert procedural.kwargs == earlier.rewards[1].kwargs
+        assert (recipe.sampling, recipe.policy, recipe.seed, recipe.data) == \
+            (earlier.sampling, earlier.policy, earlier.seed, earlier.data)
+        assert getattr(recipe, trainer) == getattr(earlier, trainer)
+        check_recipe_rewards(recipe, pipeline)
