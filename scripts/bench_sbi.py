@@ -4,6 +4,7 @@
     python scripts/bench_sbi.py --tiny                      # smoke run, CPU, a minute
     python scripts/bench_sbi.py --device cuda               # the paper's size: 10k x 48 x 20,484 (synthetic data)
     python scripts/bench_sbi.py --sims 50 --with-generator  # also time the embedded SmolLM2 generator
+    python scripts/bench_sbi.py --sims 20 --generator-dtypes float32,bfloat16 --skip-fit
 
 Simulations/s: speech (espeak) + brain (synthetic) on headline blocks; with --with-generator, the
 embedded SmolLM2 writes them first (per_headline mode). Fit: synthetic brain sequences with a known
@@ -83,6 +84,41 @@ def bench_simulations(n: int, with_generator: bool | str, seed: int = 0) -> dict
     if with_generator and texts:
         out["end_to_end_items_per_s"] = round(len(texts) / (seconds + out["generator_s"]), 4)
         out["generator_share_of_item_time"] = round(out["generator_s"] / (seconds + out["generator_s"]), 4)
+    return out
+
+
+def bench_generator_dtypes(n: int, dtypes: list[str], seed: int = 0) -> dict:
+    """The SmolLM2 campaign's generator and writer (recipes/campaign_offline.yaml) in each dtype on the same
+    requests and request seeds, one after the other in this process: seconds per item, the ratio to the first
+    dtype, and how many items came out word for word the same."""
+    from dataclasses import asdict, replace
+
+    from brainrl.sbi.simulation.campaign import load_campaign_config
+    from brainrl.sbi.simulation.prior import theta_for_index
+    from brainrl.sbi.simulation.simulator import HeadlineRequest, HeadlineWriter
+    from brainrl.sbi.simulation.topics import topic_for_index
+
+    recipe = load_campaign_config(Path(__file__).resolve().parents[1] / "recipes" / "campaign_offline.yaml")
+    requests = [HeadlineRequest(i, theta_for_index(seed, i), topic_for_index(i)) for i in range(n)]
+    out: dict = {"n_items": n, "threads": __import__("torch").get_num_threads(), "dtypes": {}}
+    blocks_by_dtype, raw_seconds = {}, {}
+    for dtype in dtypes:
+        config = replace(recipe.generator, kwargs={**recipe.generator.kwargs, "dtype": dtype})
+        gen = config.build()
+        gen._ensure_loaded()
+        writer = HeadlineWriter(gen, **asdict(recipe.writer))
+        writer.write(requests[:1], seed + 1, set())  # warm-up (first-call allocations, prefix cache)
+        started = time.time()
+        blocks = writer.write(requests, seed, set())
+        seconds = time.time() - started
+        blocks_by_dtype[dtype], raw_seconds[dtype] = blocks, seconds
+        out["dtypes"][dtype] = {"seconds": round(seconds, 2), "s_per_item": round(seconds / n, 3),
+                                "failed": sum(not isinstance(b, list) for b in blocks)}
+    first = dtypes[0]
+    for dtype in dtypes[1:]:
+        out["dtypes"][dtype]["speedup_vs_" + first] = round(raw_seconds[first] / raw_seconds[dtype], 2)
+        out["dtypes"][dtype]["items_identical_to_" + first] = sum(
+            a == b for a, b in zip(blocks_by_dtype[first], blocks_by_dtype[dtype]))
     return out
 
 
@@ -198,6 +234,9 @@ def main() -> int:
     parser.add_argument("--with-generator", action="store_true", help="= --generator smollm2")
     parser.add_argument("--generator", choices=["none", "smollm2", "procedural"], default="none",
                         help="time this generator beside speech + brain on the same items")
+    parser.add_argument("--generator-dtypes", default="",
+                        help="comma-separated, e.g. float32,bfloat16: time the SmolLM2 campaign generator in each "
+                             "dtype on the same --sims items, side by side")
     parser.add_argument("--skip-fit", action="store_true")
     parser.add_argument("--work", default="/tmp/brainrl-bench-sbi")
     parser.add_argument("--out", help="write the JSON here too")
@@ -217,6 +256,8 @@ def main() -> int:
     if args.sims:
         report["simulation"] = bench_simulations(args.sims, "smollm2" if args.with_generator else (
             False if args.generator == "none" else args.generator))
+    if args.generator_dtypes:
+        report["generator_dtypes"] = bench_generator_dtypes(max(args.sims, 1), args.generator_dtypes.split(","))
     if not args.skip_fit:
         report["fit"] = bench_fit(args)
     text = json.dumps(report, indent=1)
