@@ -59,7 +59,9 @@ def tables(result: dict) -> str:
                         result.get("difference_tuned_minus_base", {})}, names)]
     labels = {"second_posterior": "second posterior (disjoint campaign)", "text_judge": "text judge"}
     for key, entry in result.get("independent_judges", {}).items():
-        out.append(judge_table(labels.get(key, key), entry, names))
+        label = labels.get(key) or (f"second posterior, fit {key.rsplit('_', 1)[1]} alone"
+                                    if key.startswith("second_posterior_") else key)
+        out.append(judge_table(label, entry, names))
     n = result["models"]["base"]["n_completions"]
     out.append(f"{result['n_prompts']} held-out prompts, {n} completions per model; adapter {result.get('adapter')}")
     return "\n\n".join(out)

@@ -74,7 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     val.add_argument("--max-new-tokens", type=int, default=160)
     val.add_argument("--out", required=True, type=folder_arg,
                      help="folder for validation.json, completions.jsonl and figures")
-    val.add_argument("--second-posterior", help="a posterior fitted on a disjoint campaign: an independent decoder")
+    val.add_argument("--second-posterior", action="append",
+                     help="a posterior fitted on a disjoint campaign: an independent decoder; repeat it (e.g. fits "
+                          "with other --seed) to judge by their pooled draws, each fit also reported alone")
     val.add_argument("--judge", help="text-judge calibration (default: the packaged one)")
     val.add_argument("--no-judge", action="store_true", help="skip the text judge")
     val.add_argument("--text-format", default="campaign", choices=["campaign", "raw"],

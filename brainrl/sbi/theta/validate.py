@@ -303,6 +303,29 @@ def decode_texts(texts: list[str], prompt_index: np.ndarray, targets: np.ndarray
     return ModelDecoding(texts, prompt_index, targets[prompt_index], draws, ok, failures, scores, list(maps))
 
 
+def load_second_posteriors(second: Any) -> tuple[list[Any], list[str]]:
+    """``validate``'s ``second_posterior``: None, one folder or posterior, or a sequence of them (fits of one
+    disjoint campaign with other seeds, or of several disjoint campaigns). Returns the loaded posteriors and
+    what identifies each in the report."""
+    from brainrl.sbi.inference.estimator import Posterior
+
+    if second is None:
+        return [], []
+    items = list(second) if isinstance(second, (list, tuple)) else [second]
+    loaded = [Posterior.load(p) if isinstance(p, (str, Path)) else p for p in items]
+    return loaded, [str(p) if isinstance(p, (str, Path)) else repr(p) for p in items]
+
+
+def pooled_decoding(fits: Sequence[ModelDecoding]) -> ModelDecoding:
+    """Several posteriors' decodings of the same items as one: their draws side by side, an equal-weight
+    mixture, so the pooled mean is the mean of the fits' means. One fit's accident then cannot decide the
+    verdict alone. The items and failures are those of the first (all decode the same maps)."""
+    first = fits[0]
+    draws = np.concatenate([f.draws for f in fits], axis=1)
+    return ModelDecoding(first.texts, first.prompt_index, first.targets, draws, first.ok, dict(first.failures), None,
+                         first.maps)
+
+
 def judge_decoding(dec: ModelDecoding, estimates: np.ndarray, ok: np.ndarray | None = None) -> ModelDecoding:
     """Point estimates (N, 6) of another judge as a one-draw decoding, so the same statistics apply."""
     ok = dec.ok if ok is None else ok
@@ -407,7 +430,8 @@ def validate(posterior: Any, base: str, out_dir: str | Path, adapter: str | Path
 
     ``posterior`` is a folder or a loaded posterior; ``model``/``tokenizer``/``pipeline`` may be injected
     (tests, notebooks), otherwise they come from ``base`` and ``config.pipeline``. ``second_posterior``
-    (a folder or loaded posterior fitted on a disjoint campaign) and ``judge`` (a ``TextJudge``, a
+    (a folder or loaded posterior fitted on a disjoint campaign, or a list of them: pooled as an equal mixture,
+    each also reported alone as ``second_posterior_<k>``) and ``judge`` (a ``TextJudge``, a
     calibration path, ``"packaged"``, or None to skip) are the independent judges. ``generators``
     (``{"base": g}`` or ``{"base": g, "tuned": h}``, chat generators of ``brainrl.sbi.simulation.generators``: the
     procedural generator, an API model, a local one) replace the policy model: their replies are validated
@@ -464,26 +488,26 @@ def validate(posterior: Any, base: str, out_dir: str | Path, adapter: str | Path
         pipeline = BrainPipeline.shared(pipe_config)
     from brainrl.sbi.theta.reward import check_pipeline
 
-    if second_posterior is not None and isinstance(second_posterior, (str, Path)):
-        from brainrl.sbi.inference.estimator import Posterior
-
-        second_dir: str | None = str(second_posterior)
-        second_posterior = Posterior.load(second_posterior)
-    else:
-        second_dir = None if second_posterior is None else repr(second_posterior)
+    seconds, second_ids = load_second_posteriors(second_posterior)
     if hasattr(pipeline, "describe"):
-        for which, post in (("the training posterior", posterior), ("the second posterior", second_posterior)):
-            if post is not None and (getattr(post, "meta", None) or {}).get("campaigns"):
+        for which, post in (("the training posterior", posterior), *(("the second posterior", p) for p in seconds)):
+            if (getattr(post, "meta", None) or {}).get("campaigns"):
                 check_pipeline(post.meta, pipeline.describe(), f"validate (for {which})")
     t0 = time.perf_counter()
     decoded = {name: decode_texts(texts, np.array(index), targets, pipeline, posterior, ood, config)
                for name, (texts, index) in generated.items()}
     decode_s = time.perf_counter() - t0
     independent: dict[str, dict[str, ModelDecoding]] = {}
-    if second_posterior is not None:
-        independent["second_posterior"] = {
-            name: decode_texts(dec.texts, dec.prompt_index, targets, pipeline, second_posterior, None, config,
-                               maps=dec.maps) for name, dec in decoded.items()}
+    identities: dict[str, Any] = {}
+    if seconds:
+        per_fit = [{name: decode_texts(dec.texts, dec.prompt_index, targets, pipeline, post, None, config, maps=dec.maps)
+                    for name, dec in decoded.items()} for post in seconds]
+        independent["second_posterior"] = per_fit[0] if len(per_fit) == 1 else \
+            {name: pooled_decoding([fit[name] for fit in per_fit]) for name in decoded}
+        identities["second_posterior"] = second_ids[0] if len(second_ids) == 1 else {"pooled": second_ids}
+        if len(per_fit) > 1:  # each fit's own verdict beside the pooled one: the judge's fit-to-fit spread
+            for k, (fit, identity) in enumerate(zip(per_fit, second_ids), start=1):
+                independent[f"second_posterior_{k}"], identities[f"second_posterior_{k}"] = fit, identity
     if judge is not None:
         from brainrl.sbi.inference.decode import campaign_text
         from brainrl.sbi.judges.text import TextJudge
@@ -519,7 +543,7 @@ def validate(posterior: Any, base: str, out_dir: str | Path, adapter: str | Path
             entry["models"][name]["prior_reference"] = prior_reference(dec, names, point=judge_name == "text_judge")
         if "tuned" in decs:
             entry["difference_tuned_minus_base"] = paired_differences(decs["base"], decs["tuned"], names)
-        entry["identity"] = second_dir if judge_name == "second_posterior" else (
+        entry["identity"] = identities[judge_name] if judge_name in identities else (
             {"judge": "text", "card": {k: judge.card.get(k) for k in ("version", "groups", "cv_pearson_r", "corpus")}})
         result["independent_judges"][judge_name] = entry
     result["input_space"] = input_space_checks(decoded, posterior, config.seed) \

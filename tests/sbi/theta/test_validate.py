@@ -251,3 +251,43 @@ def test_validate_detects_a_theta_following_generator(tmp_path, lexical_posterio
         assert models["tuned"]["prior_reference"]["reward_gain"]["ci_low"] > 0, name
         assert models["base"]["prior_reference"]["reward_gain"]["value"] < \
             models["tuned"]["prior_reference"]["reward_gain"]["ci_low"], name
+
+
+def test_several_second_posteriors_are_pooled_and_each_reported(tmp_path, tiny_parts, capsys):
+    """Fits of one disjoint campaign disagree on out-of-distribution text (docs/theta.md, "Tenth attempt"): with a
+    list, the second-posterior judge is their equal mixture (its expected distance the mean of the fits') and each
+    fit's own verdict stands beside it, so the fit-to-fit spread is in the report."""
+    base, tokenizer, adapter_dir, pipeline, post = tiny_parts
+    config = ValidateConfig(n=4, seed=5, completions_per_prompt=2, batch_prompts=4, n_samples=16,
+                            sampling=SamplingConfig(max_new_tokens=12), system_prompt=None)
+    fits = [KnownPosterior(seed=1), KnownPosterior(seed=2, sd=0.1)]  # two decoders that read the maps differently
+    result = validate(post, "tiny", tmp_path / "out", adapter=adapter_dir, config=config, model=base,
+                      tokenizer=tokenizer, pipeline=pipeline, second_posterior=fits, judge=None)
+    judges = result["independent_judges"]
+    assert set(judges) == {"second_posterior", "second_posterior_1", "second_posterior_2"}
+    assert judges["second_posterior"]["identity"] == {"pooled": [repr(f) for f in fits]}
+    assert judges["second_posterior_2"]["identity"] == repr(fits[1])
+    for model in ("base", "tuned"):
+        alone = [judges[f"second_posterior_{k}"]["models"][model]["reward"]["value"] for k in (1, 2)]
+        assert alone[0] != pytest.approx(alone[1], abs=1e-6)  # the fits do disagree here
+        pooled = judges["second_posterior"]["models"][model]["reward"]["value"]
+        assert pooled == pytest.approx(np.mean(alone), abs=1e-9)
+    from brainrl.policy.tiny import tiny_llama
+
+    one = validate(post, "tiny", tmp_path / "one", adapter=adapter_dir, config=config, model=tiny_llama(tokenizer, seed=0),
+                   tokenizer=tokenizer, pipeline=pipeline, second_posterior=fits[0], judge=None)["independent_judges"]
+    assert set(one) == {"second_posterior"} and one["second_posterior"]["identity"] == repr(fits[0])
+    assert one["second_posterior"]["models"]["base"]["reward"]["value"] == pytest.approx(
+        judges["second_posterior_1"]["models"]["base"]["reward"]["value"], abs=1e-9)
+    print_validation(result)
+    assert "second_posterior_2" in capsys.readouterr().out
+
+
+def test_cli_second_posterior_repeats():
+    from brainrl.cli.main import build_parser
+
+    parse = build_parser().parse_args
+    common = ["validate", "--posterior", "p", "--base", "smollm2", "--out", "o"]
+    assert parse(common + ["--second-posterior", "a", "--second-posterior", "b"]).second_posterior == ["a", "b"]
+    assert parse(common + ["--second-posterior", "a"]).second_posterior == ["a"]
+    assert parse(common).second_posterior is None
