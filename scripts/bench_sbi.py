@@ -93,6 +93,8 @@ def bench_generator_dtypes(n: int, dtypes: list[str], seed: int = 0) -> dict:
     dtype, and how many items came out word for word the same."""
     from dataclasses import asdict, replace
 
+    import torch
+
     from brainrl.sbi.simulation.campaign import load_campaign_config
     from brainrl.sbi.simulation.prior import theta_for_index
     from brainrl.sbi.simulation.simulator import HeadlineRequest, HeadlineWriter
@@ -100,7 +102,7 @@ def bench_generator_dtypes(n: int, dtypes: list[str], seed: int = 0) -> dict:
 
     recipe = load_campaign_config(Path(__file__).resolve().parents[1] / "recipes" / "campaign_offline.yaml")
     requests = [HeadlineRequest(i, theta_for_index(seed, i), topic_for_index(i)) for i in range(n)]
-    out: dict = {"n_items": n, "threads": __import__("torch").get_num_threads(), "dtypes": {}}
+    out: dict = {"n_items": n, "threads": torch.get_num_threads(), "dtypes": {}}
     blocks_by_dtype, raw_seconds = {}, {}
     for dtype in dtypes:
         config = replace(recipe.generator, kwargs={**recipe.generator.kwargs, "dtype": dtype})
