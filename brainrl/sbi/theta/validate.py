@@ -307,10 +307,10 @@ def load_second_posteriors(second: Any) -> tuple[list[Any], list[str]]:
     """``validate``'s ``second_posterior``: None, one folder or posterior, or a sequence of them (fits of one
     disjoint campaign with other seeds, or of several disjoint campaigns). Returns the loaded posteriors and
     what identifies each in the report."""
-    from brainrl.sbi.inference.estimator import Posterior
-
     if second is None:
         return [], []
+    from brainrl.sbi.inference.estimator import Posterior
+
     items = list(second) if isinstance(second, (list, tuple)) else [second]
     loaded = [Posterior.load(p) if isinstance(p, (str, Path)) else p for p in items]
     return loaded, [str(p) if isinstance(p, (str, Path)) else repr(p) for p in items]
