@@ -32,47 +32,60 @@ def rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def campaign_requests(n: int, seed: int) -> list:
+    """The first ``n`` items of a campaign with this seed: θ draws and topics as ``brainrl simulate`` makes them."""
+    from brainrl.sbi.simulation.prior import theta_for_index
+    from brainrl.sbi.simulation.simulator import HeadlineRequest
+    from brainrl.sbi.simulation.topics import topic_for_index
+
+    return [HeadlineRequest(i, theta_for_index(seed, i), topic_for_index(i)) for i in range(n)]
+
+
+def smollm2_campaign_writer(dtype: str | None = None) -> tuple:
+    """The SmolLM2 campaign's generator and writer as recipes/campaign_offline.yaml sets them (``dtype``
+    overrides the recipe's), the model loaded: (writer, load seconds, writer settings)."""
+    from dataclasses import asdict, replace
+
+    from brainrl.sbi.simulation.campaign import load_campaign_config
+    from brainrl.sbi.simulation.generators import LocalChatGenerator
+    from brainrl.sbi.simulation.simulator import HeadlineWriter
+
+    recipe = load_campaign_config(Path(__file__).resolve().parents[1] / "recipes" / "campaign_offline.yaml")
+    config = recipe.generator if dtype is None else replace(recipe.generator, kwargs={**recipe.generator.kwargs,
+                                                                                        "dtype": dtype})
+    gen = config.build()
+    assert isinstance(gen, LocalChatGenerator)
+    started = time.time()
+    gen._ensure_loaded()
+    return HeadlineWriter(gen, **asdict(recipe.writer)), round(time.time() - started, 2), asdict(recipe.writer)
+
+
 def bench_simulations(n: int, with_generator: bool | str, seed: int = 0) -> dict:
     """Generator and speech + brain throughput on the same items, side by side. ``with_generator``:
     False (fixed texts), True / "smollm2" (the embedded LLM with the generator and writer settings of
     recipes/campaign_offline.yaml) or "procedural"."""
     from brainrl.brain.pipeline import BrainPipeline, PipelineConfig
     from brainrl.sbi.simulation.parse import block_text
-    from brainrl.sbi.simulation.prior import theta_for_index
-    from brainrl.sbi.simulation.topics import topic_for_index
 
     out: dict = {"n_items": n}
-    requests = [(i, theta_for_index(seed, i), topic_for_index(i)) for i in range(n)]
+    requests = campaign_requests(n, seed)
     if with_generator:
-        from brainrl.sbi.simulation.generators import LocalChatGenerator
         from brainrl.sbi.simulation.procedural import ProceduralGenerator
-        from brainrl.sbi.simulation.simulator import HeadlineRequest, HeadlineWriter
+        from brainrl.sbi.simulation.simulator import HeadlineWriter
 
         out["generator"] = "procedural" if with_generator == "procedural" else "smollm2"
         if with_generator == "procedural":
-            gen = ProceduralGenerator()
-            writer = HeadlineWriter(gen, max_attempts=4, feedback=False)
-        else:  # the SmolLM2 campaign's generator and writer, as recipes/campaign_offline.yaml sets them
-            from dataclasses import asdict
-
-            from brainrl.sbi.simulation.campaign import load_campaign_config
-
-            recipe = load_campaign_config(Path(__file__).resolve().parents[1] / "recipes" / "campaign_offline.yaml")
-            gen = recipe.generator.build()
-            assert isinstance(gen, LocalChatGenerator)
-            started = time.time()
-            gen._ensure_loaded()
-            out["generator_load_s"] = round(time.time() - started, 2)
-            out["writer"] = asdict(recipe.writer)
-            writer = HeadlineWriter(gen, **asdict(recipe.writer))
+            writer = HeadlineWriter(ProceduralGenerator(), max_attempts=4, feedback=False)
+        else:
+            writer, out["generator_load_s"], out["writer"] = smollm2_campaign_writer()
         started = time.time()
-        blocks = writer.write([HeadlineRequest(i, t, c) for i, t, c in requests], seed, set())
+        blocks = writer.write(requests, seed, set())
         out["generator_s"] = round(time.time() - started, 2)
         out["generator_failed"] = sum(not isinstance(b, list) for b in blocks)
         texts = [block_text(b) for b in blocks if isinstance(b, list)]
     else:  # fixed text of headline length, so only speech + brain are timed
-        texts = [block_text([f"{c.capitalize()} officials report item {i} headline {k} with about twelve words in it today"
-                             for k in range(5)]) for i, _, c in requests]
+        texts = [block_text([f"{r.topic.capitalize()} officials report item {r.index} headline {k} with about twelve "
+                             "words in it today" for k in range(5)]) for r in requests]
     pipeline = BrainPipeline(PipelineConfig(cache_dir="", memory_items=0))
     pipeline(texts[:2])  # warm-up: loads MiniLM and the spatial loadings
     started = time.time()
@@ -91,24 +104,13 @@ def bench_generator_dtypes(n: int, dtypes: list[str], seed: int = 0) -> dict:
     """The SmolLM2 campaign's generator and writer (recipes/campaign_offline.yaml) in each dtype on the same
     requests and request seeds, one after the other in this process: seconds per item, the ratio to the first
     dtype, and how many items came out word for word the same."""
-    from dataclasses import asdict, replace
-
     import torch
 
-    from brainrl.sbi.simulation.campaign import load_campaign_config
-    from brainrl.sbi.simulation.prior import theta_for_index
-    from brainrl.sbi.simulation.simulator import HeadlineRequest, HeadlineWriter
-    from brainrl.sbi.simulation.topics import topic_for_index
-
-    recipe = load_campaign_config(Path(__file__).resolve().parents[1] / "recipes" / "campaign_offline.yaml")
-    requests = [HeadlineRequest(i, theta_for_index(seed, i), topic_for_index(i)) for i in range(n)]
+    requests = campaign_requests(n, seed)
     out: dict = {"n_items": n, "threads": torch.get_num_threads(), "dtypes": {}}
     blocks_by_dtype, raw_seconds = {}, {}
     for dtype in dtypes:
-        config = replace(recipe.generator, kwargs={**recipe.generator.kwargs, "dtype": dtype})
-        gen = config.build()
-        gen._ensure_loaded()
-        writer = HeadlineWriter(gen, **asdict(recipe.writer))
+        writer, _, _ = smollm2_campaign_writer(dtype)
         writer.write(requests[:1], seed + 1, set())  # warm-up (first-call allocations, prefix cache)
         started = time.time()
         blocks = writer.write(requests, seed, set())
